@@ -1,1 +1,76 @@
-"""hpsearch's trainer: one trial from a configuration, Keras vocabulary on PyTorch Lightning."""
+"""hpsearch's trainer: one trial from a configuration, Keras vocabulary on PyTorch Lightning.
+
+Pure training: knows nothing of HTTP, SQL or Optuna. The service uses only the names below.
+Torch and Lightning are imported on first use of a name that needs them, so validating a spec
+(`TrialTemplate`, `SearchSpace`) stays fast for the API.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trainer.callbacks import Reporter
+    from trainer.config import (
+        CheckpointConfig,
+        DatasetConfig,
+        DiagnosisConfig,
+        EarlyStoppingConfig,
+        ModelConfig,
+        TrialConfig,
+    )
+    from trainer.data import DatasetError
+    from trainer.diagnosis import Diagnosis
+    from trainer.run import EpochRecord, FoldSummary, SplitMetrics, TrialResult, run_trial
+    from trainer.space import SearchSpace, Suggester
+    from trainer.template import PARAMETERS, TrialTemplate
+
+_EXPORTS = {
+    "Reporter": "trainer.callbacks",
+    "CheckpointConfig": "trainer.config",
+    "DatasetConfig": "trainer.config",
+    "DiagnosisConfig": "trainer.config",
+    "EarlyStoppingConfig": "trainer.config",
+    "ModelConfig": "trainer.config",
+    "TrialConfig": "trainer.config",
+    "DatasetError": "trainer.data",
+    "Diagnosis": "trainer.diagnosis",
+    "EpochRecord": "trainer.run",
+    "FoldSummary": "trainer.run",
+    "SplitMetrics": "trainer.run",
+    "TrialResult": "trainer.run",
+    "run_trial": "trainer.run",
+    "SearchSpace": "trainer.space",
+    "Suggester": "trainer.space",
+    "PARAMETERS": "trainer.template",
+    "TrialTemplate": "trainer.template",
+}
+
+__all__ = [
+    "PARAMETERS",
+    "CheckpointConfig",
+    "DatasetConfig",
+    "DatasetError",
+    "Diagnosis",
+    "DiagnosisConfig",
+    "EarlyStoppingConfig",
+    "EpochRecord",
+    "FoldSummary",
+    "ModelConfig",
+    "Reporter",
+    "SearchSpace",
+    "SplitMetrics",
+    "Suggester",
+    "TrialConfig",
+    "TrialResult",
+    "TrialTemplate",
+    "run_trial",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trainer' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

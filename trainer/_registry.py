@@ -104,10 +104,14 @@ class Registry(Generic[T]):
         target = self._entries[self.canonical_name(class_name)]
         if inspect.isclass(target):
             try:
-                from_config = getattr(target, "from_config", None)
-                built: T = from_config(params) if from_config else target(**params)
+                from_config: Callable[[dict[str, Any]], T] | None = getattr(
+                    target, "from_config", None
+                )
+                built: T = from_config(params) if from_config is not None else target(**params)
             except TypeError as error:
-                raise ValueError(f"invalid config for {self.kind} {class_name!r}: {error}") from None
+                raise ValueError(
+                    f"invalid config for {self.kind} {class_name!r}: {error}"
+                ) from None
             return built
         if params:
             raise ValueError(f"{self.kind} {class_name!r} is a function and takes no config")

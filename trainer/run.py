@@ -1,0 +1,349 @@
+"""`run_trial`: train one configuration with Lightning and return a frozen `TrialResult`.
+
+This is the only entry point the service uses. It owns device choice, seeding, the Lightning
+Trainer and its callbacks, resuming from a checkpoint, k-fold cross-validation and the final
+evaluation; the math lives in the modules it wires together.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from trainer.callbacks import (
+    KerasEarlyStopping,
+    KerasModelCheckpoint,
+    Reporter,
+    ReporterCallback,
+    ResumeCheckpoint,
+)
+from trainer.checkpoint_io import AtomicCheckpointIO
+from trainer.config import TrialConfig
+from trainer.data import DataSplits, load_folds, load_splits
+from trainer.diagnosis import Diagnosis, diagnose
+from trainer.lit_module import TrialModule
+from trainer.metrics import ACCURACY, LEARNING_RATE, LOSS, VAL_ACCURACY, VAL_LOSS, resolve_mode
+
+Status = Literal["completed", "pruned", "diverged", "interrupted"]
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One row of the learning curve; `epoch` counts from 1."""
+
+    epoch: int
+    loss: float
+    accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+
+
+@dataclass(frozen=True)
+class SplitMetrics:
+    loss: float
+    accuracy: float
+
+    @property
+    def error(self) -> float:
+        return 1.0 - self.accuracy
+
+
+@dataclass(frozen=True)
+class FoldSummary:
+    """k-fold cross-validation of the objective (each fold trained from scratch)."""
+
+    values: tuple[float, ...]
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    status: Status
+    objective: str
+    objective_value: float | None
+    """The objective of the final model (best weights when restored), None if diverged."""
+    train: SplitMetrics | None
+    val: SplitMetrics | None
+    test: SplitMetrics | None
+    best_epoch: int | None
+    best: EpochRecord | None
+    history: tuple[EpochRecord, ...]
+    epochs_run: int
+    stopped_early: bool
+    diagnosis: Diagnosis | None
+    best_checkpoint: str | None
+    last_checkpoint: str | None
+    resumed_from_epoch: int | None
+    device: str
+    seed: int
+    wall_time_s: float
+    data_fingerprint: str
+    folds: FoldSummary | None = None
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_trial(
+    config: TrialConfig,
+    reporter: Reporter | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume_from: str | Path | None = None,
+    *,
+    device: str = "auto",
+    num_threads: int | None = None,
+    stop_requested: Callable[[], bool] | None = None,
+) -> TrialResult:
+    """Train `config` and evaluate it on train, validation and test splits.
+
+    checkpoint_dir: where `best.ckpt` (Keras ModelCheckpoint) and `last.ckpt` (resume state) go;
+        None writes no checkpoint.
+    resume_from: a `last.ckpt` to continue from (same config; `max_epochs` may be larger).
+    device: "auto" (a GPU when present), "cpu", "cuda" or "cuda:N".
+    num_threads: torch CPU threads for this process (one worker per core: 1).
+    stop_requested: polled each epoch; when it returns True the trial checkpoints and stops
+        with status "interrupted" so another run can resume it.
+    reporter: gets the objective each epoch; when it says prune, the trial stops as "pruned".
+        With k-fold cross-validation, only the first fold reports.
+    """
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    image = config.model.type == "cnn"
+    if config.dataset.folds is None:
+        return _fit(
+            config,
+            load_splits(config.dataset, image=image),
+            reporter,
+            _as_path(checkpoint_dir),
+            resume_from,
+            device,
+            stop_requested,
+        )
+    if resume_from is not None:
+        raise ValueError("resuming is not supported with k-fold cross-validation")
+    started = time.perf_counter()
+    results = []
+    for fold, splits in enumerate(load_folds(config.dataset, image=image)):
+        fold_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"fold{fold}"
+        result = _fit(
+            config, splits, reporter if fold == 0 else None, fold_dir, None, device, stop_requested
+        )
+        results.append(result)
+        if result.status != "completed" or result.objective_value is None:
+            return result
+    values = tuple(float(r.objective_value) for r in results if r.objective_value is not None)
+    summary = FoldSummary(values, statistics.fmean(values), statistics.pstdev(values))
+    first = results[0]
+    return TrialResult(
+        **{
+            **{field: getattr(first, field) for field in first.__dataclass_fields__},
+            "objective_value": summary.mean,
+            "folds": summary,
+            "wall_time_s": time.perf_counter() - started,
+        }
+    )
+
+
+def _fit(
+    config: TrialConfig,
+    data: DataSplits,
+    reporter: Reporter | None,
+    checkpoint_dir: Path | None,
+    resume_from: str | Path | None,
+    device: str,
+    stop_requested: Callable[[], bool] | None,
+) -> TrialResult:
+    started = time.perf_counter()
+    accelerator, devices = _resolve_device(device)
+    resumed_from = None if resume_from is None else _epochs_done(resume_from)
+    pl.seed_everything(config.seed, workers=False, verbose=False)
+    module = TrialModule(config.to_dict(), data.input_shape, data.n_classes)
+    module.attach_data(data)
+    reporting = ReporterCallback(config.objective, reporter, stop_requested)
+    callbacks: list[Callback] = [reporting]
+    early_stopping = None
+    if config.early_stopping is not None:
+        early_stopping = KerasEarlyStopping(config.early_stopping)
+        callbacks.append(early_stopping)
+    best_saver = resume_saver = None
+    if checkpoint_dir is not None:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        best_saver = KerasModelCheckpoint(config.checkpoint, checkpoint_dir)
+        resume_saver = ResumeCheckpoint(checkpoint_dir, config.checkpoint.resume_every_s)
+        callbacks += [best_saver, resume_saver]
+    with _quiet_lightning():
+        trainer = pl.Trainer(
+            accelerator=accelerator,
+            devices=devices,
+            max_epochs=config.max_epochs,
+            callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],
+            logger=False,
+            enable_checkpointing=checkpoint_dir is not None,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            default_root_dir=checkpoint_dir,
+        )
+        trainer.fit(
+            module,
+            train_dataloaders=_EpochTicks(),
+            ckpt_path=None if resume_from is None else str(resume_from),
+        )
+    history = tuple(EpochRecord(**_record(row)) for row in module.history)
+    return _result(
+        config,
+        module,
+        data,
+        history,
+        reporting,
+        early_stopping,
+        best_saver,
+        resume_saver,
+        resumed_from,
+        accelerator,
+        started,
+    )
+
+
+def _result(
+    config: TrialConfig,
+    module: TrialModule,
+    data: DataSplits,
+    history: tuple[EpochRecord, ...],
+    reporting: ReporterCallback,
+    early_stopping: KerasEarlyStopping | None,
+    best_saver: KerasModelCheckpoint | None,
+    resume_saver: ResumeCheckpoint | None,
+    resumed_from: int | None,
+    accelerator: str,
+    started: float,
+) -> TrialResult:
+    status: Status = "completed"
+    message = ""
+    train = val = test = None
+    diagnosis = None
+    objective_value = None
+    if module.diverged_at is not None:
+        status = "diverged"
+        message = (
+            f"the loss became non-finite at epoch {module.diverged_at}; "
+            "a lower learning rate or a smaller initializer scale may help"
+        )
+    else:
+        train = SplitMetrics(*module.evaluate(data.train))
+        val = SplitMetrics(*module.evaluate(data.val))
+        test = None if data.test is None else SplitMetrics(*module.evaluate(data.test))
+        diagnosis = diagnose(
+            train.error, val.error, None if test is None else test.error, config.diagnosis
+        )
+        objective_value = {
+            LOSS: train.loss,
+            ACCURACY: train.accuracy,
+            VAL_LOSS: val.loss,
+            VAL_ACCURACY: val.accuracy,
+        }[config.objective]
+        if reporting.pruned:
+            status = "pruned"
+        elif reporting.interrupted:
+            status = "interrupted"
+    best = _best_epoch(history, config.objective)
+    return TrialResult(
+        status=status,
+        objective=config.objective,
+        objective_value=objective_value,
+        train=train,
+        val=val,
+        test=test,
+        best_epoch=None if best is None else best.epoch,
+        best=best,
+        history=history,
+        epochs_run=len(history),
+        stopped_early=early_stopping is not None and early_stopping.stopped_epoch > 0,
+        diagnosis=diagnosis,
+        best_checkpoint=str(best_saver.path) if best_saver and best_saver.saved else None,
+        last_checkpoint=str(resume_saver.path) if resume_saver and resume_saver.saved else None,
+        resumed_from_epoch=resumed_from,
+        device=str(module.device) if accelerator != "cpu" else "cpu",
+        seed=config.seed,
+        wall_time_s=time.perf_counter() - started,
+        data_fingerprint=data.fingerprint,
+        message=message,
+    )
+
+
+def _best_epoch(history: tuple[EpochRecord, ...], objective: str) -> EpochRecord | None:
+    finite = [r for r in history if math.isfinite(getattr(r, objective))]
+    if not finite:
+        return None
+    pick = min if resolve_mode(objective, "auto") == "min" else max
+    return pick(finite, key=lambda r: float(getattr(r, objective)))
+
+
+def _record(row: dict[str, float]) -> dict[str, Any]:
+    return {
+        "epoch": int(row["epoch"]),
+        LOSS: row[LOSS],
+        ACCURACY: row[ACCURACY],
+        VAL_LOSS: row[VAL_LOSS],
+        VAL_ACCURACY: row[VAL_ACCURACY],
+        LEARNING_RATE: row[LEARNING_RATE],
+    }
+
+
+def _epochs_done(checkpoint: str | Path) -> int:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    return len(state.get("hpsearch", {}).get("history", []))
+
+
+def _resolve_device(device: str) -> tuple[str, list[int] | int]:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return "cpu", 1
+    if device in ("cuda", "gpu"):
+        return "gpu", [0]
+    if device.startswith("cuda:") and device[5:].isdigit():
+        return "gpu", [int(device[5:])]
+    raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+
+def _as_path(path: str | Path | None) -> Path | None:
+    return None if path is None else Path(path)
+
+
+class _EpochTicks:
+    """A one-item "dataloader": Lightning runs one training_step per epoch (see TrialModule)."""
+
+    def __iter__(self) -> Iterator[int]:
+        yield 0
+
+    def __len__(self) -> int:
+        return 1
+
+
+@contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Hide Lightning's per-Trainer banner ("GPU available: ...") for the duration of a trial."""
+    lightning_logger = logging.getLogger("lightning.pytorch")
+    level = lightning_logger.level
+    lightning_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        lightning_logger.setLevel(level)

@@ -1,0 +1,373 @@
+"""`TrialTemplate`: the trainer's part of a study spec, and sampled values → `TrialConfig`.
+
+A template holds what every trial of a study shares (dataset, model, EarlyStopping,
+ModelCheckpoint, epochs) plus the search space and the `fixed` values. Parameter names form one
+flat, Keras-worded namespace; `PARAMETERS` lists them. A value fixed or sampled for one name
+lands in the right place of the config, e.g. `lambda` becomes the strength of whichever
+regularizer was chosen (`l1=λ`, `l2=λ`, both for `l1_l2`, `factor=λ` for `orthogonal`).
+
+Validation happens on construction, so a bad spec fails before any trial runs: unknown names,
+values outside a parameter's domain, and search-space parameters that would be sampled where
+they mean nothing (an optimizer's sub-parameter without a `when` limiting it to the optimizers
+that take it, `lambda` where `none` may be chosen).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from trainer import initializers, optimizers, regularizers
+from trainer.config import (
+    Activation,
+    CheckpointConfig,
+    DatasetConfig,
+    DiagnosisConfig,
+    EarlyStoppingConfig,
+    ModelConfig,
+    TrialConfig,
+)
+from trainer.metrics import VAL_LOSS
+from trainer.space import CategoricalParam, FloatParam, IntParam, SearchSpace
+
+Check = Callable[[Any], str | None]
+"""Returns why a value is invalid, or None."""
+
+
+def _number(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Check:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            return f"must be a number, got {value!r}"
+        too_low = value <= low if low_open else value < low
+        too_high = value >= high if high_open else value > high
+        if too_low or too_high:
+            return (
+                f"must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+                f", got {value!r}"
+            )
+        return None
+
+    return check
+
+
+def _integer(low: int, high: int, *, power_of_two: bool = False, odd: bool = False) -> Check:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"must be an integer, got {value!r}"
+        if not low <= value <= high:
+            return f"must be between {low} and {high}, got {value}"
+        if power_of_two and value & (value - 1):
+            return f"must be a power of two, got {value}"
+        if odd and value % 2 == 0:
+            return f"must be odd, got {value}"
+        return None
+
+    return check
+
+
+def _one_of(names: Callable[[], list[str]], kind: str, *, none: bool = False) -> Check:
+    def check(value: Any) -> str | None:
+        if none and value == "none":
+            return None
+        known = names()
+        if value not in known:
+            extra = ["none"] if none else []
+            return f"unknown {kind} {value!r}; known: {', '.join(extra + known)}"
+        return None
+
+    return check
+
+
+def _flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+
+
+def _fraction(value: Any) -> str | None:
+    return _number(0.0, 1.0, high_open=True)(value)
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    check: Check
+    description: str
+    integer: bool = False
+    """Only whole numbers (an int range, or integer choices)."""
+
+
+PARAMETERS: dict[str, Parameter] = {
+    p.name: p
+    for p in [
+        Parameter(
+            "initializer",
+            _one_of(initializers.names, "initializer"),
+            "kernel initializer of every Dense/Conv layer (Keras name)",
+        ),
+        Parameter(
+            "bias_initializer",
+            _one_of(initializers.names, "initializer"),
+            "bias initializer (default zeros)",
+        ),
+        Parameter("optimizer", _one_of(optimizers.names, "optimizer"), "optimizer (Keras name)"),
+        Parameter("learning_rate", _number(0.0, 10.0, low_open=True), "learning rate"),
+        Parameter("momentum", _fraction, "momentum β (sgd, momentum, nesterov, rmsprop)"),
+        Parameter("nesterov", _flag, "Nesterov momentum (sgd)"),
+        Parameter("rho", _fraction, "RMSprop's discounting factor ρ"),
+        Parameter("centered", _flag, "centered RMSprop"),
+        Parameter("beta_1", _fraction, "Adam's first-moment decay β1"),
+        Parameter("beta_2", _fraction, "Adam's second-moment decay β2"),
+        Parameter("epsilon", _number(0.0, 1.0), "the optimizer's ε"),
+        Parameter("amsgrad", _flag, "AMSGrad variant of Adam/AdamW"),
+        Parameter("weight_decay", _number(0.0, 1.0), "AdamW's decoupled weight decay"),
+        Parameter(
+            "regularizer",
+            _one_of(regularizers.names, "regularizer", none=True),
+            "kernel regularizer: none, l1, l2, l1_l2, orthogonal",
+        ),
+        Parameter("lambda", _number(0.0, 100.0), "strength λ of the kernel regularizer"),
+        Parameter(
+            "orthogonal_mode",
+            lambda v: (
+                None if v in ("rows", "columns") else f"must be 'rows' or 'columns', got {v!r}"
+            ),
+            "orthogonal regularizer's mode",
+        ),
+        Parameter(
+            "bias_regularizer",
+            _one_of(regularizers.names, "regularizer", none=True),
+            "bias regularizer",
+        ),
+        Parameter("bias_lambda", _number(0.0, 100.0), "strength of the bias regularizer"),
+        Parameter(
+            "activity_regularizer",
+            _one_of(regularizers.names, "regularizer", none=True),
+            "activity regularizer on hidden layers' outputs",
+        ),
+        Parameter("activity_lambda", _number(0.0, 100.0), "strength of the activity regularizer"),
+        Parameter("dropout", _fraction, "dropout rate after each hidden layer"),
+        Parameter(
+            "batch_size",
+            _integer(1, 65_536, power_of_two=True),
+            "mini-batch size (a power of two)",
+            integer=True,
+        ),
+        Parameter(
+            "activation",
+            lambda v: (
+                None
+                if v in get_args(Activation)
+                else f"unknown activation {v!r}; known: {', '.join(get_args(Activation))}"
+            ),
+            "hidden layers' activation",
+        ),
+        Parameter("units", _integer(1, 65_536), "width of every hidden layer", integer=True),
+        Parameter("n_layers", _integer(0, 64), "number of hidden layers", integer=True),
+        Parameter("kernel_size", _integer(1, 15, odd=True), "CNN kernel size (odd)", integer=True),
+    ]
+}
+
+_STRENGTH_ARGS: dict[str, tuple[str, ...]] = {
+    "l1": ("l1",),
+    "l2": ("l2",),
+    "l1_l2": ("l1", "l2"),
+    "orthogonal": ("factor",),
+}
+_CONDITIONAL_ON = {
+    "lambda": "regularizer",
+    "bias_lambda": "bias_regularizer",
+    "activity_lambda": "activity_regularizer",
+    "orthogonal_mode": "regularizer",
+}
+
+
+def optimizer_arguments(name: str) -> set[str]:
+    """The keyword arguments an optimizer accepts (read from its class)."""
+    target = optimizers.registry.get(name)
+    return set(inspect.signature(type(target)).parameters) - {"self"}
+
+
+class TrialTemplate(BaseModel):
+    """What a study's trials share, its search space and fixed values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: DatasetConfig = DatasetConfig()
+    model: ModelConfig = ModelConfig()
+    search_space: SearchSpace = Field(default_factory=lambda: SearchSpace({}))
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    max_epochs: int = Field(default=20, ge=1, le=100_000)
+    seed: int = 0
+    objective: str = VAL_LOSS
+    early_stopping: EarlyStoppingConfig | None = None
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    diagnosis: DiagnosisConfig = DiagnosisConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> TrialTemplate:
+        for name, value in self.fixed.items():
+            parameter = _parameter(name, "fixed")
+            if name in self.search_space:
+                raise ValueError(f"fixed.{name}: {name!r} is also in the search space")
+            if (why := parameter.check(value)) is not None:
+                raise ValueError(f"fixed.{name}: {why}")
+        for name in self.search_space:
+            _check_distribution(name, self.search_space[name])
+        for name in self.search_space:
+            self._check_applicable(name)
+        self.config_for(self.search_space.sample(_FirstValues()))
+        return self
+
+    def _check_applicable(self, name: str) -> None:
+        """A sampled parameter must mean something wherever it is active."""
+        param = self.search_space[name]
+        when = param.when or {}
+        if name in optimizers_sub_parameters():
+            for optimizer in self._possible("optimizer", when):
+                if name != "learning_rate" and name not in optimizer_arguments(optimizer):
+                    raise ValueError(
+                        f"search_space.{name}: optimizer {optimizer!r} takes no {name!r}; add "
+                        f'"when": {{"optimizer": [...]}} naming the optimizers that do'
+                    )
+        parent = _CONDITIONAL_ON.get(name)
+        if parent is not None:
+            for regularizer in self._possible(parent, when):
+                if regularizer in (None, "none"):
+                    raise ValueError(
+                        f"search_space.{name}: applies only when a {parent} is chosen, but "
+                        f'{parent} may be \'none\'; add "when": {{"{parent}": [...]}}'
+                    )
+
+    def _possible(self, name: str, when: Mapping[str, list[Any]]) -> list[Any]:
+        """The values `name` can take while a parameter with condition `when` is active."""
+        if name in when:
+            return list(when[name])
+        if name in self.search_space:
+            param = self.search_space[name]
+            return list(param.choices) if isinstance(param, CategoricalParam) else []
+        return [self.fixed.get(name, _DEFAULTS.get(name))]
+
+    def config_for(self, params: Mapping[str, Any]) -> TrialConfig:
+        """The `TrialConfig` for one trial's sampled `params` (plus the fixed values)."""
+        values = {**self.fixed, **params}
+        for name, value in params.items():
+            if (why := _parameter(name, "params").check(value)) is not None:
+                raise ValueError(f"params.{name}: {why}")
+        model = self.model
+        if "units" in values or "n_layers" in values:
+            depth = values.get("n_layers", len(model.hidden_units))
+            width = values.get("units", model.hidden_units[0] if model.hidden_units else 128)
+            model = replace(model, hidden_units=(width,) * depth)
+        for name in ("dropout", "activation", "kernel_size"):
+            if name in values:
+                model = replace(model, **{name: values[name]})
+        return TrialConfig(
+            dataset=self.dataset,
+            model=model,
+            optimizer=_optimizer(values),
+            kernel_initializer=values.get("initializer", "glorot_uniform"),
+            bias_initializer=values.get("bias_initializer", "zeros"),
+            kernel_regularizer=_regularizer(
+                values.get("regularizer"), values.get("lambda"), values.get("orthogonal_mode")
+            ),
+            bias_regularizer=_regularizer(
+                values.get("bias_regularizer"), values.get("bias_lambda")
+            ),
+            activity_regularizer=_regularizer(
+                values.get("activity_regularizer"), values.get("activity_lambda")
+            ),
+            batch_size=values.get("batch_size", 32),
+            max_epochs=self.max_epochs,
+            seed=self.seed,
+            objective=self.objective,
+            early_stopping=self.early_stopping,
+            checkpoint=self.checkpoint,
+            diagnosis=self.diagnosis,
+        )
+
+
+_DEFAULTS: dict[str, Any] = {
+    "optimizer": "adam",
+    "regularizer": None,
+    "bias_regularizer": None,
+    "activity_regularizer": None,
+}
+
+
+def optimizers_sub_parameters() -> set[str]:
+    """Every optimizer keyword argument that is also a searchable parameter."""
+    names: set[str] = set()
+    for optimizer in optimizers.names():
+        names |= optimizer_arguments(optimizer)
+    return names & set(PARAMETERS)
+
+
+def _parameter(name: str, where: str) -> Parameter:
+    parameter = PARAMETERS.get(name)
+    if parameter is None:
+        raise ValueError(
+            f"{where}.{name}: unknown parameter {name!r}; known: {', '.join(sorted(PARAMETERS))}"
+        )
+    return parameter
+
+
+def _check_distribution(name: str, param: CategoricalParam | IntParam | FloatParam) -> None:
+    parameter = _parameter(name, "search_space")
+    where = f"search_space.{name}"
+    if isinstance(param, CategoricalParam):
+        for index, choice in enumerate(param.choices):
+            if (why := parameter.check(choice)) is not None:
+                raise ValueError(f"{where}.choices[{index}]: {why}")
+        return
+    if parameter.integer and isinstance(param, FloatParam):
+        raise ValueError(f"{where}: {name!r} takes whole numbers; use an int range or choices")
+    if name == "batch_size":
+        raise ValueError(f"{where}: use categorical choices of powers of two, e.g. [32, 64, 128]")
+    for bound in ("low", "high"):
+        if (why := parameter.check(getattr(param, bound))) is not None:
+            raise ValueError(f"{where}.{bound}: {why}")
+
+
+def _optimizer(values: Mapping[str, Any]) -> dict[str, Any]:
+    name = values.get("optimizer", "adam")
+    accepted = optimizer_arguments(name)
+    config = {key: values[key] for key in accepted if key in values}
+    return {"class_name": name, "config": config}
+
+
+def _regularizer(name: Any, strength: Any, mode: Any = None) -> dict[str, Any] | None:
+    if name in (None, "none"):
+        return None
+    config: dict[str, Any] = {}
+    if strength is not None:
+        canonical = regularizers.registry.canonical_name(name)
+        args = _STRENGTH_ARGS.get(canonical) or getattr(
+            regularizers.registry.get(name), "strength_args", None
+        )
+        if not args:
+            raise ValueError(f"regularizer {name!r} has no strength to set from lambda")
+        config = dict.fromkeys(args, strength)
+    if mode is not None and name == "orthogonal":
+        config["mode"] = mode
+    return {"class_name": name, "config": config}
+
+
+class _FirstValues:
+    """A Suggester giving each distribution's first value: one real config built at validation."""
+
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float:
+        return low
+
+    def suggest_int(
+        self, name: str, low: int, high: int, *, step: int = 1, log: bool = False
+    ) -> int:
+        return low
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        return choices[0]
