@@ -83,6 +83,9 @@ class Registry(Generic[T]):
             return self.deserialize({"class_name": identifier, "config": {}})
         if isinstance(identifier, Mapping):
             return self.deserialize(identifier)
+        if inspect.isclass(identifier):
+            instance: T = identifier()  # Keras instantiates a class given as identifier
+            return instance
         if callable(identifier):
             result: T = identifier
             return result
