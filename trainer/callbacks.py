@@ -19,6 +19,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 
+from trainer.checkpoint_io import BufferedCheckpointIO
 from trainer.config import CheckpointConfig, EarlyStoppingConfig
 from trainer.lit_module import TrialModule
 from trainer.metrics import Mode, resolve_mode
@@ -187,7 +188,9 @@ class ResumeCheckpoint(Checkpoint):
     """Writes `last.ckpt`, the full training state a trial resumes from after a crash.
 
     Written at the end of an epoch once `every_s` seconds have passed since the last write
-    (0: every epoch), and always at the final epoch. A diverged state is never written.
+    (0: every epoch), and always at the final epoch; each write also flushes the pending `best`
+    file (see checkpoint_io), so both files on disk describe the same moment. A diverged state
+    is never written.
     """
 
     def __init__(self, dirpath: Path, every_s: float) -> None:
@@ -203,6 +206,9 @@ class ResumeCheckpoint(Checkpoint):
         final = trainer.should_stop or _epoch_index(pl_module) + 1 >= (trainer.max_epochs or 0)
         if final or time.monotonic() - self._last_write >= self.every_s:
             trainer.save_checkpoint(self.path)
+            checkpoint_io = trainer.strategy.checkpoint_io
+            if isinstance(checkpoint_io, BufferedCheckpointIO):
+                checkpoint_io.flush()
             self._last_write = time.monotonic()
             self.saved = True
 

@@ -120,7 +120,9 @@ class CheckpointConfig:
     improves; otherwise on every `save_freq` ('epoch' or every N optimizer steps). The separate
     `last` file holds the full training state so a trial can resume; it is written at the end of
     an epoch once `resume_every_s` seconds have passed since the previous one (0: every epoch),
-    and always when training ends.
+    and always when training ends. Files are written at that same moment (the `best` file's
+    content is held in memory until then): a killed trial loses at most `resume_every_s` of
+    training, and tiny models do not spend their time writing files every epoch.
     """
 
     monitor: str = VAL_LOSS
@@ -129,7 +131,7 @@ class CheckpointConfig:
     mode: Mode = "auto"
     save_freq: Literal["epoch"] | int = "epoch"
     initial_value_threshold: float | None = None
-    resume_every_s: float = Field(default=0.0, ge=0.0)
+    resume_every_s: float = Field(default=5.0, ge=0.0)
 
     @model_validator(mode="after")
     def _check(self) -> CheckpointConfig:

@@ -9,6 +9,7 @@ training split only, so no statistic leaks from validation or test data.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import math
 from collections.abc import Iterator
@@ -73,7 +74,28 @@ class _Arrays:
 
 
 def load_splits(config: DatasetConfig, *, image: bool = False) -> DataSplits:
-    """Load the data set and split it into train/validation/test by the config's fractions."""
+    """Load the data set and split it into train/validation/test by the config's fractions.
+
+    The result is cached per process (a worker runs many trials on one data set); a user file
+    is read again when its size or modification time changes. Treat the tensors as read-only.
+    """
+    return _cached_splits(config, image, _file_stamp(config.path))
+
+
+def _file_stamp(path: str | None) -> tuple[int, int] | None:
+    if path is None:
+        return None
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None  # _load reports the missing file with its own message
+    return stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_splits(
+    config: DatasetConfig, image: bool, stamp: tuple[int, int] | None
+) -> DataSplits:
     arrays = _load(config, image=image)
     rest, test = _split_off(arrays.y, config.test_split, config.seed)
     val_fraction = config.validation_split / (1.0 - config.test_split)

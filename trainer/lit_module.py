@@ -44,9 +44,15 @@ class TrialModule(pl.LightningModule):
             initializers.get(self.config.kernel_initializer),
             initializers.get(self.config.bias_initializer),
         )
-        self._kernel_regularizer = regularizers.get(self.config.kernel_regularizer)
-        self._bias_regularizer = regularizers.get(self.config.bias_regularizer)
         self._activity_regularizer = regularizers.get(self.config.activity_regularizer)
+        kernel_regularizer = regularizers.get(self.config.kernel_regularizer)
+        bias_regularizer = regularizers.get(self.config.bias_regularizer)
+        self._penalized: list[tuple[regularizers.RegularizerLike, torch.Tensor]] = []
+        for layer in weight_layers(self.network):
+            if kernel_regularizer is not None:
+                self._penalized.append((kernel_regularizer, layer.weight))
+            if bias_regularizer is not None and layer.bias is not None:
+                self._penalized.append((bias_regularizer, layer.bias))
         self._activations: list[torch.Tensor] = []
         if self._activity_regularizer is not None:
             self._watch_activations()
@@ -59,6 +65,7 @@ class TrialModule(pl.LightningModule):
         self.optimizer_steps = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._activations.clear()  # the activity penalty sees this forward pass only
         logits: torch.Tensor = self.network(x)
         return logits
 
@@ -73,15 +80,11 @@ class TrialModule(pl.LightningModule):
             raise RuntimeError("attach_data() must be called before fitting")
         self.data = self.data.to(self.device)
 
-    def penalty(self) -> torch.Tensor:
-        """Kernel and bias regularization, summed over every Dense/Conv layer."""
-        total = torch.zeros((), device=self.device)
-        for layer in weight_layers(self.network):
-            if self._kernel_regularizer is not None:
-                total = total + self._kernel_regularizer(layer.weight)
-            if self._bias_regularizer is not None and layer.bias is not None:
-                total = total + self._bias_regularizer(layer.bias)
-        return total
+    def penalty(self) -> torch.Tensor | None:
+        """Kernel and bias regularization summed over every Dense/Conv layer (None: no penalty)."""
+        if not self._penalized:
+            return None
+        return torch.stack([regularizer(weight) for regularizer, weight in self._penalized]).sum()
 
     def _activity_penalty(self, batch_size: int) -> torch.Tensor | float:
         # Keras 3.14+ divides each layer's activity penalty by the batch size.
@@ -100,14 +103,23 @@ class TrialModule(pl.LightningModule):
                     lambda _m, _i, output: self._activations.append(output)
                 )
 
-    def loss(self, logits: torch.Tensor, y: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self, logits: torch.Tensor, y: torch.Tensor, penalty: torch.Tensor | None
+    ) -> torch.Tensor:
         """Keras's total loss: data loss + kernel/bias penalty + activity penalty."""
-        return F.cross_entropy(logits, y) + penalty + self._activity_penalty(len(y))
+        loss = F.cross_entropy(logits, y)
+        if penalty is not None:
+            loss = loss + penalty
+        if self._activity_regularizer is not None:
+            loss = loss + self._activity_penalty(len(y))
+        return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         assert self.data is not None
-        optimizer = self.optimizers()
-        assert not isinstance(optimizer, list)
+        # The torch optimizer itself, not Lightning's wrapper: its per-step hooks (precision
+        # plugin, step profiling) cost more than a digits-sized step, and we use neither.
+        optimizer = self.optimizers(use_pl_optimizer=False)
+        assert isinstance(optimizer, torch.optim.Optimizer)
         train = self.data.train
         n, batch_size = len(train), self.config.batch_size
         order = torch.randperm(n, generator=self.shuffle).to(self.device, non_blocking=True)
@@ -117,10 +129,10 @@ class TrialModule(pl.LightningModule):
         for start in range(0, n, batch_size):
             index = order[start : start + batch_size]
             x, y = train.X[index], train.y[index]
-            logits = self.network(x)
+            logits = self(x)
             loss = self.loss(logits, y, self.penalty())
             optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
+            loss.backward()
             optimizer.step()
             self.optimizer_steps += 1
             loss_sum += loss.detach() * len(index)
@@ -154,7 +166,7 @@ class TrialModule(pl.LightningModule):
         for start in range(0, len(split), EVAL_CHUNK):
             x = split.X[start : start + EVAL_CHUNK]
             y = split.y[start : start + EVAL_CHUNK]
-            logits = self.network(x)
+            logits = self(x)
             loss_sum += float(self.loss(logits, y, penalty)) * len(y)
             correct += int((logits.argmax(dim=1) == y).sum())
         self.network.train(was_training)

@@ -28,7 +28,7 @@ from trainer.callbacks import (
     ReporterCallback,
     ResumeCheckpoint,
 )
-from trainer.checkpoint_io import AtomicCheckpointIO
+from trainer.checkpoint_io import BufferedCheckpointIO
 from trainer.config import TrialConfig
 from trainer.data import DataSplits, load_folds, load_splits
 from trainer.diagnosis import Diagnosis, diagnose
@@ -191,7 +191,7 @@ def _fit(
             devices=devices,
             max_epochs=config.max_epochs,
             callbacks=callbacks,
-            plugins=[AtomicCheckpointIO()],
+            plugins=[BufferedCheckpointIO()],
             logger=False,
             enable_checkpointing=checkpoint_dir is not None,
             enable_progress_bar=False,
