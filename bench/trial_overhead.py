@@ -53,7 +53,7 @@ def plain_loop(data: DataSplits, device: torch.device) -> float:
             index = order[start : start + BATCH]
             loss = F.cross_entropy(network(train.X[index]), train.y[index])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
         network.eval()
         with torch.no_grad():
@@ -73,8 +73,10 @@ def with_run_trial(config: TrialConfig, device: str) -> float:
 
 
 def describe(name: str, values: list[float]) -> str:
-    return (f"{name:<10} median {statistics.median(values):.3f} s  "
-            f"[{min(values):.3f}-{max(values):.3f}]  n={len(values)}")
+    return (
+        f"{name:<10} median {statistics.median(values):.3f} s  "
+        f"[{min(values):.3f}-{max(values):.3f}]  n={len(values)}"
+    )
 
 
 def main() -> None:
@@ -102,9 +104,11 @@ def main() -> None:
     print(f"device {args.device}, torch threads {args.threads}, torch {torch.__version__}")
     print(describe("plain", plain))
     print(describe("run_trial", lightning))
-    print(f"ratio of medians {statistics.median(lightning) / statistics.median(plain):.3f}; "
-          f"per-pair ratio median {statistics.median(ratios):.3f} "
-          f"[{min(ratios):.3f}-{max(ratios):.3f}]")
+    print(
+        f"ratio of medians {statistics.median(lightning) / statistics.median(plain):.3f}; "
+        f"per-pair ratio median {statistics.median(ratios):.3f} "
+        f"[{min(ratios):.3f}-{max(ratios):.3f}]"
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from trainer.callbacks import KerasEarlyStopping, KerasModelCheckpoint
 from trainer.config import CheckpointConfig, EarlyStoppingConfig
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
-import keras  # noqa: E402  (the backend must be chosen before the import)
+import keras
 
 
 class _KerasModelStub:
@@ -117,8 +117,9 @@ def test_patience_zero_stops_at_the_first_epoch_without_improvement() -> None:
 
 def test_restore_best_weights_applies_even_without_an_early_stop() -> None:
     # Keras 3 restores the best weights at the end of training, stopped early or not.
-    stops, callback, restored = _run_ours([0.5, 0.4, 0.6], "val_loss", patience=10,
-                                          restore_best_weights=True)
+    stops, callback, restored = _run_ours(
+        [0.5, 0.4, 0.6], "val_loss", patience=10, restore_best_weights=True
+    )
     assert not any(stops)
     assert callback.stopped_epoch == 0
     assert restored == 1
@@ -128,9 +129,13 @@ def test_early_stopping_state_round_trips() -> None:
     _, callback, _ = _run_ours(NOISY[:5], "val_loss", patience=9, restore_best_weights=True)
     fresh = KerasEarlyStopping(EarlyStoppingConfig(patience=9, restore_best_weights=True))
     fresh.load_state_dict(callback.state_dict())
-    assert (fresh.wait, fresh.best, fresh.best_epoch) == (callback.wait, callback.best,
-                                                          callback.best_epoch)
-    assert fresh.best_weights is not None and callback.best_weights is not None
+    assert (fresh.wait, fresh.best, fresh.best_epoch) == (
+        callback.wait,
+        callback.best,
+        callback.best_epoch,
+    )
+    assert fresh.best_weights is not None
+    assert callback.best_weights is not None
     assert torch.equal(fresh.best_weights["epoch"], callback.best_weights["epoch"])
 
 
@@ -140,8 +145,11 @@ CHECKPOINT_CASES: list[tuple[list[float], str, dict[str, Any]]] = [
     (NOISY, "val_loss", {"save_best_only": False}),
     (DECREASING_THEN_FLAT, "val_loss", {"save_best_only": True, "mode": "max"}),
     (RISING_ACCURACY, "val_accuracy", {"save_best_only": True, "mode": "max"}),
-    (RISING_ACCURACY, "val_accuracy",
-     {"save_best_only": True, "mode": "max", "initial_value_threshold": 0.7}),
+    (
+        RISING_ACCURACY,
+        "val_accuracy",
+        {"save_best_only": True, "mode": "max", "initial_value_threshold": 0.7},
+    ),
 ]
 
 

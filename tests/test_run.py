@@ -65,8 +65,10 @@ def test_digits_models_reach_90_percent_test_accuracy(model: ModelConfig) -> Non
     )
     result = run_trial(config, device="cpu")
     assert result.status == "completed"
-    assert result.test is not None and result.test.accuracy > 0.9
-    assert result.diagnosis is not None and result.diagnosis.label == "good_fit"
+    assert result.test is not None
+    assert result.test.accuracy > 0.9
+    assert result.diagnosis is not None
+    assert result.diagnosis.label == "good_fit"
 
 
 def test_result_describes_the_run(tmp_path: Path) -> None:
@@ -74,15 +76,18 @@ def test_result_describes_the_run(tmp_path: Path) -> None:
     result = run_trial(small_config(), reporter, tmp_path)
     assert result.status == "completed"
     assert [r.epoch for r in result.history] == list(range(1, 7))
-    assert result.epochs_run == 6 and not result.stopped_early
+    assert result.epochs_run == 6
+    assert not result.stopped_early
     # the reporter saw the objective (val_loss) of every epoch, in order
     assert reporter.reports == [(r.epoch, r.val_loss) for r in result.history]
     assert result.best is not None
     assert result.best.val_loss == min(r.val_loss for r in result.history)
-    assert result.device == "cpu" and result.seed == 0
+    assert result.device == "cpu"
+    assert result.seed == 0
     assert result.last_checkpoint == str(tmp_path / "last.ckpt")
     assert result.best_checkpoint == str(tmp_path / "best.ckpt")
-    assert result.val is not None and result.objective_value == result.val.loss
+    assert result.val is not None
+    assert result.objective_value == result.val.loss
     assert all(r.lr == pytest.approx(0.001) for r in result.history)
 
 
@@ -110,7 +115,8 @@ def test_a_diverging_trial_ends_as_diverged_not_a_crash(tmp_path: Path) -> None:
     result = run_trial(config, checkpoint_dir=tmp_path)
     assert result.status == "diverged"
     assert "non-finite" in result.message
-    assert result.objective_value is None and result.diagnosis is None
+    assert result.objective_value is None
+    assert result.diagnosis is None
     assert result.epochs_run < 6
     assert not math.isfinite(result.history[-1].loss) or not math.isfinite(
         result.history[-1].val_loss
@@ -125,7 +131,8 @@ def test_restore_best_weights_leaves_the_best_epochs_model() -> None:
         early_stopping=EarlyStoppingConfig(patience=2, restore_best_weights=True),
     )
     result = run_trial(config)
-    assert result.best is not None and result.val is not None
+    assert result.best is not None
+    assert result.val is not None
     # the final model is the best epoch's: its validation loss is that epoch's, not the last's
     assert result.val.loss == pytest.approx(result.best.val_loss, rel=1e-6)
     if result.stopped_early:
@@ -152,7 +159,8 @@ def test_interrupted_trial_resumes_with_early_stopping_state(tmp_path: Path) -> 
     # straight run stops at epoch 5. If the resumed run forgot `wait`, it would stop later.
     stopping = EarlyStoppingConfig(patience=4, min_delta=10.0)
     straight = run_trial(small_config(max_epochs=20, early_stopping=stopping))
-    assert straight.epochs_run == 5 and straight.stopped_early
+    assert straight.epochs_run == 5
+    assert straight.stopped_early
 
     polls = iter([False, False, True])
     first = run_trial(
@@ -160,14 +168,16 @@ def test_interrupted_trial_resumes_with_early_stopping_state(tmp_path: Path) -> 
         checkpoint_dir=tmp_path,
         stop_requested=lambda: next(polls),
     )
-    assert first.status == "interrupted" and first.epochs_run == 3
+    assert first.status == "interrupted"
+    assert first.epochs_run == 3
     assert first.last_checkpoint is not None
     resumed = run_trial(
         small_config(max_epochs=20, early_stopping=stopping),
         checkpoint_dir=tmp_path,
         resume_from=first.last_checkpoint,
     )
-    assert resumed.epochs_run == 5 and resumed.stopped_early
+    assert resumed.epochs_run == 5
+    assert resumed.stopped_early
     assert curve(resumed) == pytest.approx(curve(straight), rel=1e-6)
 
 
@@ -178,7 +188,8 @@ def test_best_checkpoint_holds_the_best_epoch_and_loads_back(tmp_path: Path) -> 
         checkpoint=CheckpointConfig(save_best_only=True),
     )
     result = run_trial(config, checkpoint_dir=tmp_path)
-    assert result.best_checkpoint is not None and result.best is not None
+    assert result.best_checkpoint is not None
+    assert result.best is not None
     raw = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)
     assert raw["epoch"] == result.best.epoch - 1  # Lightning counts epochs from 0
     module = TrialModule.load_from_checkpoint(result.best_checkpoint, map_location="cpu")
@@ -191,10 +202,12 @@ def test_best_checkpoint_holds_the_best_epoch_and_loads_back(tmp_path: Path) -> 
 def test_save_weights_only_leaves_out_the_optimizer(tmp_path: Path) -> None:
     config = small_config(max_epochs=2, checkpoint=CheckpointConfig(save_weights_only=True))
     result = run_trial(config, checkpoint_dir=tmp_path)
-    assert result.best_checkpoint is not None and result.last_checkpoint is not None
+    assert result.best_checkpoint is not None
+    assert result.last_checkpoint is not None
     best = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)
     last = torch.load(result.last_checkpoint, map_location="cpu", weights_only=True)
-    assert "optimizer_states" not in best and "state_dict" in best
+    assert "optimizer_states" not in best
+    assert "state_dict" in best
     assert "optimizer_states" in last  # the resume checkpoint always has the full state
 
 
@@ -209,7 +222,9 @@ def test_step_save_freq_writes_during_the_epoch(tmp_path: Path) -> None:
 
 def test_loss_is_cross_entropy_plus_the_keras_penalty() -> None:
     l1, l2 = 0.003, 0.02
-    config = small_config(kernel_regularizer={"class_name": "l1_l2", "config": {"l1": l1, "l2": l2}})
+    config = small_config(
+        kernel_regularizer={"class_name": "l1_l2", "config": {"l1": l1, "l2": l2}}
+    )
     data = load_splits(config.dataset)
     module = TrialModule(config.to_dict(), data.input_shape, data.n_classes)
     x, y = data.train.X[:10], data.train.y[:10]
@@ -228,18 +243,23 @@ def test_activity_penalty_is_divided_by_the_batch_size() -> None:
     module = TrialModule(config.to_dict(), data.input_shape, data.n_classes)
     x, y = data.train.X[:8], data.train.y[:8]
     logits = module(x)
+    assert isinstance(module.network, torch.nn.Sequential)
     hidden = torch.relu(module.network[1](x.flatten(1)))
     expected = F.cross_entropy(logits, y) + factor * (hidden**2).sum() / len(y)
     assert module.loss(logits, y, module.penalty()).item() == pytest.approx(expected.item())
 
 
 def test_k_fold_cross_validation_reports_mean_and_spread() -> None:
-    config = small_config(max_epochs=2, dataset=DatasetConfig(
-        name="synthetic", n_samples=300, n_features=8, n_classes=3, folds=3))
+    config = small_config(
+        max_epochs=2,
+        dataset=DatasetConfig(name="synthetic", n_samples=300, n_features=8, n_classes=3, folds=3),
+    )
     result = run_trial(config)
-    assert result.folds is not None and len(result.folds.values) == 3
+    assert result.folds is not None
+    assert len(result.folds.values) == 3
     assert result.objective_value == pytest.approx(sum(result.folds.values) / 3)
-    assert result.folds.std >= 0 and len(set(result.folds.values)) == 3
+    assert result.folds.std >= 0
+    assert len(set(result.folds.values)) == 3
 
 
 def test_unknown_device_is_a_clear_error() -> None:
@@ -251,5 +271,6 @@ def test_unknown_device_is_a_clear_error() -> None:
 def test_trains_on_the_gpu() -> None:
     result = run_trial(small_config(max_epochs=3), device="cuda")
     assert result.device.startswith("cuda")
-    assert result.status == "completed" and result.val is not None
+    assert result.status == "completed"
+    assert result.val is not None
     assert result.val.accuracy > 0.5

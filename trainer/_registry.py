@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -84,8 +84,7 @@ class Registry(Generic[T]):
         if isinstance(identifier, Mapping):
             return self.deserialize(identifier)
         if inspect.isclass(identifier):
-            instance: T = identifier()  # Keras instantiates a class given as identifier
-            return instance
+            return cast(T, identifier())  # Keras instantiates a class given as identifier
         if callable(identifier):
             result: T = identifier
             return result
@@ -110,12 +109,12 @@ class Registry(Generic[T]):
                 from_config: Callable[[dict[str, Any]], T] | None = getattr(
                     target, "from_config", None
                 )
-                built: T = from_config(params) if from_config is not None else target(**params)
+                built = from_config(params) if from_config is not None else target(**params)
             except TypeError as error:
                 raise ValueError(
                     f"invalid config for {self.kind} {class_name!r}: {error}"
                 ) from None
-            return built
+            return cast(T, built)
         if params:
             raise ValueError(f"{self.kind} {class_name!r} is a function and takes no config")
         function: T = target

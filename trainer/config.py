@@ -19,6 +19,10 @@ from trainer.metrics import EPOCH_METRICS, VAL_LOSS, Mode, resolve_mode
 
 _FORBID = ConfigDict(extra="forbid")
 
+Identifier = str | dict[str, Any]
+"""A Keras identifier as given (a name or a `{"class_name", "config"}` dict); stored normalized
+to the dict form."""
+
 Activation = Literal[
     "relu", "tanh", "sigmoid", "elu", "selu", "gelu", "leaky_relu", "silu", "linear"
 ]
@@ -161,16 +165,16 @@ class TrialConfig:
 
     dataset: DatasetConfig = DatasetConfig()
     model: ModelConfig = ModelConfig()
-    optimizer: dict[str, Any] = Field(default_factory=lambda: {"class_name": "adam", "config": {}})
-    kernel_initializer: dict[str, Any] = Field(
+    optimizer: Identifier = Field(default_factory=lambda: {"class_name": "adam", "config": {}})
+    kernel_initializer: Identifier = Field(
         default_factory=lambda: {"class_name": "glorot_uniform", "config": {}}
     )
-    bias_initializer: dict[str, Any] = Field(
+    bias_initializer: Identifier = Field(
         default_factory=lambda: {"class_name": "zeros", "config": {}}
     )
-    kernel_regularizer: dict[str, Any] | None = None
-    bias_regularizer: dict[str, Any] | None = None
-    activity_regularizer: dict[str, Any] | None = None
+    kernel_regularizer: Identifier | None = None
+    bias_regularizer: Identifier | None = None
+    activity_regularizer: Identifier | None = None
     batch_size: int = Field(default=32, ge=1, le=65_536)
     max_epochs: int = Field(default=20, ge=1, le=100_000)
     seed: int = 0

@@ -93,9 +93,7 @@ def _file_stamp(path: str | None) -> tuple[int, int] | None:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_splits(
-    config: DatasetConfig, image: bool, stamp: tuple[int, int] | None
-) -> DataSplits:
+def _cached_splits(config: DatasetConfig, image: bool, stamp: tuple[int, int] | None) -> DataSplits:
     arrays = _load(config, image=image)
     rest, test = _split_off(arrays.y, config.test_split, config.seed)
     val_fraction = config.validation_split / (1.0 - config.test_split)

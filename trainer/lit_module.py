@@ -132,7 +132,7 @@ class TrialModule(pl.LightningModule):
             logits = self(x)
             loss = self.loss(logits, y, self.penalty())
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
             optimizer.step()
             self.optimizer_steps += 1
             loss_sum += loss.detach() * len(index)

@@ -1,0 +1,43 @@
+"""The trainer's public surface: what the service may import, and nothing heavy on import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import trainer
+
+EXPECTED = {
+    "CheckpointConfig",
+    "DatasetConfig",
+    "DatasetError",
+    "Diagnosis",
+    "DiagnosisConfig",
+    "EarlyStoppingConfig",
+    "EpochRecord",
+    "FoldSummary",
+    "ModelConfig",
+    "PARAMETERS",
+    "Reporter",
+    "SearchSpace",
+    "SplitMetrics",
+    "Suggester",
+    "TrialConfig",
+    "TrialResult",
+    "TrialTemplate",
+    "run_trial",
+}
+
+
+def test_public_names_are_exactly_the_documented_ones() -> None:
+    assert set(trainer.__all__) == EXPECTED
+    for name in trainer.__all__:
+        assert getattr(trainer, name) is not None
+
+
+def test_importing_the_package_loads_neither_torch_nor_lightning() -> None:
+    code = "import sys, trainer; print('torch' in sys.modules, 'lightning' in sys.modules)"
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert output.split() == ["False", "False"]
