@@ -63,7 +63,7 @@ def test_digits_models_reach_90_percent_test_accuracy(model: ModelConfig) -> Non
         max_epochs=12,
         early_stopping=EarlyStoppingConfig(patience=3, restore_best_weights=True),
     )
-    result = run_trial(config, device="cpu")
+    result = run_trial(config)
     assert result.status == "completed"
     assert result.test is not None
     assert result.test.accuracy > 0.9
@@ -82,7 +82,7 @@ def test_result_describes_the_run(tmp_path: Path) -> None:
     assert reporter.reports == [(r.epoch, r.val_loss) for r in result.history]
     assert result.best is not None
     assert result.best.val_loss == min(r.val_loss for r in result.history)
-    assert result.device == "cpu"
+    assert result.device == ("cuda:0" if torch.cuda.is_available() else "cpu")
     assert result.seed == 0
     assert result.last_checkpoint == str(tmp_path / "last.ckpt")
     assert result.best_checkpoint == str(tmp_path / "best.ckpt")
@@ -260,6 +260,11 @@ def test_k_fold_cross_validation_reports_mean_and_spread() -> None:
     assert result.objective_value == pytest.approx(sum(result.folds.values) / 3)
     assert result.folds.std >= 0
     assert len(set(result.folds.values)) == 3
+
+
+def test_cpu_can_be_chosen_explicitly() -> None:
+    result = run_trial(small_config(max_epochs=1), device="cpu")
+    assert result.device == "cpu"
 
 
 def test_unknown_device_is_a_clear_error() -> None:

@@ -62,6 +62,8 @@ class TrialModule(pl.LightningModule):
         self.history: list[dict[str, float]] = []
         self.step_listeners: list[StepListener] = []
         self.diverged_at: int | None = None
+        self.fit_device = "cpu"
+        self.final_metrics: dict[str, tuple[float, float]] = {}
         self.optimizer_steps = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,6 +81,20 @@ class TrialModule(pl.LightningModule):
         if self.data is None:
             raise RuntimeError("attach_data() must be called before fitting")
         self.data = self.data.to(self.device)
+        self.fit_device = str(self.device)
+
+    def on_train_end(self) -> None:
+        """Final metrics on the training device (Lightning moves the model off it at teardown).
+
+        Runs after the callbacks' on_train_end, so EarlyStopping has restored the best weights.
+        """
+        assert self.data is not None
+        if self.diverged_at is not None:
+            return
+        splits = {"train": self.data.train, "val": self.data.val, "test": self.data.test}
+        self.final_metrics = {
+            name: self.evaluate(split) for name, split in splits.items() if split is not None
+        }
 
     def penalty(self) -> torch.Tensor | None:
         """Kernel and bias regularization summed over every Dense/Conv layer (None: no penalty)."""
@@ -124,27 +140,28 @@ class TrialModule(pl.LightningModule):
         n, batch_size = len(train), self.config.batch_size
         order = torch.randperm(n, generator=self.shuffle).to(self.device, non_blocking=True)
         self.network.train()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        # Per-step metrics stay on the device and are reduced once per epoch (no sync per step).
+        losses: list[torch.Tensor] = []
+        hits: list[torch.Tensor] = []
         for start in range(0, n, batch_size):
             index = order[start : start + batch_size]
             x, y = train.X[index], train.y[index]
-            logits = self(x)
+            logits = self.network(x) if self._activity_regularizer is None else self(x)
             loss = self.loss(logits, y, self.penalty())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
             optimizer.step()
             self.optimizer_steps += 1
-            loss_sum += loss.detach() * len(index)
-            correct += (logits.argmax(dim=1) == y).sum()
+            losses.append(loss.detach())
+            hits.append(logits.argmax(dim=1) == y)
             if self.step_listeners:
-                running = {LOSS: loss_sum.item() / min(start + batch_size, n)}
+                running = {LOSS: self._mean_loss(losses, n, batch_size)}
                 for listener in self.step_listeners:
                     listener(self.optimizer_steps, running)
         val_loss, val_accuracy = self.evaluate(self.data.val)
         self.epoch_logs = {
-            LOSS: loss_sum.item() / n,
-            ACCURACY: correct.item() / n,
+            LOSS: self._mean_loss(losses, n, batch_size),
+            ACCURACY: torch.cat(hits).sum().item() / n,
             VAL_LOSS: val_loss,
             VAL_ACCURACY: val_accuracy,
             LEARNING_RATE: float(optimizer.param_groups[0]["lr"]),
@@ -154,6 +171,15 @@ class TrialModule(pl.LightningModule):
         if not (math.isfinite(self.epoch_logs[LOSS]) and math.isfinite(val_loss)):
             self.diverged_at = epoch
             self.trainer.should_stop = True
+
+    @staticmethod
+    def _mean_loss(losses: list[torch.Tensor], n: int, batch_size: int) -> float:
+        """Keras's running loss: the mean of batch losses weighted by batch size."""
+        seen = min(len(losses) * batch_size, n)
+        last = seen - (len(losses) - 1) * batch_size
+        weights = torch.full((len(losses),), float(batch_size), device=losses[0].device)
+        weights[-1] = last
+        return float(torch.dot(torch.stack(losses), weights)) / seen
 
     @torch.no_grad()
     def evaluate(self, split: Split) -> tuple[float, float]:

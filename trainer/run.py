@@ -11,6 +11,7 @@ import logging
 import math
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -246,9 +247,9 @@ def _result(
             "a lower learning rate or a smaller initializer scale may help"
         )
     else:
-        train = SplitMetrics(*module.evaluate(data.train))
-        val = SplitMetrics(*module.evaluate(data.val))
-        test = None if data.test is None else SplitMetrics(*module.evaluate(data.test))
+        final = module.final_metrics
+        train, val = SplitMetrics(*final["train"]), SplitMetrics(*final["val"])
+        test = SplitMetrics(*final["test"]) if "test" in final else None
         diagnosis = diagnose(
             train.error, val.error, None if test is None else test.error, config.diagnosis
         )
@@ -279,7 +280,7 @@ def _result(
         best_checkpoint=str(best_saver.path) if best_saver and best_saver.saved else None,
         last_checkpoint=str(resume_saver.path) if resume_saver and resume_saver.saved else None,
         resumed_from_epoch=resumed_from,
-        device=str(module.device) if accelerator != "cpu" else "cpu",
+        device=module.fit_device,
         seed=config.seed,
         wall_time_s=time.perf_counter() - started,
         data_fingerprint=data.fingerprint,
@@ -339,11 +340,14 @@ class _EpochTicks:
 
 @contextmanager
 def _quiet_lightning() -> Iterator[None]:
-    """Hide Lightning's per-Trainer banner ("GPU available: ...") for the duration of a trial."""
+    """Hide Lightning's per-Trainer banner ("GPU available: ...") during a trial."""
     lightning_logger = logging.getLogger("lightning.pytorch")
     level = lightning_logger.level
     lightning_logger.setLevel(logging.WARNING)
     try:
-        yield
+        with warnings.catch_warnings():
+            # device="cpu" on a GPU host is a choice (CPU workers beside GPU ones), not a slip.
+            warnings.filterwarnings("ignore", message="GPU available but not used")
+            yield
     finally:
         lightning_logger.setLevel(level)
