@@ -42,7 +42,12 @@ class BufferedCheckpointIO(AtomicCheckpointIO):
         self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
     ) -> None:
         # Training goes on mutating the weights and optimizer state in place: snapshot them.
-        self._pending[Path(path)] = _snapshot(checkpoint)
+        # Lightning's loop progress and our own history are built afresh by each dump and never
+        # mutated afterwards, so they are kept as they are (they are most of the dict's nodes).
+        self._pending[Path(path)] = {
+            key: value if key in _FRESH_ON_EACH_DUMP else _snapshot(value)
+            for key, value in checkpoint.items()
+        }
 
     def flush(self) -> None:
         pending, self._pending = self._pending, {}
@@ -52,6 +57,9 @@ class BufferedCheckpointIO(AtomicCheckpointIO):
     def teardown(self) -> None:
         self.flush()
         super().teardown()
+
+
+_FRESH_ON_EACH_DUMP = frozenset({"loops", "hpsearch"})
 
 
 def _snapshot(value: Any) -> Any:

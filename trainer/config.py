@@ -165,12 +165,16 @@ class TrialConfig:
 
     dataset: DatasetConfig = DatasetConfig()
     model: ModelConfig = ModelConfig()
-    optimizer: Identifier = Field(default_factory=lambda: {"class_name": "adam", "config": {}})
+    # validate_default: defaults are normalized too, so TrialConfig() equals its round trip.
+    optimizer: Identifier = Field(
+        default_factory=lambda: {"class_name": "adam", "config": {}}, validate_default=True
+    )
     kernel_initializer: Identifier = Field(
-        default_factory=lambda: {"class_name": "glorot_uniform", "config": {}}
+        default_factory=lambda: {"class_name": "glorot_uniform", "config": {}},
+        validate_default=True,
     )
     bias_initializer: Identifier = Field(
-        default_factory=lambda: {"class_name": "zeros", "config": {}}
+        default_factory=lambda: {"class_name": "zeros", "config": {}}, validate_default=True
     )
     kernel_regularizer: Identifier | None = None
     bias_regularizer: Identifier | None = None

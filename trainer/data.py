@@ -96,8 +96,10 @@ def _file_stamp(path: str | None) -> tuple[int, int] | None:
 def _cached_splits(config: DatasetConfig, image: bool, stamp: tuple[int, int] | None) -> DataSplits:
     arrays = _load(config, image=image)
     rest, test = _split_off(arrays.y, config.test_split, config.seed)
-    val_fraction = config.validation_split / (1.0 - config.test_split)
-    train_pos, val_pos = _split_off(arrays.y[rest], val_fraction, config.seed + 1)
+    # validation_split is a fraction of all samples, like test_split.
+    train_pos, val_pos = _split_off(
+        arrays.y[rest], config.validation_split, config.seed + 1, of=len(arrays.y)
+    )
     return _make_splits(arrays, rest[train_pos], rest[val_pos], test, config)
 
 
@@ -150,17 +152,21 @@ def _make_splits(
 
 
 def _split_off(
-    y: LabelArray, fraction: float, seed: int
+    y: LabelArray, fraction: float, seed: int, *, of: int | None = None
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Positions kept and positions split off (stratified when every class allows it)."""
+    """Positions kept and positions split off: ceil(fraction * of) of them (`of`: len(y) unless
+    given), stratified when every class allows it (both parts able to hold every class)."""
     positions = np.arange(len(y), dtype=np.int64)
-    n_off = math.ceil(fraction * len(y))
+    total = len(y) if of is None else of
+    n_off = math.ceil(fraction * total)
     if n_off == 0:
         return positions, np.empty(0, dtype=np.int64)
     if n_off >= len(y):
-        raise DatasetError(f"{len(y)} samples are too few to split off {fraction:.0%}")
+        raise DatasetError(f"{total} samples are too few to split off {fraction:.0%}")
     counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 and n_off >= len(counts) else None
+    stratify = (
+        y if counts[counts > 0].min() >= 2 and min(n_off, len(y) - n_off) >= len(counts) else None
+    )
     kept, off = train_test_split(positions, test_size=n_off, random_state=seed, stratify=stratify)
     return np.asarray(kept, dtype=np.int64), np.asarray(off, dtype=np.int64)
 
@@ -248,7 +254,7 @@ def _read_npz(path: Path) -> _Arrays:
         if isinstance(error, DatasetError):
             raise
         raise DatasetError(f"cannot read NPZ file {path.name}: {error}") from None
-    if not np.issubdtype(X.dtype, np.number) or X.dtype == np.complexfloating:
+    if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
         raise DatasetError(f"NPZ file {path.name}: X must be numeric, got dtype {X.dtype}")
     if X.ndim == 3:
         X = X[:, None]

@@ -23,6 +23,7 @@ from typing import Any, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trainer import initializers, optimizers, regularizers
+from trainer._registry import Registry
 from trainer.config import (
     Activation,
     CheckpointConfig,
@@ -70,14 +71,13 @@ def _integer(low: int, high: int, *, power_of_two: bool = False, odd: bool = Fal
     return check
 
 
-def _one_of(names: Callable[[], list[str]], kind: str, *, none: bool = False) -> Check:
+def _one_of(registry: Registry[Any], kind: str, *, none: bool = False) -> Check:
     def check(value: Any) -> str | None:
         if none and value == "none":
             return None
-        known = names()
-        if value not in known:
+        if value not in registry:  # canonical names, aliases and Keras class names, as `get`
             extra = ["none"] if none else []
-            return f"unknown {kind} {value!r}; known: {', '.join(extra + known)}"
+            return f"unknown {kind} {value!r}; known: {', '.join(extra + registry.names())}"
         return None
 
     return check
@@ -105,15 +105,15 @@ PARAMETERS: dict[str, Parameter] = {
     for p in [
         Parameter(
             "initializer",
-            _one_of(initializers.names, "initializer"),
+            _one_of(initializers.registry, "initializer"),
             "kernel initializer of every Dense/Conv layer (Keras name)",
         ),
         Parameter(
             "bias_initializer",
-            _one_of(initializers.names, "initializer"),
+            _one_of(initializers.registry, "initializer"),
             "bias initializer (default zeros)",
         ),
-        Parameter("optimizer", _one_of(optimizers.names, "optimizer"), "optimizer (Keras name)"),
+        Parameter("optimizer", _one_of(optimizers.registry, "optimizer"), "optimizer (Keras name)"),
         Parameter("learning_rate", _number(0.0, 10.0, low_open=True), "learning rate"),
         Parameter("momentum", _fraction, "momentum β (sgd, momentum, nesterov, rmsprop)"),
         Parameter("nesterov", _flag, "Nesterov momentum (sgd)"),
@@ -126,7 +126,7 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("weight_decay", _number(0.0, 1.0), "AdamW's decoupled weight decay"),
         Parameter(
             "regularizer",
-            _one_of(regularizers.names, "regularizer", none=True),
+            _one_of(regularizers.registry, "regularizer", none=True),
             "kernel regularizer: none, l1, l2, l1_l2, orthogonal",
         ),
         Parameter("lambda", _number(0.0, 100.0), "strength λ of the kernel regularizer"),
@@ -139,13 +139,13 @@ PARAMETERS: dict[str, Parameter] = {
         ),
         Parameter(
             "bias_regularizer",
-            _one_of(regularizers.names, "regularizer", none=True),
+            _one_of(regularizers.registry, "regularizer", none=True),
             "bias regularizer",
         ),
         Parameter("bias_lambda", _number(0.0, 100.0), "strength of the bias regularizer"),
         Parameter(
             "activity_regularizer",
-            _one_of(regularizers.names, "regularizer", none=True),
+            _one_of(regularizers.registry, "regularizer", none=True),
             "activity regularizer on hidden layers' outputs",
         ),
         Parameter("activity_lambda", _number(0.0, 100.0), "strength of the activity regularizer"),
@@ -330,6 +330,12 @@ def _check_distribution(name: str, param: CategoricalParam | IntParam | FloatPar
     for bound in ("low", "high"):
         if (why := parameter.check(getattr(param, bound))) is not None:
             raise ValueError(f"{where}.{bound}: {why}")
+    # Both bounds may be valid while values between are not (an odd-only kernel_size): the
+    # second value of the grid shows whether the step keeps every value in the domain.
+    if isinstance(param, IntParam) and param.low + param.step <= param.high:
+        second = param.low + param.step
+        if (why := parameter.check(second)) is not None:
+            raise ValueError(f"{where}.step: {param.low} + step {param.step} = {second}: {why}")
 
 
 def _optimizer(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -343,15 +349,15 @@ def _regularizer(name: Any, strength: Any, mode: Any = None) -> dict[str, Any] |
     if name in (None, "none"):
         return None
     config: dict[str, Any] = {}
+    canonical = regularizers.registry.canonical_name(name)
     if strength is not None:
-        canonical = regularizers.registry.canonical_name(name)
         args = _STRENGTH_ARGS.get(canonical) or getattr(
             regularizers.registry.get(name), "strength_args", None
         )
         if not args:
             raise ValueError(f"regularizer {name!r} has no strength to set from lambda")
         config = dict.fromkeys(args, strength)
-    if mode is not None and name == "orthogonal":
+    if mode is not None and canonical == "orthogonal":
         config["mode"] = mode
     return {"class_name": name, "config": config}
 
