@@ -68,7 +68,8 @@ def test_digits_models_reach_90_percent_test_accuracy(model: ModelConfig) -> Non
     assert result.test is not None
     assert result.test.accuracy > 0.9
     assert result.diagnosis is not None
-    assert result.diagnosis.label == "good_fit"
+    assert result.train is not None
+    assert result.diagnosis.train_error == pytest.approx(result.train.error)
 
 
 def test_result_describes_the_run(tmp_path: Path) -> None:
