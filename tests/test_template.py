@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from trainer import initializers, optimizers, regularizers
 from trainer.config import EarlyStoppingConfig, TrialConfig
-from trainer.template import PARAMETERS, TrialTemplate
+from trainer.template import PARAMETERS, SpecError, TrialTemplate
 
 EXAMPLE: dict[str, Any] = {
     "search_space": {
@@ -705,3 +705,13 @@ def test_template_is_frozen() -> None:
     built = template(EXAMPLE)
     with pytest.raises(ValidationError):
         setattr(built, "seed", 3)  # noqa: B010 (mypy knows the field is read-only)
+
+
+def test_errors_carry_the_json_path_of_the_offending_field() -> None:
+    bad = {"search_space": {"initializer": {"type": "categorical", "choices": ["he_normal", "x"]}}}
+    with pytest.raises(ValidationError) as caught:
+        TrialTemplate.model_validate(bad)
+    error = caught.value.errors()[0]["ctx"]["error"]
+    assert isinstance(error, SpecError)
+    assert error.path == ("search_space", "initializer", "choices", 1)
+    assert str(error).startswith("search_space.initializer.choices[1]: unknown initializer 'x'")

@@ -36,6 +36,27 @@ from trainer.config import (
 from trainer.metrics import VAL_LOSS
 from trainer.space import CategoricalParam, FloatParam, IntParam, SearchSpace
 
+
+class SpecError(ValueError):
+    """A spec error at a JSON path, e.g. ("search_space", "initializer", "choices", 0).
+
+    Pydantic keeps the exception in the error's ``ctx["error"]``, so an API can report `path`.
+    """
+
+    def __init__(self, path: tuple[str | int, ...], reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{dotted(path)}: {reason}")
+
+
+def dotted(path: tuple[str | int, ...]) -> str:
+    """("search_space", "initializer", "choices", 0) -> "search_space.initializer.choices[0]"."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
 Check = Callable[[Any], str | None]
 """Returns why a value is invalid, or None."""
 
@@ -212,9 +233,9 @@ class TrialTemplate(BaseModel):
         for name, value in self.fixed.items():
             parameter = _parameter(name, "fixed")
             if name in self.search_space:
-                raise ValueError(f"fixed.{name}: {name!r} is also in the search space")
+                raise SpecError(("fixed", name), f"{name!r} is also in the search space")
             if (why := parameter.check(value)) is not None:
-                raise ValueError(f"fixed.{name}: {why}")
+                raise SpecError(("fixed", name), why)
         for name in self.search_space:
             _check_distribution(name, self.search_space[name])
         for name in self.search_space:
@@ -229,17 +250,19 @@ class TrialTemplate(BaseModel):
         if name in optimizers_sub_parameters():
             for optimizer in self._possible("optimizer", when):
                 if name != "learning_rate" and name not in optimizer_arguments(optimizer):
-                    raise ValueError(
-                        f"search_space.{name}: optimizer {optimizer!r} takes no {name!r}; add "
-                        f'"when": {{"optimizer": [...]}} naming the optimizers that do'
+                    raise SpecError(
+                        ("search_space", name),
+                        f"optimizer {optimizer!r} takes no {name!r}; add "
+                        f'"when": {{"optimizer": [...]}} naming the optimizers that do',
                     )
         parent = _CONDITIONAL_ON.get(name)
         if parent is not None:
             for regularizer in self._possible(parent, when):
                 if regularizer in (None, "none"):
-                    raise ValueError(
-                        f"search_space.{name}: applies only when a {parent} is chosen, but "
-                        f'{parent} may be \'none\'; add "when": {{"{parent}": [...]}}'
+                    raise SpecError(
+                        ("search_space", name),
+                        f"applies only when a {parent} is chosen, but "
+                        f'{parent} may be \'none\'; add "when": {{"{parent}": [...]}}',
                     )
 
     def _possible(self, name: str, when: Mapping[str, list[Any]]) -> list[Any]:
@@ -256,7 +279,7 @@ class TrialTemplate(BaseModel):
         values = {**self.fixed, **params}
         for name, value in params.items():
             if (why := _parameter(name, "params").check(value)) is not None:
-                raise ValueError(f"params.{name}: {why}")
+                raise SpecError(("params", name), why)
         model = self.model
         if "units" in values or "n_layers" in values:
             depth = values.get("n_layers", len(model.hidden_units))
@@ -309,33 +332,33 @@ def optimizers_sub_parameters() -> set[str]:
 def _parameter(name: str, where: str) -> Parameter:
     parameter = PARAMETERS.get(name)
     if parameter is None:
-        raise ValueError(
-            f"{where}.{name}: unknown parameter {name!r}; known: {', '.join(sorted(PARAMETERS))}"
+        raise SpecError(
+            (where, name), f"unknown parameter {name!r}; known: {', '.join(sorted(PARAMETERS))}"
         )
     return parameter
 
 
 def _check_distribution(name: str, param: CategoricalParam | IntParam | FloatParam) -> None:
     parameter = _parameter(name, "search_space")
-    where = f"search_space.{name}"
+    where: tuple[str | int, ...] = ("search_space", name)
     if isinstance(param, CategoricalParam):
         for index, choice in enumerate(param.choices):
             if (why := parameter.check(choice)) is not None:
-                raise ValueError(f"{where}.choices[{index}]: {why}")
+                raise SpecError((*where, "choices", index), why)
         return
     if parameter.integer and isinstance(param, FloatParam):
-        raise ValueError(f"{where}: {name!r} takes whole numbers; use an int range or choices")
+        raise SpecError(where, f"{name!r} takes whole numbers; use an int range or choices")
     if name == "batch_size":
-        raise ValueError(f"{where}: use categorical choices of powers of two, e.g. [32, 64, 128]")
+        raise SpecError(where, "use categorical choices of powers of two, e.g. [32, 64, 128]")
     for bound in ("low", "high"):
         if (why := parameter.check(getattr(param, bound))) is not None:
-            raise ValueError(f"{where}.{bound}: {why}")
+            raise SpecError((*where, bound), why)
     # Both bounds may be valid while values between are not (an odd-only kernel_size): the
     # second value of the grid shows whether the step keeps every value in the domain.
     if isinstance(param, IntParam) and param.low + param.step <= param.high:
         second = param.low + param.step
         if (why := parameter.check(second)) is not None:
-            raise ValueError(f"{where}.step: {param.low} + step {param.step} = {second}: {why}")
+            raise SpecError((*where, "step"), f"{param.low} + step {param.step} = {second}: {why}")
 
 
 def _optimizer(values: Mapping[str, Any]) -> dict[str, Any]:
