@@ -1,0 +1,58 @@
+"""Service settings from `HPS_*` environment variables, built by a function, never at import."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HPS_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("hpsearch-data"), description="checkpoints, uploads, DB")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default: SQLite file in data_dir. PostgreSQL: "
+        "postgresql+psycopg://user@host/db",
+    )
+    api_token: str | None = Field(default=None, description="bearer token(s), comma-separated")
+    public_read: bool = Field(default=False, description="allow reads without a token")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65_535)
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    max_trials_per_study: int = Field(default=10_000, ge=1)
+    max_epochs_per_trial: int = Field(default=1_000, ge=1)
+    max_parallel_trials: int = Field(default=64, ge=1)
+    max_timeout_s: float = Field(default=7 * 24 * 3600, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _blank_is_default(cls, value: str | None) -> str | None:
+        return value or None
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'hpsearch.db').resolve()}"
+
+    @property
+    def is_embedded_sqlite(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.data_dir / "checkpoints"
+
+    @property
+    def upload_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings (tests override the FastAPI dependency instead)."""
+    return Settings()

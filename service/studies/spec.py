@@ -1,0 +1,138 @@
+"""The study spec: what a client submits. Everything but `search_space` has a sensible default.
+
+The trainer's own types validate the training part (dataset, model, search space, fixed values,
+EarlyStopping, ModelCheckpoint); this module adds what only a study has: the objective's
+direction, the Optuna sampler and pruner, the budget and the queue priority.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from trainer.config import (
+    CheckpointConfig,
+    DatasetConfig,
+    DiagnosisConfig,
+    EarlyStoppingConfig,
+    ModelConfig,
+)
+from trainer.metrics import EPOCH_METRICS, resolve_mode
+from trainer.space import SearchSpace
+from trainer.template import SpecError, TrialTemplate
+
+_STRICT = ConfigDict(extra="forbid")
+
+Metric = Literal["loss", "accuracy", "val_loss", "val_accuracy"]
+assert set(Metric.__args__) == set(EPOCH_METRICS)  # type: ignore[attr-defined]
+
+
+class UploadedDataset(BaseModel):
+    """A data set uploaded with `POST /datasets`, referred to by its id."""
+
+    model_config = _STRICT
+
+    id: int = Field(ge=1)
+    validation_split: float = Field(default=0.2, gt=0.0, lt=1.0)
+    test_split: float = Field(default=0.2, ge=0.0, lt=1.0)
+    seed: int = 0
+    standardize: bool = True
+    folds: int | None = Field(default=None, ge=2, le=20)
+
+
+class ObjectiveSpec(BaseModel):
+    model_config = _STRICT
+
+    metric: Metric = "val_loss"
+    direction: Literal["minimize", "maximize"] | None = Field(
+        default=None, description="default: minimize losses, maximize accuracies"
+    )
+
+    @property
+    def resolved_direction(self) -> Literal["minimize", "maximize"]:
+        if self.direction is not None:
+            return self.direction
+        return "minimize" if resolve_mode(self.metric, "auto") == "min" else "maximize"
+
+
+class SamplerSpec(BaseModel):
+    model_config = _STRICT
+
+    name: Literal["tpe", "random", "grid", "cmaes", "qmc", "gp"] = "tpe"
+    seed: int | None = None
+
+
+class PrunerSpec(BaseModel):
+    model_config = _STRICT
+
+    name: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "median"
+    n_startup_trials: int = Field(default=5, ge=0)
+    n_warmup_steps: int = Field(default=2, ge=0)
+    percentile: float = Field(default=25.0, gt=0.0, lt=100.0)
+
+
+class BudgetSpec(BaseModel):
+    model_config = _STRICT
+
+    n_trials: int = Field(default=20, ge=1)
+    max_epochs: int = Field(default=20, ge=1)
+    timeout_s: float | None = Field(default=None, gt=0)
+    max_parallel_trials: int = Field(default=1, ge=1)
+
+
+class StudySpec(BaseModel):
+    """A study as submitted (JSON; the CLI also reads YAML)."""
+
+    model_config = _STRICT
+
+    name: str = Field(min_length=1, max_length=200)
+    dataset: DatasetConfig | UploadedDataset = Field(default_factory=DatasetConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    search_space: SearchSpace
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    early_stopping: EarlyStoppingConfig | None = Field(
+        default_factory=lambda: EarlyStoppingConfig(patience=3, restore_best_weights=True)
+    )
+    checkpoint: CheckpointConfig = Field(
+        default_factory=lambda: CheckpointConfig(save_best_only=True)
+    )
+    diagnosis: DiagnosisConfig = Field(default_factory=DiagnosisConfig)
+    seed: int = Field(default=0, description="base seed; trial n trains with seed + n")
+    priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first")
+
+    @model_validator(mode="after")
+    def _check_template(self) -> StudySpec:
+        if isinstance(self.dataset, DatasetConfig) and self.dataset.name in ("csv", "npz"):
+            # A path on the server's disk is not the client's to name.
+            raise SpecError(
+                ("dataset", "name"),
+                f"a {self.dataset.name} file must be uploaded with POST /api/v1/datasets and "
+                'referred to as {"dataset": {"id": ...}}',
+            )
+        # An uploaded data set is resolved later; a stand-in validates everything else now.
+        self.template(DatasetConfig())
+        return self
+
+    def template(self, dataset: DatasetConfig | None = None) -> TrialTemplate:
+        """The trainer's view of this study (`dataset` replaces an uploaded-data reference)."""
+        if dataset is None:
+            if isinstance(self.dataset, UploadedDataset):
+                raise ValueError("an uploaded data set must be resolved to a file first")
+            dataset = self.dataset
+        return TrialTemplate(
+            dataset=dataset,
+            model=self.model,
+            search_space=self.search_space,
+            fixed=self.fixed,
+            max_epochs=self.budget.max_epochs,
+            seed=self.seed,
+            objective=self.objective.metric,
+            early_stopping=self.early_stopping,
+            checkpoint=self.checkpoint,
+            diagnosis=self.diagnosis,
+        )
