@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -65,7 +65,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, datetime: UTCDateTime}
 
 
 class StudyStatus(enum.StrEnum):
@@ -146,7 +146,9 @@ class Trial(Base):
     duration_s: Mapped[float | None] = mapped_column(Float)
     checkpoint_path: Mapped[str | None] = mapped_column(Text)
     last_checkpoint_path: Mapped[str | None] = mapped_column(Text)
-    retry_of_id: Mapped[int | None] = mapped_column(ForeignKey("hps_trials.id", ondelete="SET NULL"))
+    retry_of_id: Mapped[int | None] = mapped_column(
+        ForeignKey("hps_trials.id", ondelete="SET NULL")
+    )
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
