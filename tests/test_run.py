@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from trainer import TrialConfig, TrialResult, run_trial
+from trainer import EpochRecord, TrialConfig, TrialResult, run_trial
 from trainer.config import CheckpointConfig, DatasetConfig, EarlyStoppingConfig, ModelConfig
 from trainer.data import load_splits
 from trainer.lit_module import TrialModule
@@ -90,6 +90,21 @@ def test_result_describes_the_run(tmp_path: Path) -> None:
     assert result.val is not None
     assert result.objective_value == result.val.loss
     assert all(r.lr == pytest.approx(0.001) for r in result.history)
+
+
+def test_on_epoch_hears_every_epoch_as_it_ends_including_a_diverging_one() -> None:
+    heard: list[EpochRecord] = []
+    result = run_trial(small_config(max_epochs=3), on_epoch=heard.append)
+    assert tuple(heard) == result.history
+
+    diverged: list[EpochRecord] = []
+    exploding = small_config(
+        optimizer={"class_name": "sgd", "config": {"learning_rate": 1e6}},
+        kernel_initializer={"class_name": "random_normal", "config": {"stddev": 10.0}},
+    )
+    outcome = run_trial(exploding, on_epoch=diverged.append)
+    assert outcome.status == "diverged"
+    assert tuple(diverged) == outcome.history
 
 
 def test_same_seed_same_curve_other_seed_other_curve() -> None:

@@ -214,22 +214,28 @@ class ResumeCheckpoint(Checkpoint):
 
 
 class ReporterCallback(Callback):
-    """Reports the objective once per epoch and stops cleanly when told to prune or stop."""
+    """Hands each epoch's row to `on_epoch`, reports the objective, and stops cleanly when told
+    to prune or stop. The row of a diverging epoch is handed on too (it shows the divergence);
+    nothing is reported for it."""
 
     def __init__(
         self,
         objective: str,
         reporter: Reporter | None,
         stop_requested: Callable[[], bool] | None,
+        on_epoch: Callable[[dict[str, float]], None] | None = None,
     ) -> None:
         self.objective = objective
         self.reporter = reporter
         self.stop_requested = stop_requested
+        self.on_epoch = on_epoch
         self.pruned = False
         self.interrupted = False
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert isinstance(pl_module, TrialModule)
+        if self.on_epoch is not None:
+            self.on_epoch(pl_module.history[-1])
         if pl_module.diverged_at is not None:
             return
         if self.reporter is not None:

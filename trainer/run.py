@@ -108,6 +108,7 @@ def run_trial(
     device: str = "auto",
     num_threads: int | None = None,
     stop_requested: Callable[[], bool] | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> TrialResult:
     """Train `config` and evaluate it on train, validation and test splits.
 
@@ -120,29 +121,24 @@ def run_trial(
         with status "interrupted" so another run can resume it.
     reporter: gets the objective each epoch; when it says prune, the trial stops as "pruned".
         With k-fold cross-validation, only the first fold reports.
+    on_epoch: called with each epoch's `EpochRecord` as soon as the epoch ends (live curves).
+        With k-fold cross-validation, only the first fold's epochs are passed on.
     """
     if num_threads is not None:
         torch.set_num_threads(num_threads)
+    hooks = _Hooks(reporter, stop_requested, on_epoch)
     image = config.model.type == "cnn"
     if config.dataset.folds is None:
-        return _fit(
-            config,
-            load_splits(config.dataset, image=image),
-            reporter,
-            _as_path(checkpoint_dir),
-            resume_from,
-            device,
-            stop_requested,
-        )
+        data = load_splits(config.dataset, image=image)
+        return _fit(config, data, hooks, _as_path(checkpoint_dir), resume_from, device)
     if resume_from is not None:
         raise ValueError("resuming is not supported with k-fold cross-validation")
     started = time.perf_counter()
     results = []
     for fold, splits in enumerate(load_folds(config.dataset, image=image)):
         fold_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"fold{fold}"
-        result = _fit(
-            config, splits, reporter if fold == 0 else None, fold_dir, None, device, stop_requested
-        )
+        fold_hooks = hooks if fold == 0 else _Hooks(None, stop_requested, None)
+        result = _fit(config, splits, fold_hooks, fold_dir, None, device)
         results.append(result)
         if result.status != "completed" or result.objective_value is None:
             return result
@@ -159,14 +155,28 @@ def run_trial(
     )
 
 
+@dataclass(frozen=True)
+class _Hooks:
+    """What the caller wants to hear, or decide, at the end of each epoch."""
+
+    reporter: Reporter | None
+    stop_requested: Callable[[], bool] | None
+    on_epoch: Callable[[EpochRecord], None] | None
+
+    def epoch_rows(self) -> Callable[[dict[str, float]], None] | None:
+        on_epoch = self.on_epoch
+        if on_epoch is None:
+            return None
+        return lambda row: on_epoch(EpochRecord(**_record(row)))
+
+
 def _fit(
     config: TrialConfig,
     data: DataSplits,
-    reporter: Reporter | None,
+    hooks: _Hooks,
     checkpoint_dir: Path | None,
     resume_from: str | Path | None,
     device: str,
-    stop_requested: Callable[[], bool] | None,
 ) -> TrialResult:
     started = time.perf_counter()
     accelerator, devices = _resolve_device(device)
@@ -174,7 +184,9 @@ def _fit(
     pl.seed_everything(config.seed, workers=False, verbose=False)
     module = TrialModule(config.to_dict(), data.input_shape, data.n_classes)
     module.attach_data(data)
-    reporting = ReporterCallback(config.objective, reporter, stop_requested)
+    reporting = ReporterCallback(
+        config.objective, hooks.reporter, hooks.stop_requested, hooks.epoch_rows()
+    )
     callbacks: list[Callback] = [reporting]
     early_stopping = None
     if config.early_stopping is not None:
