@@ -19,7 +19,7 @@ from trainer.config import (
     ModelConfig,
 )
 from trainer.metrics import EPOCH_METRICS, resolve_mode
-from trainer.space import SearchSpace
+from trainer.space import CategoricalParam, IntParam, SearchSpace
 from trainer.template import SpecError, TrialTemplate
 
 _STRICT = ConfigDict(extra="forbid")
@@ -114,9 +114,31 @@ class StudySpec(BaseModel):
                 f"a {self.dataset.name} file must be uploaded with POST /api/v1/datasets and "
                 'referred to as {"dataset": {"id": ...}}',
             )
+        if self.sampler.name == "grid":
+            self.grid_values()
         # An uploaded data set is resolved later; a stand-in validates everything else now.
         self.template(DatasetConfig())
         return self
+
+    def grid_values(self) -> dict[str, list[Any]]:
+        """Every value of every parameter, for the grid sampler (ranges need a step)."""
+        values: dict[str, list[Any]] = {}
+        for name in self.search_space:
+            param = self.search_space[name]
+            if isinstance(param, CategoricalParam):
+                values[name] = list(param.choices)
+            elif isinstance(param, IntParam):
+                values[name] = list(range(param.low, param.high + 1, param.step))
+            elif param.step is not None:
+                count = round((param.high - param.low) / param.step) + 1
+                values[name] = [param.low + i * param.step for i in range(count)]
+            else:
+                raise SpecError(
+                    ("search_space", name),
+                    "the grid sampler needs a step (or categorical choices) for every float "
+                    "parameter",
+                )
+        return values
 
     def template(self, dataset: DatasetConfig | None = None) -> TrialTemplate:
         """The trainer's view of this study (`dataset` replaces an uploaded-data reference)."""

@@ -1,0 +1,120 @@
+"""Claiming work: one trial slot of a study, atomically, whatever the number of workers.
+
+A worker takes a slot of the highest-priority, oldest study that is queued or running, not
+cancelled, within its time budget, with fewer trials than `n_trials` and fewer running than
+`max_parallel_trials`. Reading those counts and inserting the new trial happen in one
+transaction that holds the study row: `SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL (a
+second worker skips a study being claimed instead of waiting), and on SQLite a transaction begun
+with BEGIN IMMEDIATE (writers queue up on SQLite's single write lock, see `create_db_engine`).
+So a study never gets more than `n_trials` trials, counted across all workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from service.db.engine import transaction
+from service.db.models import Study, StudyStatus, Trial, TrialState, utcnow
+
+#: Trial states that hold one of the study's `n_trials` slots.
+COUNTED_STATES = (
+    TrialState.RUNNING,
+    TrialState.WAITING,
+    TrialState.COMPLETE,
+    TrialState.PRUNED,
+    TrialState.FAILED,
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    study_id: int
+    trial_id: int
+    number: int
+    optuna_study_name: str
+    spec: dict[str, Any]
+    direction: str
+
+
+def _not_retried() -> Any:
+    """A failed trial that was retried gives its slot to the retry."""
+    retry = aliased(Trial)
+    return ~select(retry.id).where(retry.retry_of_id == Trial.id).exists()
+
+
+def slots_taken(study_id: Any) -> Any:
+    return (
+        select(func.count(Trial.id))
+        .where(Trial.study_id == study_id, Trial.state.in_(COUNTED_STATES), _not_retried())
+        .scalar_subquery()
+    )
+
+
+def running_count(study_id: Any) -> Any:
+    return (
+        select(func.count(Trial.id))
+        .where(Trial.study_id == study_id, Trial.state == TrialState.RUNNING)
+        .scalar_subquery()
+    )
+
+
+def claim_trial(factory: sessionmaker[Session], worker_id: int) -> Claim | None:
+    """Reserve the next trial slot for `worker_id`, or None when there is no work."""
+    with transaction(factory) as session:
+        # A few candidates: one past its time budget must not hide the next.
+        candidates = session.scalars(
+            select(Study)
+            .where(
+                Study.status.in_((StudyStatus.QUEUED, StudyStatus.RUNNING)),
+                Study.cancel_requested.is_(False),
+                slots_taken(Study.id) < Study.n_trials,
+                running_count(Study.id) < Study.max_parallel_trials,
+            )
+            .order_by(Study.priority.desc(), Study.created_at, Study.id)
+            .limit(8)
+            .with_for_update(skip_locked=True, of=Study)
+        ).all()
+        for candidate in candidates:
+            if _past_timeout(candidate):
+                continue
+            return _reserve(session, candidate, worker_id)
+        return None
+
+
+def _past_timeout(study: Study) -> bool:
+    if study.timeout_s is None or study.started_at is None:
+        return False
+    return utcnow() - study.started_at > timedelta(seconds=study.timeout_s)
+
+
+def _reserve(session: Session, study: Study, worker_id: int) -> Claim:
+    now = utcnow()
+    number = session.scalar(
+        select(func.coalesce(func.max(Trial.number), -1) + 1).where(Trial.study_id == study.id)
+    )
+    trial = Trial(
+        study_id=study.id,
+        number=int(number or 0),
+        state=TrialState.RUNNING,
+        worker_id=worker_id,
+        started_at=now,
+        heartbeat_at=now,
+    )
+    session.add(trial)
+    if study.status == StudyStatus.QUEUED:
+        study.status = StudyStatus.RUNNING
+        study.started_at = now
+    session.flush()
+    return Claim(
+        study_id=study.id,
+        trial_id=trial.id,
+        number=trial.number,
+        optuna_study_name=study.optuna_study_name,
+        spec=dict(study.spec),
+        direction=study.direction,
+    )

@@ -1,0 +1,136 @@
+"""The worker process: claim a trial slot, run it, record it; heartbeat; stop cleanly.
+
+SIGTERM/SIGINT stop the worker from taking work; the trial in flight checkpoints at the end of
+its current epoch and stops as "interrupted" (resumable), then the worker exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from dataclasses import dataclass
+from types import FrameType
+
+import optuna
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.config import Settings
+from service.db.engine import create_db_engine, make_session_factory, transaction
+from service.db.models import Trial, TrialState, Worker, utcnow
+from service.queue.claim import claim_trial
+from service.worker.runner import RunOptions, TrialRunner
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    device: str = "auto"
+    num_threads: int | None = None
+    poll_interval_s: float = 1.0
+    heartbeat_interval_s: float = 10.0
+    exit_when_idle: bool = False
+    max_trials: int | None = None
+
+
+class WorkerProcess:
+    def __init__(self, settings: Settings, options: WorkerOptions) -> None:
+        self.settings = settings
+        self.options = options
+        self.stopping = threading.Event()
+        url = settings.effective_database_url
+        # One engine per process: ours (claims need BEGIN IMMEDIATE on SQLite) and Optuna's.
+        self.engine: Engine = create_db_engine(url, pool_size=2, immediate=True)
+        self.factory: sessionmaker[Session] = make_session_factory(self.engine)
+        self.storage = optuna.storages.RDBStorage(
+            url, engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else {}
+        )
+        self.worker_id = self._register()
+        self.current_trial_id: int | None = None
+
+    def _register(self) -> int:
+        with transaction(self.factory) as session:
+            worker = Worker(
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                device=self.options.device,
+                status="idle",
+            )
+            session.add(worker)
+            session.flush()
+            return worker.id
+
+    def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
+        if not self.stopping.is_set():
+            logger.info("worker %s: stopping after the current epoch", self.worker_id)
+        self.stopping.set()
+
+    def run(self) -> int:
+        """Work until stopped (or idle, with exit_when_idle). Returns the process exit code."""
+        heartbeat = threading.Thread(target=self._heartbeat, daemon=True)
+        heartbeat.start()
+        runner = TrialRunner(
+            self.factory,
+            self.storage,
+            self.worker_id,
+            RunOptions(
+                device=self.options.device,
+                num_threads=self.options.num_threads,
+                checkpoint_root=self.settings.checkpoint_dir,
+            ),
+            self.stopping.is_set,
+        )
+        done = 0
+        try:
+            while not self.stopping.is_set():
+                claim = claim_trial(self.factory, self.worker_id)
+                if claim is None:
+                    if self.options.exit_when_idle:
+                        break
+                    self.stopping.wait(self.options.poll_interval_s)
+                    continue
+                self.current_trial_id = claim.trial_id
+                runner.run(claim)
+                self.current_trial_id = None
+                done += 1
+                if self.options.max_trials is not None and done >= self.options.max_trials:
+                    break
+        finally:
+            self.stopping.set()
+            heartbeat.join(timeout=5)
+            self._deregister()
+            self.engine.dispose()
+        return 0
+
+    def _heartbeat(self) -> None:
+        while not self.stopping.wait(self.options.heartbeat_interval_s):
+            try:
+                with transaction(self.factory) as session:
+                    now = utcnow()
+                    worker = session.get(Worker, self.worker_id)
+                    if worker is not None:
+                        worker.heartbeat_at = now
+                    if self.current_trial_id is not None:
+                        trial = session.get(Trial, self.current_trial_id)
+                        if trial is not None and trial.state == TrialState.RUNNING:
+                            trial.heartbeat_at = now
+            except Exception:  # the database may be restarting; the next beat retries
+                logger.warning("worker %s: heartbeat failed", self.worker_id, exc_info=True)
+
+    def _deregister(self) -> None:
+        with transaction(self.factory) as session:
+            worker = session.get(Worker, self.worker_id)
+            if worker is not None:
+                worker.status = "stopped"
+                worker.current_trial_id = None
+
+
+def run_worker(settings: Settings, options: WorkerOptions) -> int:
+    worker = WorkerProcess(settings, options)
+    signal.signal(signal.SIGTERM, worker.request_stop)
+    signal.signal(signal.SIGINT, worker.request_stop)
+    return worker.run()

@@ -1,0 +1,58 @@
+"""Optuna's side of a trial: samplers and pruners from the spec, and the trainer's Reporter."""
+
+from __future__ import annotations
+
+import optuna
+
+from service.studies.spec import StudySpec
+
+
+def make_sampler(spec: StudySpec, trial_number: int) -> optuna.samplers.BaseSampler:
+    """The spec's sampler, seeded per trial so a study replays the same way from its history."""
+    seed = None if spec.sampler.seed is None else spec.sampler.seed + trial_number
+    name = spec.sampler.name
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=False)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    return optuna.samplers.GridSampler(spec.grid_values(), seed=seed)
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    pruner = spec.pruner
+    if pruner.name == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=pruner.n_startup_trials, n_warmup_steps=pruner.n_warmup_steps
+        )
+    if pruner.name == "percentile":
+        return optuna.pruners.PercentilePruner(
+            pruner.percentile,
+            n_startup_trials=pruner.n_startup_trials,
+            n_warmup_steps=pruner.n_warmup_steps,
+        )
+    if pruner.name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    if pruner.name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.budget.max_epochs)
+    return optuna.pruners.NopPruner()
+
+
+class OptunaReporter:
+    """The trainer's Reporter over an Optuna trial: report(epoch, value) → trial.report."""
+
+    def __init__(self, trial: optuna.trial.Trial, prunes: bool) -> None:
+        self.trial = trial
+        self.prunes = prunes
+
+    def report(self, epoch: int, value: float) -> None:
+        if self.prunes:  # without a pruner the intermediate values would only cost round trips
+            self.trial.report(value, epoch)
+
+    def should_prune(self) -> bool:
+        return self.prunes and self.trial.should_prune()

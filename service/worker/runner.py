@@ -1,0 +1,123 @@
+"""One claimed trial: Optuna asks, the trainer trains, the database and Optuna hear the result."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState as OptunaState
+from pydantic import ValidationError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db.models import Dataset, TrialState
+from service.queue.claim import Claim
+from service.studies.spec import StudySpec, UploadedDataset
+from service.worker.optuna_bridge import OptunaReporter, make_pruner, make_sampler
+from service.worker.recorder import TrialRecorder, fail_study
+from trainer import DatasetConfig, DatasetError, TrialResult, run_trial
+
+logger = logging.getLogger(__name__)
+
+_STATES = {
+    "completed": (TrialState.COMPLETE, OptunaState.COMPLETE),
+    "pruned": (TrialState.PRUNED, OptunaState.PRUNED),
+    "diverged": (TrialState.FAILED, OptunaState.FAIL),
+    "interrupted": (TrialState.FAILED, OptunaState.FAIL),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    device: str = "auto"
+    num_threads: int | None = None
+    checkpoint_root: Path = Path("hpsearch-data/checkpoints")
+
+
+class TrialRunner:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        storage: optuna.storages.BaseStorage,
+        worker_id: int,
+        options: RunOptions,
+        stop_requested: Callable[[], bool],
+    ) -> None:
+        self.factory = factory
+        self.storage = storage
+        self.worker_id = worker_id
+        self.options = options
+        self.stop_requested = stop_requested
+
+    def run(self, claim: Claim) -> TrialResult | None:
+        recorder = TrialRecorder(self.factory, claim.trial_id, self.worker_id)
+        try:
+            spec = StudySpec.model_validate(claim.spec)
+            template = spec.template(self._dataset(spec))
+            sampler, pruner = make_sampler(spec, claim.number), make_pruner(spec)
+        except (ValidationError, ValueError) as error:
+            recorder.failed(f"the study cannot run: {error}")
+            fail_study(self.factory, claim.study_id, str(error))
+            return None
+        study = optuna.create_study(
+            study_name=claim.optuna_study_name,
+            storage=self.storage,
+            direction=spec.objective.resolved_direction,
+            sampler=sampler,
+            pruner=pruner,
+            load_if_exists=True,
+        )
+        trial = study.ask()
+        params = template.search_space.sample(trial)
+        config = dataclasses.replace(template.config_for(params), seed=spec.seed + claim.number)
+        recorder.started(trial.number, params, self.options.device)
+        checkpoint_dir = (
+            self.options.checkpoint_root / f"study-{claim.study_id}" / f"trial-{claim.number}"
+        )
+        try:
+            result = run_trial(
+                config,
+                OptunaReporter(trial, prunes=spec.pruner.name != "none"),
+                checkpoint_dir,
+                device=self.options.device,
+                num_threads=self.options.num_threads,
+                stop_requested=self.stop_requested,
+                on_epoch=recorder.epoch,
+            )
+        except DatasetError as error:
+            recorder.failed(f"bad dataset: {error}")
+            study.tell(trial, state=OptunaState.FAIL, skip_if_finished=True)
+            return None
+        except Exception as error:  # a trial's crash (OOM, a bug) must not take the worker down
+            logger.exception("trial %s of study %s failed", claim.number, claim.study_id)
+            recorder.failed(f"{type(error).__name__}: {error}")
+            study.tell(trial, state=OptunaState.FAIL, skip_if_finished=True)
+            return None
+        state, optuna_state = _STATES[result.status]
+        recorder.finished(result, state)
+        if optuna_state == OptunaState.COMPLETE and result.objective_value is not None:
+            study.tell(trial, result.objective_value, skip_if_finished=True)
+        else:
+            study.tell(trial, state=optuna_state, skip_if_finished=True)
+        return result
+
+    def _dataset(self, spec: StudySpec) -> DatasetConfig | None:
+        if not isinstance(spec.dataset, UploadedDataset):
+            return None
+        with self.factory() as session:
+            row = session.get(Dataset, spec.dataset.id)
+        if row is None:
+            raise ValueError(f"uploaded dataset {spec.dataset.id} no longer exists")
+        reference = spec.dataset
+        return DatasetConfig(
+            name="csv" if row.format == "csv" else "npz",
+            path=row.path,
+            target=row.target,
+            validation_split=reference.validation_split,
+            test_split=reference.test_split,
+            seed=reference.seed,
+            standardize=reference.standardize,
+            folds=reference.folds,
+        )

@@ -1,0 +1,188 @@
+"""The worker, in process, on SQLite and PostgreSQL: claim, train, record, finish the study."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.config import Settings
+from service.db.engine import create_db_engine, make_session_factory, transaction
+from service.db.models import Study, StudyStatus, Trial, TrialEpoch, TrialState, Worker
+from service.queue.claim import claim_trial
+from service.studies.spec import StudySpec
+from service.worker.loop import WorkerOptions, WorkerProcess
+
+SPACE: dict[str, Any] = {
+    "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]},
+    "learning_rate": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
+    "dropout": {"type": "float", "low": 0.0, "high": 0.3},
+}
+
+
+def spec(**overrides: Any) -> StudySpec:
+    base: dict[str, Any] = {
+        "name": "worker-test",
+        "dataset": {"name": "synthetic", "n_samples": 240, "n_features": 6, "n_classes": 3},
+        "model": {"hidden_units": [16]},
+        "search_space": SPACE,
+        "budget": {"n_trials": 3, "max_epochs": 3},
+        "sampler": {"name": "random", "seed": 1},
+        "pruner": {"name": "none"},
+    }
+    return StudySpec.model_validate({**base, **overrides})
+
+
+@pytest.fixture
+def sessions(migrated_database_url: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the test database, with SQLite's BEGIN IMMEDIATE as the worker uses it."""
+    engine = create_db_engine(migrated_database_url, immediate=True)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def add_study(factory: sessionmaker[Session], study_spec: StudySpec, **columns: Any) -> int:
+    with transaction(factory) as session:
+        row = Study(
+            name=study_spec.name,
+            spec=study_spec.model_dump(mode="json"),
+            direction=study_spec.objective.resolved_direction,
+            objective_metric=study_spec.objective.metric,
+            n_trials=study_spec.budget.n_trials,
+            max_parallel_trials=study_spec.budget.max_parallel_trials,
+            timeout_s=study_spec.budget.timeout_s,
+            optuna_study_name=f"hps-{uuid.uuid4().hex}",
+            priority=study_spec.priority,
+            **columns,
+        )
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def settings_for(url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=url, data_dir=tmp_path / "data")
+
+
+def run_worker_until_idle(url: str, tmp_path: Path) -> None:
+    options = WorkerOptions(device="cpu", exit_when_idle=True, heartbeat_interval_s=0.2)
+    assert WorkerProcess(settings_for(url, tmp_path), options).run() == 0
+
+
+def test_a_worker_runs_a_study_to_completion(
+    migrated_database_url: str, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    url = migrated_database_url
+    study_id = add_study(sessions, spec())
+    run_worker_until_idle(url, tmp_path)
+
+    with sessions() as session:
+        study = session.get_one(Study, study_id)
+        trials = session.scalars(select(Trial).where(Trial.study_id == study_id)).all()
+        epochs = session.scalars(select(TrialEpoch)).all()
+        worker = session.scalars(select(Worker)).one()
+    assert study.status == StudyStatus.COMPLETED
+    assert study.finished_at is not None
+    assert sorted(t.number for t in trials) == [0, 1, 2]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert all(t.epochs_run == 3 and t.diagnosis for t in trials)
+    assert len(epochs) == 9  # every epoch of every trial was written
+    assert {t.params["optimizer"] for t in trials} <= {"sgd", "adam"}
+    best = min(trials, key=lambda t: t.value if t.value is not None else float("inf"))
+    assert study.best_trial_id == best.id
+    assert study.best_value == best.value
+    for trial in trials:
+        assert trial.checkpoint_path is not None
+        assert Path(trial.checkpoint_path).is_file()
+        assert trial.metrics is not None
+        assert trial.metrics["val_loss"] == pytest.approx(trial.value)
+    assert worker.status == "stopped"
+
+    # A real Optuna client sees the same study: the same values, trial by trial.
+    optuna_study = optuna.load_study(study_name=study.optuna_study_name, storage=url)
+    by_number = {t.optuna_trial_id: t for t in trials}
+    assert len(optuna_study.trials) == 3
+    for frozen in optuna_study.trials:
+        assert frozen.value == pytest.approx(by_number[frozen.number].value)
+        assert frozen.params == by_number[frozen.number].params
+
+
+def test_claims_never_exceed_the_budget_or_the_parallel_limit(
+    sessions: sessionmaker[Session],
+) -> None:
+    factory = sessions
+    study_id = add_study(factory, spec(budget={"n_trials": 3, "max_parallel_trials": 2}))
+    with transaction(factory) as session:
+        session.add(Worker(host="test", pid=1, device="cpu"))
+    first = claim_trial(factory, 1)
+    second = claim_trial(factory, 1)
+    assert first is not None
+    assert second is not None
+    assert claim_trial(factory, 1) is None  # two running = max_parallel_trials
+    with transaction(factory) as session:
+        session.get_one(Trial, first.trial_id).state = TrialState.COMPLETE
+    third = claim_trial(factory, 1)
+    assert third is not None
+    assert [first.number, second.number, third.number] == [0, 1, 2]
+    with transaction(factory) as session:
+        session.get_one(Trial, second.trial_id).state = TrialState.COMPLETE
+    assert claim_trial(factory, 1) is None  # n_trials slots are taken
+    with factory() as session:
+        assert session.get_one(Study, study_id).status == StudyStatus.RUNNING
+
+
+def test_higher_priority_then_older_studies_go_first(sessions: sessionmaker[Session]) -> None:
+    factory = sessions
+    parallel = {"n_trials": 3, "max_epochs": 3, "max_parallel_trials": 3}
+    older = add_study(factory, spec(name="older", budget=parallel))
+    newer_urgent = add_study(factory, spec(name="urgent", priority=5, budget=parallel))
+    with transaction(factory) as session:
+        session.add(Worker(host="test", pid=1, device="cpu"))
+    claims = [claim_trial(factory, 1) for _ in range(4)]
+    assert [c.study_id for c in claims if c is not None] == [newer_urgent] * 3 + [older]
+
+
+def test_cancelled_and_finished_studies_are_not_claimed(sessions: sessionmaker[Session]) -> None:
+    factory = sessions
+    add_study(factory, spec(name="cancelled"), cancel_requested=True)
+    add_study(factory, spec(name="done"), status=StudyStatus.COMPLETED)
+    with transaction(factory) as session:
+        session.add(Worker(host="test", pid=1, device="cpu"))
+    assert claim_trial(factory, 1) is None
+
+
+def test_a_study_that_cannot_run_fails_with_its_reason(
+    migrated_database_url: str, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    gone = spec(dataset={"id": 999})  # an upload deleted after the study was queued
+    study_id = add_study(sessions, gone)
+    run_worker_until_idle(migrated_database_url, tmp_path)
+    with sessions() as session:
+        study = session.get_one(Study, study_id)
+    assert study.status == StudyStatus.FAILED
+    assert study.error is not None
+    assert "uploaded dataset 999 no longer exists" in study.error
+
+
+def test_a_diverging_trial_fails_alone_and_the_study_goes_on(
+    migrated_database_url: str, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    exploding = spec(
+        search_space={"learning_rate": {"type": "float", "low": 9.0, "high": 10.0}},
+        fixed={"optimizer": "sgd", "initializer": "ones", "activation": "linear"},
+        budget={"n_trials": 2, "max_epochs": 8},
+    )
+    study_id = add_study(sessions, exploding)
+    run_worker_until_idle(migrated_database_url, tmp_path)
+    with sessions() as session:
+        study = session.get_one(Study, study_id)
+        trials = session.scalars(select(Trial).where(Trial.study_id == study_id)).all()
+    assert study.status == StudyStatus.COMPLETED
+    assert [t.state for t in trials] == [TrialState.FAILED, TrialState.FAILED]
+    assert all(t.error is not None and "non-finite" in t.error for t in trials)
