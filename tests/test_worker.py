@@ -177,6 +177,7 @@ def test_a_diverging_trial_fails_alone_and_the_study_goes_on(
         search_space={"learning_rate": {"type": "float", "low": 9.0, "high": 10.0}},
         fixed={"optimizer": "sgd", "initializer": "ones", "activation": "linear"},
         budget={"n_trials": 2, "max_epochs": 8},
+        early_stopping=None,
     )
     study_id = add_study(sessions, exploding)
     run_worker_until_idle(migrated_database_url, tmp_path)
