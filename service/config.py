@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     max_epochs_per_trial: int = Field(default=1_000, ge=1)
     max_parallel_trials: int = Field(default=64, ge=1)
     max_timeout_s: float = Field(default=7 * 24 * 3600, gt=0)
+    heartbeat_interval_s: float = Field(default=10.0, gt=0, description="worker and trial beat")
+    worker_grace_s: float = Field(
+        default=60.0, gt=0, description="a running trial silent this long is lost and retried"
+    )
+    max_retries: int = Field(default=2, ge=0, description="retries of one lost trial")
 
     @field_validator("database_url")
     @classmethod

@@ -66,12 +66,14 @@ def add_study(factory: sessionmaker[Session], study_spec: StudySpec, **columns: 
         return row.id
 
 
-def settings_for(url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=url, data_dir=tmp_path / "data")
+def settings_for(url: str, tmp_path: Path, **overrides: Any) -> Settings:
+    return Settings(
+        database_url=url, data_dir=tmp_path / "data", heartbeat_interval_s=0.2, **overrides
+    )
 
 
 def run_worker_until_idle(url: str, tmp_path: Path) -> None:
-    options = WorkerOptions(device="cpu", exit_when_idle=True, heartbeat_interval_s=0.2)
+    options = WorkerOptions(device="cpu", exit_when_idle=True)
     assert WorkerProcess(settings_for(url, tmp_path), options).run() == 0
 
 

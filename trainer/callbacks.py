@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import operator
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -246,6 +248,25 @@ class ReporterCallback(Callback):
         if self.stop_requested is not None and self.stop_requested():
             self.interrupted = True
             trainer.should_stop = True
+
+
+class KeepCallerSignalHandlers(Callback):
+    """Leaves SIGTERM to the caller of `run_trial` (who passed `stop_requested`).
+
+    Lightning installs its own SIGTERM handler at fit and, on SIGTERM, raises SystemExit after
+    the current batch, which here is a whole epoch: the epoch would end without its callbacks,
+    the trial without a result and the resume checkpoint without that epoch. With this callback
+    the handler that was in place before fitting stays in force; the caller's `stop_requested`
+    then ends the trial cleanly at the epoch's end, as "interrupted", checkpointed. Lightning
+    restores the same handler at teardown.
+    """
+
+    def __init__(self) -> None:
+        self._handler = signal.getsignal(signal.SIGTERM)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread() and self._handler is not None:
+            signal.signal(signal.SIGTERM, self._handler)
 
 
 def _copy_weights(module: pl.LightningModule) -> Callable[[], Weights]:

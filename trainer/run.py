@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from trainer.callbacks import (
+    KeepCallerSignalHandlers,
     KerasEarlyStopping,
     KerasModelCheckpoint,
     Reporter,
@@ -188,6 +189,8 @@ def _fit(
         config.objective, hooks.reporter, hooks.stop_requested, hooks.epoch_rows()
     )
     callbacks: list[Callback] = [reporting]
+    if hooks.stop_requested is not None:
+        callbacks.append(KeepCallerSignalHandlers())
     early_stopping = None
     if config.early_stopping is not None:
         early_stopping = KerasEarlyStopping(config.early_stopping)

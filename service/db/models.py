@@ -149,6 +149,7 @@ class Trial(Base):
     retry_of_id: Mapped[int | None] = mapped_column(
         ForeignKey("hps_trials.id", ondelete="SET NULL")
     )
+    resumed_from_epoch: Mapped[int | None]
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from service.db.engine import transaction
@@ -39,9 +39,19 @@ class Claim:
     optuna_study_name: str
     spec: dict[str, Any]
     direction: str
+    retry_of_id: int | None = None
+    """Set for the retry of a lost trial: run `params` again, from `resume_from` if given."""
+    params: dict[str, Any] | None = None
+    resume_from: str | None = None
+    seed_number: int | None = None
+    """The number of the first trial of a retry chain: a retry trains with its seed."""
+
+    @property
+    def seed_offset(self) -> int:
+        return self.number if self.seed_number is None else self.seed_number
 
 
-def _not_retried() -> Any:
+def not_retried() -> Any:
     """A failed trial that was retried gives its slot to the retry."""
     retry = aliased(Trial)
     return ~select(retry.id).where(retry.retry_of_id == Trial.id).exists()
@@ -50,7 +60,7 @@ def _not_retried() -> Any:
 def slots_taken(study_id: Any) -> Any:
     return (
         select(func.count(Trial.id))
-        .where(Trial.study_id == study_id, Trial.state.in_(COUNTED_STATES), _not_retried())
+        .where(Trial.study_id == study_id, Trial.state.in_(COUNTED_STATES), not_retried())
         .scalar_subquery()
     )
 
@@ -72,7 +82,7 @@ def claim_trial(factory: sessionmaker[Session], worker_id: int) -> Claim | None:
             .where(
                 Study.status.in_((StudyStatus.QUEUED, StudyStatus.RUNNING)),
                 Study.cancel_requested.is_(False),
-                slots_taken(Study.id) < Study.n_trials,
+                or_(slots_taken(Study.id) < Study.n_trials, waiting_exists(Study.id)),
                 running_count(Study.id) < Study.max_parallel_trials,
             )
             .order_by(Study.priority.desc(), Study.created_at, Study.id)
@@ -86,6 +96,20 @@ def claim_trial(factory: sessionmaker[Session], worker_id: int) -> Claim | None:
         return None
 
 
+def waiting_exists(study_id: Any) -> Any:
+    return (
+        select(Trial.id)
+        .where(Trial.study_id == study_id, Trial.state == TrialState.WAITING)
+        .exists()
+    )
+
+
+def _chain_root(session: Session, trial: Trial) -> Trial:
+    while trial.retry_of_id is not None:
+        trial = session.get_one(Trial, trial.retry_of_id)
+    return trial
+
+
 def _past_timeout(study: Study) -> bool:
     if study.timeout_s is None or study.started_at is None:
         return False
@@ -94,6 +118,33 @@ def _past_timeout(study: Study) -> bool:
 
 def _reserve(session: Session, study: Study, worker_id: int) -> Claim:
     now = utcnow()
+    if study.status == StudyStatus.QUEUED:
+        study.status = StudyStatus.RUNNING
+        study.started_at = now
+    waiting = session.scalars(
+        select(Trial)
+        .where(Trial.study_id == study.id, Trial.state == TrialState.WAITING)
+        .order_by(Trial.number)
+        .limit(1)
+    ).first()
+    if waiting is not None:  # a retry first: it holds a slot already
+        waiting.state = TrialState.RUNNING
+        waiting.worker_id = worker_id
+        waiting.started_at = now
+        waiting.heartbeat_at = now
+        session.flush()
+        return Claim(
+            study_id=study.id,
+            trial_id=waiting.id,
+            number=waiting.number,
+            optuna_study_name=study.optuna_study_name,
+            spec=dict(study.spec),
+            direction=study.direction,
+            retry_of_id=waiting.retry_of_id,
+            params=dict(waiting.params),
+            resume_from=waiting.last_checkpoint_path,
+            seed_number=_chain_root(session, waiting).number,
+        )
     number = session.scalar(
         select(func.coalesce(func.max(Trial.number), -1) + 1).where(Trial.study_id == study.id)
     )
@@ -106,9 +157,6 @@ def _reserve(session: Session, study: Study, worker_id: int) -> Claim:
         heartbeat_at=now,
     )
     session.add(trial)
-    if study.status == StudyStatus.QUEUED:
-        study.status = StudyStatus.RUNNING
-        study.started_at = now
     session.flush()
     return Claim(
         study_id=study.id,

@@ -11,17 +11,20 @@ import os
 import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from types import FrameType
 
 import optuna
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
 from service.db.engine import create_db_engine, make_session_factory, transaction
 from service.db.models import Trial, TrialState, Worker, utcnow
 from service.queue.claim import claim_trial
+from service.queue.reaper import reap_lost_trials
 from service.worker.runner import RunOptions, TrialRunner
 
 logger = logging.getLogger(__name__)
@@ -32,7 +35,6 @@ class WorkerOptions:
     device: str = "auto"
     num_threads: int | None = None
     poll_interval_s: float = 1.0
-    heartbeat_interval_s: float = 10.0
     exit_when_idle: bool = False
     max_trials: int | None = None
 
@@ -46,11 +48,10 @@ class WorkerProcess:
         # One engine per process: ours (claims need BEGIN IMMEDIATE on SQLite) and Optuna's.
         self.engine: Engine = create_db_engine(url, pool_size=2, immediate=True)
         self.factory: sessionmaker[Session] = make_session_factory(self.engine)
-        self.storage = optuna.storages.RDBStorage(
-            url, engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else {}
-        )
+        self.storage = _optuna_storage(url)
         self.worker_id = self._register()
         self.current_trial_id: int | None = None
+        self._last_reap = -float("inf")
 
     def _register(self) -> int:
         with transaction(self.factory) as session:
@@ -81,12 +82,14 @@ class WorkerProcess:
                 device=self.options.device,
                 num_threads=self.options.num_threads,
                 checkpoint_root=self.settings.checkpoint_dir,
+                max_retries=self.settings.max_retries,
             ),
             self.stopping.is_set,
         )
         done = 0
         try:
             while not self.stopping.is_set():
+                self._reap()
                 claim = claim_trial(self.factory, self.worker_id)
                 if claim is None:
                     if self.options.exit_when_idle:
@@ -106,18 +109,31 @@ class WorkerProcess:
             self.engine.dispose()
         return 0
 
+    def _reap(self) -> None:
+        """Any worker hands over trials whose worker died (at most every grace period / 4)."""
+        now = time.monotonic()
+        if now - self._last_reap < self.settings.worker_grace_s / 4:
+            return
+        self._last_reap = now
+        reap_lost_trials(
+            self.factory, self.storage, self.settings.worker_grace_s, self.settings.max_retries
+        )
+
     def _heartbeat(self) -> None:
-        while not self.stopping.wait(self.options.heartbeat_interval_s):
+        while not self.stopping.wait(self.settings.heartbeat_interval_s):
             try:
+                # Rows are always locked trial first, then worker, then study (the recorder
+                # and the reaper do the same), so concurrent transactions cannot deadlock.
                 with transaction(self.factory) as session:
                     now = utcnow()
-                    worker = session.get(Worker, self.worker_id)
-                    if worker is not None:
-                        worker.heartbeat_at = now
                     if self.current_trial_id is not None:
                         trial = session.get(Trial, self.current_trial_id)
                         if trial is not None and trial.state == TrialState.RUNNING:
                             trial.heartbeat_at = now
+                            session.flush()
+                    worker = session.get(Worker, self.worker_id)
+                    if worker is not None:
+                        worker.heartbeat_at = now
             except Exception:  # the database may be restarting; the next beat retries
                 logger.warning("worker %s: heartbeat failed", self.worker_id, exc_info=True)
 
@@ -127,6 +143,20 @@ class WorkerProcess:
             if worker is not None:
                 worker.status = "stopped"
                 worker.current_trial_id = None
+
+
+def _optuna_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Optuna's storage on our database. Workers starting together race to create Optuna's
+    tables (its first start on a database is not concurrency-safe); the loser retries."""
+    engine_kwargs = {} if url.startswith("sqlite") else {"pool_pre_ping": True, "pool_size": 2}
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except SQLAlchemyError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def run_worker(settings: Settings, options: WorkerOptions) -> int:

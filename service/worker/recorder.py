@@ -8,18 +8,16 @@ date in the same transaction as the result that changes them.
 from __future__ import annotations
 
 import math
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.engine import transaction
 from service.db.models import Study, StudyStatus, Trial, TrialEpoch, TrialState, Worker, utcnow
-from service.queue.claim import running_count
+from service.queue.reaper import hand_over
+from service.queue.study_status import finish_study_if_done
 from trainer import EpochRecord, TrialResult
-
-_FINAL_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
 
 
 def _finite(value: float | None) -> float | None:
@@ -32,12 +30,18 @@ class TrialRecorder:
         self.trial_id = trial_id
         self.worker_id = worker_id
 
-    def started(self, optuna_trial_id: int, params: dict[str, Any], device: str) -> None:
+    def started(
+        self, optuna_trial_id: int, params: dict[str, Any], device: str, resume_file: str
+    ) -> None:
+        """`resume_file`: where the trial's resume checkpoint will be, so a retry finds it
+        even when this worker dies before the trial ends."""
         with transaction(self.factory) as session:
             trial = session.get_one(Trial, self.trial_id)
             trial.optuna_trial_id = optuna_trial_id
             trial.params = params
             trial.device = device
+            trial.last_checkpoint_path = resume_file
+            session.flush()  # the trial's row before the worker's: one lock order everywhere
             worker = session.get(Worker, self.worker_id)
             if worker is not None:
                 worker.current_trial_id = self.trial_id
@@ -45,24 +49,17 @@ class TrialRecorder:
 
     def epoch(self, record: EpochRecord) -> None:
         with transaction(self.factory) as session:
-            session.merge(
-                TrialEpoch(
-                    trial_id=self.trial_id,
-                    epoch=record.epoch,
-                    loss=_finite(record.loss),
-                    accuracy=_finite(record.accuracy),
-                    val_loss=_finite(record.val_loss),
-                    val_accuracy=_finite(record.val_accuracy),
-                    lr=_finite(record.lr),
-                )
-            )
+            session.merge(_epoch_row(self.trial_id, record))
             trial = session.get_one(Trial, self.trial_id)
             trial.epochs_run = max(trial.epochs_run, record.epoch)
             trial.heartbeat_at = utcnow()
 
     def finished(self, result: TrialResult, state: TrialState) -> None:
         with transaction(self.factory) as session:
+            for record in result.history:  # a resumed trial's first epochs come from its checkpoint
+                session.merge(_epoch_row(self.trial_id, record))
             trial = session.get_one(Trial, self.trial_id)
+            trial.resumed_from_epoch = result.resumed_from_epoch
             trial.state = state
             trial.value = _finite(result.objective_value) if state == TrialState.COMPLETE else None
             trial.metrics = _metrics(result)
@@ -82,6 +79,20 @@ class TrialRecorder:
             self._release_worker(session)
             _update_study(session, trial)
 
+    def handed_over(self, result: TrialResult, reason: str, max_retries: int) -> None:
+        """The worker stops (SIGTERM): fail this trial and queue a retry resuming from its
+        last checkpoint, for whichever worker comes next."""
+        with transaction(self.factory) as session:
+            for record in result.history:
+                session.merge(_epoch_row(self.trial_id, record))
+            trial = session.get_one(Trial, self.trial_id)
+            trial.epochs_run = result.epochs_run
+            trial.last_checkpoint_path = result.last_checkpoint
+            trial.duration_s = result.wall_time_s
+            hand_over(session, trial, reason, max_retries)
+            self._release_worker(session)
+            _update_study(session, trial)
+
     def failed(self, reason: str) -> None:
         with transaction(self.factory) as session:
             trial = session.get_one(Trial, self.trial_id)
@@ -92,6 +103,7 @@ class TrialRecorder:
             _update_study(session, trial)
 
     def _release_worker(self, session: Session) -> None:
+        session.flush()  # the trial's row before the worker's: one lock order everywhere
         worker = session.get(Worker, self.worker_id)
         if worker is not None:
             worker.current_trial_id = None
@@ -113,6 +125,18 @@ def fail_study(factory: sessionmaker[Session], study_id: int, reason: str) -> No
             trial.finished_at = utcnow()
 
 
+def _epoch_row(trial_id: int, record: EpochRecord) -> TrialEpoch:
+    return TrialEpoch(
+        trial_id=trial_id,
+        epoch=record.epoch,
+        loss=_finite(record.loss),
+        accuracy=_finite(record.accuracy),
+        val_loss=_finite(record.val_loss),
+        val_accuracy=_finite(record.val_accuracy),
+        lr=_finite(record.lr),
+    )
+
+
 def _metrics(result: TrialResult) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     for split in ("train", "val", "test"):
@@ -132,6 +156,7 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _update_study(session: Session, trial: Trial) -> None:
+    session.flush()
     study = session.get_one(Study, trial.study_id, with_for_update=True)
     if trial.state == TrialState.COMPLETE and trial.value is not None:
         better = (
@@ -144,37 +169,3 @@ def _update_study(session: Session, trial: Trial) -> None:
             study.best_trial_id = trial.id
     session.flush()
     finish_study_if_done(session, study)
-
-
-def finish_study_if_done(session: Session, study: Study) -> None:
-    """Completed when n_trials trials finished, cancelled once a cancel took effect, completed
-    (with a note) when the time budget ran out; only when no trial is running any more."""
-    if study.status not in (StudyStatus.QUEUED, StudyStatus.RUNNING):
-        return
-    running = session.scalar(select(running_count(study.id))) or 0
-    finished = (
-        session.scalar(
-            select(func.count(Trial.id)).where(
-                Trial.study_id == study.id, Trial.state.in_(_FINAL_STATES)
-            )
-        )
-        or 0
-    )
-    now = utcnow()
-    timed_out = (
-        study.timeout_s is not None
-        and study.started_at is not None
-        and now - study.started_at > timedelta(seconds=study.timeout_s)
-    )
-    if running:
-        return
-    if study.cancel_requested:
-        study.status = StudyStatus.CANCELLED
-    elif finished >= study.n_trials:
-        study.status = StudyStatus.COMPLETED
-    elif timed_out:
-        study.status = StudyStatus.COMPLETED
-        study.error = f"time budget of {study.timeout_s:g} s ran out after {finished} trials"
-    else:
-        return
-    study.finished_at = now

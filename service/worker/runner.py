@@ -25,7 +25,6 @@ _STATES = {
     "completed": (TrialState.COMPLETE, OptunaState.COMPLETE),
     "pruned": (TrialState.PRUNED, OptunaState.PRUNED),
     "diverged": (TrialState.FAILED, OptunaState.FAIL),
-    "interrupted": (TrialState.FAILED, OptunaState.FAIL),
 }
 
 
@@ -34,6 +33,7 @@ class RunOptions:
     device: str = "auto"
     num_threads: int | None = None
     checkpoint_root: Path = Path("hpsearch-data/checkpoints")
+    max_retries: int = 2
 
 
 class TrialRunner:
@@ -57,6 +57,8 @@ class TrialRunner:
             spec = StudySpec.model_validate(claim.spec)
             template = spec.template(self._dataset(spec))
             sampler, pruner = make_sampler(spec, claim.number), make_pruner(spec)
+            if claim.params is not None:  # a retry runs its original's parameters again
+                sampler = optuna.samplers.PartialFixedSampler(claim.params, sampler)
         except (ValidationError, ValueError) as error:
             recorder.failed(f"the study cannot run: {error}")
             fail_study(self.factory, claim.study_id, str(error))
@@ -71,16 +73,27 @@ class TrialRunner:
         )
         trial = study.ask()
         params = template.search_space.sample(trial)
-        config = dataclasses.replace(template.config_for(params), seed=spec.seed + claim.number)
-        recorder.started(trial.number, params, self.options.device)
+        config = dataclasses.replace(
+            template.config_for(params), seed=spec.seed + claim.seed_offset
+        )
         checkpoint_dir = (
             self.options.checkpoint_root / f"study-{claim.study_id}" / f"trial-{claim.number}"
         )
+        recorder.started(
+            trial.number, params, self.options.device, str(checkpoint_dir / "last.ckpt")
+        )
+        resume_from = claim.resume_from
+        if resume_from is not None and not Path(resume_from).is_file():
+            logger.warning(
+                "trial %s: checkpoint %s is gone; starting over", claim.number, resume_from
+            )
+            resume_from = None
         try:
             result = run_trial(
                 config,
                 OptunaReporter(trial, prunes=spec.pruner.name != "none"),
                 checkpoint_dir,
+                resume_from,
                 device=self.options.device,
                 num_threads=self.options.num_threads,
                 stop_requested=self.stop_requested,
@@ -95,6 +108,12 @@ class TrialRunner:
             recorder.failed(f"{type(error).__name__}: {error}")
             study.tell(trial, state=OptunaState.FAIL, skip_if_finished=True)
             return None
+        if result.status == "interrupted":
+            recorder.handed_over(
+                result, "worker stopped (SIGTERM); retry queued", self.options.max_retries
+            )
+            study.tell(trial, state=OptunaState.FAIL, skip_if_finished=True)
+            return result
         state, optuna_state = _STATES[result.status]
         recorder.finished(result, state)
         if optuna_state == OptunaState.COMPLETE and result.objective_value is not None:

@@ -1,0 +1,104 @@
+"""Lost and stopped trials: mark them failed and queue a retry that resumes from a checkpoint.
+
+A trial whose heartbeat is older than the grace period belongs to a worker that died (SIGKILL,
+a lost machine). Optuna's own heartbeat only works inside `study.optimize()` (optuna#3293) and
+the workers use ask/tell, so this module does it: the trial becomes `failed` ("worker lost"), its
+Optuna trial is told FAIL, and a `waiting` retry with the same parameters and a link to the
+original is queued. The retry takes the original's slot (see `claim.slots_taken`) and resumes
+from the original's last checkpoint. A worker stopped by SIGTERM hands its trial over the same
+way, at once. After `max_retries` retries of one trial the chain ends failed.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import optuna
+from optuna.trial import TrialState as OptunaState
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db.engine import transaction
+from service.db.models import Study, StudyStatus, Trial, TrialState, Worker, utcnow
+from service.queue.study_status import finish_study_if_done
+
+logger = logging.getLogger(__name__)
+
+
+def retries_before(session: Session, trial: Trial) -> int:
+    """How many retries precede `trial` in its chain."""
+    count = 0
+    current = trial
+    while current.retry_of_id is not None:
+        count += 1
+        current = session.get_one(Trial, current.retry_of_id)
+    return count
+
+
+def hand_over(session: Session, trial: Trial, reason: str, max_retries: int) -> Trial | None:
+    """Fail `trial` and queue its retry (None when the chain has used its retries)."""
+    trial.state = TrialState.FAILED
+    trial.error = reason
+    trial.finished_at = utcnow()
+    study = session.get_one(Study, trial.study_id)
+    if retries_before(session, trial) >= max_retries or study.status not in (
+        StudyStatus.QUEUED,
+        StudyStatus.RUNNING,
+    ):
+        return None
+    number = max(session.scalars(select(Trial.number).where(Trial.study_id == study.id))) + 1
+    retry = Trial(
+        study_id=study.id,
+        number=number,
+        state=TrialState.WAITING,
+        params=dict(trial.params),
+        retry_of_id=trial.id,
+        last_checkpoint_path=trial.last_checkpoint_path,
+        started_at=utcnow(),
+    )
+    session.add(retry)
+    session.flush()
+    return retry
+
+
+def reap_lost_trials(
+    factory: sessionmaker[Session],
+    storage: optuna.storages.BaseStorage,
+    grace_s: float,
+    max_retries: int,
+) -> list[int]:
+    """Hand over every running trial silent for longer than `grace_s`; returns their ids."""
+    cutoff = utcnow() - timedelta(seconds=grace_s)
+    lost: list[tuple[int, str, int | None]] = []
+    with transaction(factory) as session:
+        trials = session.scalars(
+            select(Trial)
+            .where(Trial.state == TrialState.RUNNING, Trial.heartbeat_at < cutoff)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for trial in trials:
+            silent = (utcnow() - (trial.heartbeat_at or trial.started_at)).total_seconds()
+            hand_over(session, trial, f"worker lost: no heartbeat for {silent:.0f} s", max_retries)
+            finish_study_if_done(session, session.get_one(Study, trial.study_id))
+            if trial.worker_id is not None and (worker := session.get(Worker, trial.worker_id)):
+                worker.status = "lost"
+                worker.current_trial_id = None
+            study = session.get_one(Study, trial.study_id)
+            lost.append((trial.id, study.optuna_study_name, trial.optuna_trial_id))
+    for trial_id, study_name, optuna_number in lost:
+        logger.warning("trial %s: worker lost, retry queued", trial_id)
+        _fail_in_optuna(storage, study_name, optuna_number)
+    return [trial_id for trial_id, _, _ in lost]
+
+
+def _fail_in_optuna(
+    storage: optuna.storages.BaseStorage, study_name: str, number: int | None
+) -> None:
+    if number is None:
+        return
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        study.tell(number, state=OptunaState.FAIL, skip_if_finished=True)
+    except KeyError:  # the Optuna study or trial was never created
+        return

@@ -1,0 +1,32 @@
+"""`python -m service.worker`: one worker process (what `hpsearch worker` runs)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from service.config import get_settings
+from service.worker.loop import WorkerOptions, run_worker
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service.worker", description=__doc__)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--poll", type=float, default=1.0, help="seconds between empty claims")
+    parser.add_argument("--exit-when-idle", action="store_true", help="stop when no work is left")
+    parser.add_argument("--max-trials", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    options = WorkerOptions(
+        device=args.device,
+        num_threads=args.threads,
+        poll_interval_s=args.poll,
+        exit_when_idle=args.exit_when_idle,
+        max_trials=args.max_trials,
+    )
+    return run_worker(get_settings(), options)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
