@@ -21,6 +21,8 @@ from tests.test_worker import add_study, spec
 
 pytestmark = pytest.mark.slow
 
+LOGS: dict[int, Path] = {}
+
 # Epochs slow enough (about 0.2-0.4 s here) to stop a worker between two of them.
 SLOW_DATA = {"name": "synthetic", "n_samples": 12_000, "n_features": 20, "n_classes": 3}
 
@@ -61,7 +63,7 @@ def start_worker(url: str, data_dir: Path, *extra: str, **env: str) -> subproces
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
-    worker.args = [str(log)]  # where `finish` finds the log to show on failure
+    LOGS[worker.pid] = log  # where `finish` finds the log to show on failure
     return worker
 
 
@@ -97,7 +99,7 @@ def finish(worker: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
     finally:
         if worker.poll() is None:
             worker.kill()
-    assert code == 0, Path(str(worker.args[0])).read_text()
+    assert code == 0, LOGS[worker.pid].read_text()
 
 
 def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint(
