@@ -107,7 +107,9 @@ def test_a_worker_runs_a_study_to_completion(
     assert worker.status == "stopped"
 
     # A real Optuna client sees the same study: the same values, trial by trial.
-    optuna_study = optuna.load_study(study_name=study.optuna_study_name, storage=url)
+    storage = optuna.storages.RDBStorage(url)
+    optuna_study = optuna.load_study(study_name=study.optuna_study_name, storage=storage)
+    storage.engine.dispose()
     by_number = {t.optuna_trial_id: t for t in trials}
     assert len(optuna_study.trials) == 3
     for frozen in optuna_study.trials:

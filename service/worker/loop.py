@@ -107,6 +107,8 @@ class WorkerProcess:
             heartbeat.join(timeout=5)
             self._deregister()
             self.engine.dispose()
+            self.storage.remove_session()
+            self.storage.engine.dispose()
         return 0
 
     def _reap(self) -> None:
