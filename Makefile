@@ -32,8 +32,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed ## Create .venv (if missing) and install the project with dev tools
 
-demo: install ## Run the main job on the embedded default
-	$(BIN)/hpsearch demo
+DEMO_ARGS ?=
+
+demo: install ## The main job: server + workers on SQLite, the example study, its leaderboard
+	$(BIN)/hpsearch demo $(DEMO_ARGS)
 
 check: lint typecheck contracts ## ruff, mypy and the import contracts
 

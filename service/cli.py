@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,18 +21,6 @@ warnings.filterwarnings(
 
 app = typer.Typer(help="Hyperparameter search for neural-network training techniques.")
 console = Console()
-
-DEMO_CONFIG: dict[str, Any] = {
-    "dataset": {"name": "digits"},
-    "model": {"type": "mlp", "hidden_units": [128, 128], "activation": "relu", "dropout": 0.1},
-    "optimizer": {"class_name": "adam", "config": {"learning_rate": 0.001}},
-    "kernel_initializer": "he_normal",
-    "kernel_regularizer": {"class_name": "l2", "config": {"l2": 0.0001}},
-    "batch_size": 64,
-    "max_epochs": 30,
-    "early_stopping": {"monitor": "val_loss", "patience": 4, "restore_best_weights": True},
-    "checkpoint": {"monitor": "val_loss", "save_best_only": True},
-}
 
 
 class _ProgressReporter:
@@ -115,17 +102,6 @@ def _train(config_data: dict[str, Any], checkpoint_dir: Path, device: str) -> No
         raise typer.Exit(1)
 
 
-@app.command()
-def demo(
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
-    checkpoint_dir: Annotated[Path | None, typer.Option(help="where checkpoints go")] = None,
-) -> None:
-    """Train one demo trial (digits MLP, Adam, He init, L2, EarlyStopping) and print it."""
-    target = checkpoint_dir or Path(tempfile.mkdtemp(prefix="hpsearch-demo-"))
-    console.print(f"training the demo trial on scikit-learn's digits; checkpoints in {target}")
-    _train(DEMO_CONFIG, target, device)
-
-
 @app.command("run-trial")
 def run_trial_command(
     config: Annotated[Path, typer.Argument(help="a TrialConfig as JSON or YAML")],
@@ -147,6 +123,182 @@ def params() -> None:
     for name in sorted(PARAMETERS):
         table.add_row(name, PARAMETERS[name].description)
     console.print(table)
+
+
+# --- hpsearch db: Alembic migrations of hpsearch's own (hps_) tables ---------------------------
+
+db_app = typer.Typer(help="The database schema: Alembic migrations of hpsearch's hps_ tables.")
+app.add_typer(db_app, name="db")
+error_console = Console(stderr=True)
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url", help="SQLAlchemy URL; default: HPS_DATABASE_URL, else the SQLite file in data_dir"
+    ),
+]
+
+
+class _DatabaseErrors:
+    """Any failure to reach or migrate the database: one red line on stderr and exit code 1."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, error: BaseException | None, traceback: Any) -> None:
+        from alembic.util import CommandError
+        from pydantic import ValidationError
+        from rich.markup import escape
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from service.db.migrate import MigrationError
+
+        expected = (
+            CommandError,
+            SQLAlchemyError,
+            MigrationError,
+            ValidationError,
+            ImportError,
+            OSError,
+        )
+        if not isinstance(error, expected):
+            return
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        error_console.print(
+            f"[red]database error:[/red] {escape(lines[0])}", soft_wrap=True, highlight=False
+        )
+        raise typer.Exit(1) from None
+
+
+def _target(url: str | None) -> tuple[str, str]:
+    """The URL to use and how to show it (password hidden)."""
+    from sqlalchemy.engine import make_url
+
+    from service.config import get_settings
+
+    target = url or get_settings().effective_database_url
+    return target, make_url(target).render_as_string(hide_password=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="target revision")] = "head",
+    url: UrlOption = None,
+) -> None:
+    """Bring the database's hps_ tables up to a revision (default: the newest)."""
+    from service.db import migrate
+
+    with _DatabaseErrors():
+        target, shown = _target(url)
+        before = migrate.current(target)
+        migrate.upgrade(target, revision)
+        after = migrate.current(target)
+    verb = "already at" if before == after else f"upgraded from {before or 'base'} to"
+    console.print(f"{shown}: {verb} {after or 'base'}", soft_wrap=True, highlight=False)
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help='target revision; "base" drops every hps_ table')],
+    url: UrlOption = None,
+) -> None:
+    """Take the database's hps_ tables down to a revision (Optuna's tables are left alone)."""
+    from service.db import migrate
+
+    with _DatabaseErrors():
+        target, shown = _target(url)
+        before = migrate.current(target)
+        migrate.downgrade(target, revision)
+        after = migrate.current(target)
+    verb = "already at" if before == after else f"downgraded from {before or 'base'} to"
+    console.print(f"{shown}: {verb} {after or 'base'}", soft_wrap=True, highlight=False)
+
+
+@db_app.command("current")
+def db_current(url: UrlOption = None) -> None:
+    """Show the database's revision and whether it is the newest."""
+    from service.db import migrate
+
+    with _DatabaseErrors():
+        target, shown = _target(url)
+        revision, newest = migrate.current(target), migrate.head()
+    if revision is None:
+        state = "base (no hps_ tables yet: run `hpsearch db upgrade`)"
+    elif revision == newest:
+        state = f"{revision} (head)"
+    else:
+        state = f"{revision} (head is {newest}: run `hpsearch db upgrade`)"
+    console.print(f"{shown}: {state}", soft_wrap=True, highlight=False)
+
+
+# --- the stack: server, workers, the demo ---------------------------------------------------
+
+DeviceOption = Annotated[str, typer.Option(help="auto (a GPU when present), cpu, cuda or cuda:N")]
+HostOption = Annotated[str | None, typer.Option(help="bind address (default HPS_HOST, 127.0.0.1)")]
+PortOption = Annotated[int | None, typer.Option(help="port (default HPS_PORT, 8000)")]
+
+
+def _settings(host: str | None = None, port: int | None = None) -> Any:
+    from service.config import get_settings
+
+    settings = get_settings()
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    return settings.model_copy(update=overrides) if overrides else settings
+
+
+@app.command()
+def serve(host: HostOption = None, port: PortOption = None) -> None:
+    """Run the REST API (and dashboard) server."""
+    import uvicorn
+
+    from service.api.app import create_app
+
+    settings = _settings(host, port)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+
+
+@app.command()
+def worker(
+    device: DeviceOption = "auto",
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (1 per core)")] = None,
+    exit_when_idle: Annotated[bool, typer.Option(help="stop when no work is left")] = False,
+) -> None:
+    """Run one worker: claim trials of queued studies and train them, until Ctrl-C/SIGTERM."""
+    from service.worker.__main__ import main
+
+    argv = ["--device", device] + (["--threads", str(threads)] if threads else [])
+    raise typer.Exit(main(argv + (["--exit-when-idle"] if exit_when_idle else [])))
+
+
+@app.command()
+def up(
+    workers: Annotated[int, typer.Option(min=0, help="embedded worker processes")] = 1,
+    device: DeviceOption = "auto",
+    threads: Annotated[int | None, typer.Option(help="torch threads per worker")] = 1,
+    host: HostOption = None,
+    port: PortOption = None,
+) -> None:
+    """Server + embedded workers on the embedded default (SQLite under HPS_DATA_DIR)."""
+    from service.stack import run_up
+
+    raise typer.Exit(run_up(_settings(host, port), workers, device, threads))
+
+
+@app.command()
+def demo(
+    spec: Annotated[Path, typer.Option(help="the study to run")] = Path(
+        "examples/digits-techniques.json"
+    ),
+    workers: Annotated[int, typer.Option(min=1, help="embedded worker processes")] = 2,
+    device: DeviceOption = "auto",
+    exit: Annotated[bool, typer.Option("--exit", help="stop when the study is done")] = False,
+    host: HostOption = None,
+    port: PortOption = None,
+) -> None:
+    """`up`, submit the example study, show its progress and leaderboard, keep serving."""
+    from service.stack import run_demo
+
+    raise typer.Exit(run_demo(_settings(host, port), spec, workers, device, exit))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,219 @@
+"""The embedded stack behind `hpsearch up` and `hpsearch demo`: API server + worker processes.
+
+Workers are separate processes (`python -m service.worker`), not threads: training holds the
+GIL for long stretches, and a separate process is what survives, and is retried, like any
+remote worker. They get the server's settings through the same `HPS_*` environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from service.api.app import create_app
+from service.api.auth import resolve_api_tokens
+from service.config import Settings
+from service.db.migrate import upgrade
+
+console = Console()
+FINAL_STATUSES = {"completed", "failed", "cancelled"}
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process these settings."""
+    environment = dict(os.environ)
+    environment["HPS_DATABASE_URL"] = settings.effective_database_url
+    environment["HPS_DATA_DIR"] = str(settings.data_dir.resolve())
+    return environment
+
+
+def spawn_workers(
+    settings: Settings, count: int, device: str, threads: int | None
+) -> list[subprocess.Popen[bytes]]:
+    command = [sys.executable, "-m", "service.worker", "--device", device]
+    if threads is not None:
+        command += ["--threads", str(threads)]
+    log_dir = settings.data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    workers = []
+    for index in range(count):
+        with (log_dir / f"worker-{index}.log").open("ab") as log:
+            workers.append(
+                subprocess.Popen(
+                    command, env=settings_environment(settings), stdout=log, stderr=log
+                )
+            )
+    return workers
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]], timeout_s: float = 60) -> None:
+    """SIGTERM: each worker checkpoints its trial at the epoch's end and hands it over."""
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for worker in workers:
+        try:
+            worker.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+class BackgroundServer:
+    """uvicorn in a thread, so the calling thread can drive a demo against it."""
+
+    def __init__(self, settings: Settings) -> None:
+        config = uvicorn.Config(
+            create_app(settings), host=settings.host, port=settings.port, log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self, timeout_s: float = 30) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the API server did not start (is the port free?)")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def prepare(settings: Settings) -> str:
+    """Migrate the embedded database and return the API token clients must send."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.is_embedded_sqlite:
+        upgrade(settings.effective_database_url)
+    return resolve_api_tokens(settings)[0].decode()
+
+
+def base_url(settings: Settings) -> str:
+    return f"http://{settings.host}:{settings.port}"
+
+
+def run_up(settings: Settings, workers: int, device: str, threads: int | None) -> int:
+    token = prepare(settings)
+    processes = spawn_workers(settings, workers, device, threads)
+    console.print(f"hpsearch API at {base_url(settings)}/docs  ({workers} worker(s) on {device})")
+    console.print(f"token: {token}   (send it as 'Authorization: Bearer <token>')")
+    console.print(f"worker logs in {settings.data_dir / 'logs'}; Ctrl-C stops everything")
+    try:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    finally:
+        stop_workers(processes)
+    return 0
+
+
+def run_demo(
+    settings: Settings, spec_path: Path, workers: int, device: str, exit_when_done: bool
+) -> int:
+    token = prepare(settings)
+    server = BackgroundServer(settings)
+    server.start()
+    processes = spawn_workers(settings, workers, device, threads=1)
+    api = httpx.Client(
+        base_url=f"{base_url(settings)}/api/v1",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    try:
+        spec = json.loads(spec_path.read_text())
+        response = api.post("/studies", json=spec)
+        if response.status_code != 201:
+            console.print(f"[red]the demo study was refused:[/red] {response.text}")
+            return 2
+        study = response.json()
+        console.print(
+            f"study {study['id']} '{study['name']}' queued: {study['n_trials']} trials; "
+            f"API {base_url(settings)}/docs, token {token}"
+        )
+        final = follow(api, study["id"], study["n_trials"])
+        print_leaderboard(api, final)
+        if not exit_when_done:
+            console.print(f"serving at {base_url(settings)} until Ctrl-C")
+            while True:
+                time.sleep(3600)
+        return 0 if final["status"] == "completed" else 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        api.close()
+        stop_workers(processes)
+        server.stop()
+
+
+def follow(api: httpx.Client, study_id: int, n_trials: int) -> dict[str, Any]:
+    """A progress bar of finished trials until the study ends; returns the final study."""
+    with Progress(
+        TextColumn("[bold]trials"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("", total=n_trials)
+        while True:
+            study: dict[str, Any] = api.get(f"/studies/{study_id}").json()
+            counts = study["trial_counts"]
+            done = counts.get("complete", 0) + counts.get("pruned", 0) + counts.get("failed", 0)
+            best = study.get("best_value")
+            progress.update(
+                task,
+                completed=min(done, n_trials),
+                description=f"running {counts.get('running', 0)}"
+                + (f", best {study['objective_metric']} {best:.4f}" if best is not None else ""),
+            )
+            if study["status"] in FINAL_STATUSES:
+                return study
+            time.sleep(0.5)
+
+
+def print_leaderboard(api: httpx.Client, study: dict[str, Any], top: int = 5) -> None:
+    order = "asc" if study["direction"] == "minimize" else "desc"
+    trials = api.get(
+        f"/studies/{study['id']}/trials",
+        params={"state": "complete", "sort": "value", "order": order, "limit": top},
+    ).json()["items"]
+    table = Table(title=f"study {study['id']}: {study['status']} — best {len(trials)} trials")
+    for column in ("#", study["objective_metric"], "val acc", "test acc", "diagnosis", "params"):
+        table.add_column(column)
+    for trial in trials:
+        metrics = trial.get("metrics") or {}
+        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(trial["params"].items()))
+        table.add_row(
+            str(trial["number"]),
+            f"{trial['value']:.4f}",
+            _percent(metrics.get("val_accuracy")),
+            _percent(metrics.get("test_accuracy")),
+            trial.get("diagnosis") or "",
+            params,
+        )
+    console.print(table)
+    if study.get("error"):
+        console.print(f"[yellow]{study['error']}[/yellow]")
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
