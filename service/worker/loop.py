@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 from types import FrameType
 
 import optuna
@@ -150,7 +151,11 @@ class WorkerProcess:
 def _optuna_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
     """Optuna's storage on our database. Workers starting together race to create Optuna's
     tables (its first start on a database is not concurrency-safe); the loser retries."""
-    engine_kwargs = {} if url.startswith("sqlite") else {"pool_pre_ping": True, "pool_size": 2}
+    engine_kwargs: dict[str, Any] = (
+        {}
+        if url.startswith("sqlite")
+        else {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2}
+    )
     for attempt in range(attempts):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
