@@ -13,8 +13,8 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 from types import FrameType
+from typing import Any
 
 import optuna
 from sqlalchemy import Engine
