@@ -50,7 +50,14 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_no_request_gets_a_server_error(case: schemathesis.Case, base_url: str) -> None:
     response = case.call(base_url=base_url, headers={"Authorization": f"Bearer {TOKEN}"})
     REQUESTS.append(response.status_code)
-    assert response.status_code < 500, (case.method, case.path, case.body, response.text)
+    assert response.status_code < 500, (
+        case.method,
+        case.path,
+        case.path_parameters,
+        case.query,
+        case.body,
+        response.text,
+    )
 
 
 def test_more_than_a_thousand_requests_were_made() -> None:

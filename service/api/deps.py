@@ -1,0 +1,105 @@
+"""The API's dependencies, as `Annotated` aliases: settings, a session per request, access
+checks, and pagination.
+
+None does I/O on the event loop, so all are `async def`: FastAPI would hand each sync one to
+the thread pool, a hop per dependency per request, and a request's only hop is then its (sync)
+route handler. A session is created without a connection; the use case's transaction takes one
+and gives it back when it ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from service.api.auth import token_matches
+from service.api.runtime import Runtime
+from service.config import Settings
+
+MAX_PAGE_SIZE = 200
+
+
+async def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def _runtime(request: Request) -> Runtime:
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        raise RuntimeError("the app has not started (run it under a server or `with TestClient`)")
+    return runtime
+
+
+async def _session(runtime: Annotated[Runtime, Depends(_runtime)]) -> AsyncIterator[Session]:
+    """A session for the request; the use case it is handed to opens and ends transactions."""
+    session = runtime.session_factory()  # no connection yet: nothing here blocks
+    try:
+        yield session
+    finally:
+        if session.in_transaction():  # left open by an error: rolling back is database I/O
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+SessionDep = Annotated[Session, Depends(_session)]
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="HPS_API_TOKEN (or the token the server generated into <data_dir>/api-token)",
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _authenticate(runtime: Runtime, credentials: HTTPAuthorizationCredentials | None) -> None:
+    if credentials is None or not token_matches(credentials.credentials, runtime.api_tokens):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing or invalid bearer token" if credentials else "a bearer token is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+async def require_read(
+    settings: SettingsDep,
+    runtime: Annotated[Runtime, Depends(_runtime)],
+    credentials: Credentials,
+) -> None:
+    """Reads need a token unless `public_read` is set."""
+    if not settings.public_read:
+        _authenticate(runtime, credentials)
+
+
+async def require_write(
+    runtime: Annotated[Runtime, Depends(_runtime)], credentials: Credentials
+) -> None:
+    """Every write needs a token."""
+    _authenticate(runtime, credentials)
+
+
+ReadAccess = Depends(require_read)
+WriteAccess = Depends(require_write)
+
+
+@dataclass(frozen=True)
+class PageParams:
+    limit: int
+    offset: int
+
+
+async def _page(
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="items per page")] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1, description="items to skip")] = 0,
+) -> PageParams:
+    return PageParams(limit, offset)
+
+
+PageDep = Annotated[PageParams, Depends(_page)]

@@ -1,0 +1,53 @@
+"""Exception handlers: every client error is JSON with a `detail`.
+
+422s (pydantic's and the use cases' `InvalidInputError`) carry a list of
+`{"loc": ["body", ...], "msg", "type"}`; other errors a message.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from service.api.validation import error_details, issue_details
+from service.studies import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    ServiceError,
+    TooLargeError,
+)
+
+_STATUS: dict[type[ServiceError], int] = {
+    NotFoundError: status.HTTP_404_NOT_FOUND,
+    ConflictError: status.HTTP_409_CONFLICT,
+    ForbiddenError: status.HTTP_403_FORBIDDEN,
+    TooLargeError: status.HTTP_413_CONTENT_TOO_LARGE,
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _request_invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
+
+
+async def _request_invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+    return JSONResponse(
+        {"detail": error_details(error.errors(), error.body)},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+async def _service_error(request: Request, error: ServiceError) -> JSONResponse:
+    if isinstance(error, InvalidInputError):
+        return JSONResponse(
+            {"detail": issue_details(error.issues)},
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+    code = next(
+        (code for kind, code in _STATUS.items() if isinstance(error, kind)),
+        status.HTTP_400_BAD_REQUEST,
+    )
+    return JSONResponse({"detail": error.message}, status_code=code)

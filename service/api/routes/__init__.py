@@ -1,0 +1,11 @@
+"""One router per resource, gathered here (each carries its full path)."""
+
+from fastapi import APIRouter
+
+from service.api.routes import datasets, health, metrics, studies, trials, workers
+
+router = APIRouter()
+for _module in (studies, trials, datasets, workers, health, metrics):
+    router.include_router(_module.router)
+
+__all__ = ["router"]

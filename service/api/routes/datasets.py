@@ -1,0 +1,76 @@
+"""/datasets: upload a CSV or NPZ file, list uploads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, status
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from service.api.deps import PageDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
+from service.api.paths import API_PREFIX
+from service.api.uploads import bounded_form
+from service.studies import InvalidInputError, Issue, Upload, list_datasets, register_dataset
+from service.studies.schemas import DatasetRead, Page
+
+router = APIRouter(prefix=f"{API_PREFIX}/datasets", tags=["datasets"], dependencies=[ReadAccess])
+
+_FORM: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "a .csv (header row, numeric features) or .npz "
+                            "(arrays X and y) file",
+                        },
+                        "target": {"type": "string", "description": "CSV: the label column"},
+                        "name": {"type": "string", "description": "default: the file's name"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[WriteAccess],
+    openapi_extra=_FORM,
+    responses={413: {"description": "the file is larger than HPS_MAX_UPLOAD_BYTES"}},
+)
+async def upload(request: Request, session: SessionDep, settings: SettingsDep) -> DatasetRead:
+    """Upload a data set. It is loaded as a trial would load it before it is recorded, so a
+    file the trainer cannot use is refused (422) here rather than failing every trial later.
+    Refer to it in a study spec as `{"dataset": {"id": ...}}`."""
+    async with bounded_form(request, settings.max_upload_bytes) as form:
+        file = form.get("file")
+        if not isinstance(file, UploadFile) or not file.filename:
+            raise InvalidInputError([Issue(("file",), "a file is required", "missing")])
+        received = Upload(
+            file=file.file,
+            filename=file.filename,
+            target=_text(form.get("target")),
+            name=_text(form.get("name")),
+        )
+        return await run_in_threadpool(register_dataset, session, settings, received)
+
+
+@router.get("")
+def list_(session: SessionDep, page: PageDep) -> Page[DatasetRead]:
+    """Uploaded data sets, newest first."""
+    return list_datasets(session, limit=page.limit, offset=page.offset)
+
+
+def _text(value: str | UploadFile | None) -> str | None:
+    """A text field's value, None when absent or blank."""
+    return value.strip() or None if isinstance(value, str) else None

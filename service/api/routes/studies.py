@@ -1,0 +1,89 @@
+"""/studies: submit, list, read, cancel, delete, export."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response, status
+
+from service.api.deps import PageDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
+from service.api.paths import API_PREFIX, StudyId
+from service.studies import (
+    StudySpec,
+    StudyStatus,
+    cancel_study,
+    delete_study,
+    export_trials,
+    get_study,
+    list_studies,
+    submit_study,
+)
+from service.studies.schemas import Page, StudyDetail, StudyRead
+
+router = APIRouter(prefix=f"{API_PREFIX}/studies", tags=["studies"], dependencies=[ReadAccess])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[WriteAccess])
+def submit(spec: StudySpec, session: SessionDep, settings: SettingsDep) -> StudyRead:
+    """Queue a study. The spec is validated in full first (422 with the offending field's
+    path); nothing is stored unless it is valid and within this server's limits."""
+    return submit_study(session, settings, spec)
+
+
+@router.get("")
+def list_(
+    session: SessionDep,
+    page: PageDep,
+    status: Annotated[StudyStatus | None, Query(description="only studies in this status")] = None,
+) -> Page[StudyRead]:
+    """Studies, newest first."""
+    return list_studies(session, status=status, limit=page.limit, offset=page.offset)
+
+
+@router.get("/{study_id}")
+def read(study_id: StudyId, session: SessionDep) -> StudyDetail:
+    """A study with its spec, its trials counted by state and its best trial."""
+    return get_study(session, study_id)
+
+
+@router.post("/{study_id}/cancel", dependencies=[WriteAccess])
+def cancel(study_id: StudyId, session: SessionDep) -> StudyRead:
+    """A queued study is cancelled at once; a running one is asked to stop starting trials
+    (`cancel_requested`; its running trials finish). 409 if it has already finished."""
+    return cancel_study(session, study_id)
+
+
+@router.delete("/{study_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[WriteAccess])
+def delete(study_id: StudyId, session: SessionDep, settings: SettingsDep) -> Response:
+    """Delete a study that is not running, with its trials, Optuna study and checkpoints."""
+    delete_study(session, settings, study_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/{study_id}/export",
+    responses={
+        200: {
+            "content": {"text/csv": {}, "application/json": {}},
+            "description": "one flat row per trial",
+        }
+    },
+)
+def export(
+    study_id: StudyId,
+    session: SessionDep,
+    format: Annotated[Literal["csv", "json"], Query(description="csv or json")] = "csv",
+) -> Response:
+    """Every trial as one flat row: number, state, value, `param_<name>`s, final metrics,
+    epochs_run, best_epoch, diagnosis, duration_s (`pandas.read_csv` reads it as is)."""
+    table = export_trials(session, study_id)
+    filename = f"study-{study_id}-trials.{format}"
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    if format == "csv":
+        return Response(table.to_csv(), media_type="text/csv; charset=utf-8", headers=headers)
+    return Response(
+        json.dumps(table.to_records(), allow_nan=False),
+        media_type="application/json",
+        headers=headers,
+    )

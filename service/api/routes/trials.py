@@ -1,0 +1,66 @@
+"""/studies/{study_id}/trials: list, read, download a checkpoint."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+
+from service.api.deps import PageDep, ReadAccess, SessionDep, SettingsDep
+from service.api.paths import API_PREFIX, StudyId, TrialNumber
+from service.studies import (
+    SortOrder,
+    TrialSort,
+    TrialState,
+    get_trial,
+    list_trials,
+    trial_checkpoint,
+)
+from service.studies.schemas import Page, TrialDetail, TrialRead
+
+router = APIRouter(
+    prefix=API_PREFIX + "/studies/{study_id}/trials", tags=["trials"], dependencies=[ReadAccess]
+)
+
+
+@router.get("")
+def list_(
+    study_id: StudyId,
+    session: SessionDep,
+    page: PageDep,
+    state: Annotated[TrialState | None, Query(description="only trials in this state")] = None,
+    sort: Annotated[TrialSort, Query(description="number, or value (no value: last)")] = "number",
+    order: Annotated[SortOrder, Query()] = "asc",
+) -> Page[TrialRead]:
+    """A page of the study's trials, without their learning curves."""
+    return list_trials(
+        session,
+        study_id,
+        state=state,
+        sort=sort,
+        order=order,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.get("/{number}")
+def read(study_id: StudyId, number: TrialNumber, session: SessionDep) -> TrialDetail:
+    """Everything about one trial, with its per-epoch curve."""
+    return get_trial(session, study_id, number)
+
+
+@router.get(
+    "/{number}/checkpoint",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def checkpoint(
+    study_id: StudyId, number: TrialNumber, session: SessionDep, settings: SettingsDep
+) -> FileResponse:
+    """The trial's best checkpoint file (a Lightning checkpoint)."""
+    found = trial_checkpoint(session, settings, study_id, number)
+    return FileResponse(
+        found.path, media_type="application/octet-stream", filename=found.download_name
+    )

@@ -1,0 +1,166 @@
+"""hps_trials (and their epochs): counts by state, pages, one trial, export rows, durations.
+
+Lists use the (study_id, state) and (study_id, value) indexes and never load epochs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+from sqlalchemy import RowMapping, UnaryExpression, case, func, select
+from sqlalchemy.orm import Session, load_only, selectinload
+
+from service.db.models import Trial, TrialState
+
+TrialSort = Literal["number", "value"]
+SortOrder = Literal["asc", "desc"]
+
+LISTED_COLUMNS = (
+    Trial.id,
+    Trial.study_id,
+    Trial.number,
+    Trial.state,
+    Trial.params,
+    Trial.value,
+    Trial.metrics,
+    Trial.epochs_run,
+    Trial.best_epoch,
+    Trial.stopped_early,
+    Trial.diagnosis,
+    Trial.device,
+    Trial.duration_s,
+    Trial.retry_of_id,
+    Trial.started_at,
+    Trial.finished_at,
+)
+"""The columns a trial list shows (no texts, no checkpoint paths)."""
+_LISTED = load_only(*LISTED_COLUMNS)
+
+
+class ExportRow(NamedTuple):
+    number: int
+    state: str
+    value: float | None
+    params: dict[str, Any]
+    metrics: dict[str, Any] | None
+    epochs_run: int
+    best_epoch: int | None
+    diagnosis: str | None
+    duration_s: float | None
+
+
+@dataclass(frozen=True)
+class DurationHistogram:
+    """Finished trials' durations: cumulative counts per upper bound, count and sum."""
+
+    bounds: tuple[float, ...]
+    cumulative_counts: tuple[int, ...]
+    count: int
+    total_s: float
+
+
+class TrialRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def count_by_state(self, study_id: int | None = None) -> dict[str, int]:
+        """Trials by state, of one study or of all: one GROUP BY."""
+        statement = select(Trial.state, func.count()).group_by(Trial.state)
+        if study_id is not None:
+            statement = statement.where(Trial.study_id == study_id)
+        return dict(self._session.execute(statement).all())
+
+    def find(self, trial_id: int) -> Trial | None:
+        return self._session.get(Trial, trial_id)
+
+    def find_listed(self, trial_id: int) -> Trial | None:
+        """A trial with only the columns a list shows."""
+        return self._session.scalar(select(Trial).options(_LISTED).where(Trial.id == trial_id))
+
+    def find_by_number(
+        self, study_id: int, number: int, *, with_epochs: bool = False
+    ) -> Trial | None:
+        statement = select(Trial).where(Trial.study_id == study_id, Trial.number == number)
+        if with_epochs:
+            statement = statement.options(selectinload(Trial.epochs))
+        return self._session.scalar(statement)
+
+    def find_best(self, study_id: int, direction: Literal["minimize", "maximize"]) -> Trial | None:
+        """The complete trial with the best value (lowest number on ties)."""
+        value = Trial.value.asc() if direction == "minimize" else Trial.value.desc()
+        return self._session.scalar(
+            select(Trial)
+            .options(_LISTED)
+            .where(
+                Trial.study_id == study_id,
+                Trial.state == TrialState.COMPLETE,
+                Trial.value.is_not(None),
+            )
+            .order_by(value, Trial.number)
+            .limit(1)
+        )
+
+    def page(
+        self,
+        study_id: int,
+        *,
+        state: TrialState | None,
+        sort: TrialSort,
+        order: SortOrder,
+        limit: int,
+        offset: int,
+    ) -> tuple[Sequence[RowMapping], int]:
+        """A page of a study's trials as plain rows of `LISTED_COLUMNS` (a list is read-only:
+        no ORM identity or change tracking to pay for), and the total. By value, trials
+        without one come last either way, and ties go by number."""
+        filters = [Trial.study_id == study_id]
+        if state is not None:
+            filters.append(Trial.state == state)
+        total = self._session.scalar(select(func.count()).select_from(Trial).where(*filters))
+        ordering: list[UnaryExpression[Any]]
+        if sort == "value":
+            value = Trial.value.asc() if order == "asc" else Trial.value.desc()
+            ordering = [value.nulls_last(), Trial.number.asc()]
+        else:
+            ordering = [Trial.number.asc() if order == "asc" else Trial.number.desc()]
+        rows = self._session.execute(
+            select(*LISTED_COLUMNS).where(*filters).order_by(*ordering).limit(limit).offset(offset)
+        )
+        return rows.mappings().all(), total or 0
+
+    def export_rows(self, study_id: int) -> list[ExportRow]:
+        """Every trial of a study, by number, with the columns an export shows."""
+        rows = self._session.execute(
+            select(
+                Trial.number,
+                Trial.state,
+                Trial.value,
+                Trial.params,
+                Trial.metrics,
+                Trial.epochs_run,
+                Trial.best_epoch,
+                Trial.diagnosis,
+                Trial.duration_s,
+            )
+            .where(Trial.study_id == study_id)
+            .order_by(Trial.number)
+        ).all()
+        return [ExportRow(*row) for row in rows]
+
+    def duration_histogram(self, bounds: Sequence[float]) -> DurationHistogram:
+        """Durations of finished trials, bucketed in the database (one scan, no rows loaded)."""
+        finished = (Trial.finished_at.is_not(None), Trial.duration_s.is_not(None))
+        buckets = [func.count(case((Trial.duration_s <= bound, 1))) for bound in bounds]
+        row = self._session.execute(
+            select(func.count(), func.coalesce(func.sum(Trial.duration_s), 0.0), *buckets).where(
+                *finished
+            )
+        ).one()
+        return DurationHistogram(
+            bounds=tuple(bounds),
+            cumulative_counts=tuple(int(n) for n in row[2:]),
+            count=int(row[0]),
+            total_s=float(row[1] or 0.0),
+        )

@@ -1,0 +1,132 @@
+"""Uploaded data sets: store a file under a generated name, prove the trainer can load it,
+record it; and list them."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import BinaryIO, Literal
+from uuid import uuid4
+
+from sqlalchemy.orm import Session
+
+from service.config import Settings
+from service.db.models import Dataset
+from service.db.repositories import DatasetRepository
+from service.studies._reads import reading
+from service.studies.errors import InvalidInputError, Issue, TooLargeError
+from service.studies.schemas import DatasetRead, Page
+from trainer.config import DatasetConfig
+from trainer.data import DatasetError, load_splits
+
+_CHUNK = 1024 * 1024
+Format = Literal["csv", "npz"]
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file as received: its bytes, the client's file name (only its extension is used)."""
+
+    file: BinaryIO
+    filename: str
+    target: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class _Stored:
+    path: Path
+    size_bytes: int
+    sha256: str
+
+
+def register_dataset(session: Session, settings: Settings, upload: Upload) -> DatasetRead:
+    """Store, validate (by loading it as a trial would) and record an uploaded data set.
+
+    Raises `InvalidInputError` (bad form or data; path `("file",)` or `("target",)`) and
+    `TooLargeError`; in every failure no file and no row is left behind.
+    """
+    file_format = _format(upload)
+    stored = _store(upload.file, settings.upload_dir / f"{uuid4().hex}.{file_format}", settings)
+    try:
+        config = DatasetConfig(name=file_format, path=str(stored.path), target=upload.target)
+        try:
+            splits = load_splits(config)
+        except DatasetError as error:
+            raise InvalidInputError([Issue(("file",), str(error), "invalid_dataset")]) from None
+        n_rows = len(splits.train) + len(splits.val)
+        n_rows += 0 if splits.test is None else len(splits.test)
+        with session.begin():
+            row = DatasetRepository(session).add(
+                Dataset(
+                    name=upload.name or PurePath(upload.filename).name[:255] or stored.path.name,
+                    format=file_format,
+                    path=str(stored.path),
+                    size_bytes=stored.size_bytes,
+                    sha256=stored.sha256,
+                    target=upload.target,
+                    n_rows=n_rows,
+                    n_features=math.prod(splits.input_shape),
+                    n_classes=splits.n_classes,
+                )
+            )
+            return DatasetRead.model_validate(row)
+    except BaseException:
+        stored.path.unlink(missing_ok=True)
+        raise
+
+
+def list_datasets(session: Session, *, limit: int, offset: int) -> Page[DatasetRead]:
+    with reading(session):
+        rows, total = DatasetRepository(session).page(limit=limit, offset=offset)
+        items = [DatasetRead.model_validate(row) for row in rows]
+    return Page[DatasetRead](items=items, total=total, limit=limit, offset=offset)
+
+
+def _format(upload: Upload) -> Format:
+    suffix = PurePath(upload.filename).suffix.lower()
+    issues: list[Issue] = []
+    file_format: Format | None = None
+    if suffix == ".csv":
+        file_format = "csv"
+        if not upload.target:
+            issues.append(
+                Issue(("target",), "a CSV upload needs 'target', its label column", "missing")
+            )
+    elif suffix == ".npz":
+        file_format = "npz"
+        if upload.target:
+            issues.append(
+                Issue(("target",), "'target' is for CSV files; an NPZ file holds X and y")
+            )
+    else:
+        issues.append(
+            Issue(("file",), f"must be a .csv or .npz file, got {upload.filename!r}", "format")
+        )
+    if issues or file_format is None:
+        raise InvalidInputError(issues)
+    return file_format
+
+
+def _store(source: BinaryIO, path: Path, settings: Settings) -> _Stored:
+    """Copy `source` to `path` (a new file), hashing it and enforcing the size limit."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with path.open("xb") as target:
+            while chunk := source.read(_CHUNK):
+                size += len(chunk)
+                if size > settings.max_upload_bytes:
+                    raise TooLargeError(
+                        f"the file is larger than this server's limit of "
+                        f"{settings.max_upload_bytes} bytes"
+                    )
+                digest.update(chunk)
+                target.write(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return _Stored(path.resolve(), size, digest.hexdigest())

@@ -1,0 +1,60 @@
+"""Cancel and delete studies; both are race-free against a worker claiming the study."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+from sqlalchemy.orm import Session
+
+from service.config import Settings
+from service.db.models import utcnow
+from service.db.repositories import StudyRepository
+from service.studies._optuna import delete_optuna_study
+from service.studies.browse import find_study
+from service.studies.errors import ConflictError
+from service.studies.schemas import StudyRead
+
+logger = logging.getLogger(__name__)
+
+
+def cancel_study(session: Session, study_id: int) -> StudyRead:
+    """queued -> cancelled at once; running -> `cancel_requested` (the worker starts no more
+    trials and finishes the study); a finished study -> `ConflictError`."""
+    with session.begin():
+        studies = StudyRepository(session)
+        now = utcnow()
+        changed = studies.cancel_if_queued(study_id, now) or studies.request_cancel_if_running(
+            study_id, now
+        )
+        study = find_study(session, study_id)
+        if not changed:
+            raise ConflictError(
+                f"study {study_id} is already {study.status}; "
+                "only a queued or running study can be cancelled"
+            )
+        return StudyRead.model_validate(study)
+
+
+def delete_study(session: Session, settings: Settings, study_id: int) -> None:
+    """Delete a study that is not running: its row, trials and epochs (one transaction), then
+    its Optuna study and its checkpoint directory."""
+    with session.begin():
+        study = find_study(session, study_id)
+        optuna_name = study.optuna_study_name
+        if not StudyRepository(session).delete_unless_running(study_id):
+            raise ConflictError(
+                f"study {study_id} is running; cancel it and wait until it stops before deleting"
+            )
+    # The study is gone for clients; leftovers below are logged, not reported as failures.
+    try:
+        delete_optuna_study(optuna_name, settings.effective_database_url)
+    except Exception:
+        logger.exception("study %d deleted, but not its Optuna study %r", study_id, optuna_name)
+    checkpoints = settings.checkpoint_dir / f"study-{study_id}"
+    try:
+        shutil.rmtree(checkpoints)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        logger.exception("study %d deleted, but not its checkpoints in %s", study_id, checkpoints)

@@ -1,0 +1,157 @@
+"""What the use cases return and the API serves: frozen value objects, never ORM rows.
+
+One family per entity (`StudyRead` for lists, `StudyDetail` for one), and `Page[T]` for every
+paginated list. Lists never carry blobs (a study's spec, a trial's epochs).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+_FROZEN = ConfigDict(frozen=True, from_attributes=True)
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list: `items` from `offset`, at most `limit` of them, of `total`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    items: list[T]
+    total: int = Field(description="items matching the filters, over all pages")
+    limit: int
+    offset: int
+
+
+class TrialRead(BaseModel):
+    """A trial as listed: its parameters and results, without its learning curve."""
+
+    model_config = _FROZEN
+
+    id: int
+    number: int
+    state: str
+    params: dict[str, Any]
+    value: float | None
+    metrics: dict[str, Any] | None
+    epochs_run: int
+    best_epoch: int | None
+    stopped_early: bool
+    diagnosis: str | None
+    device: str | None
+    duration_s: float | None
+    retry_of_id: int | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+class EpochRead(BaseModel):
+    model_config = _FROZEN
+
+    epoch: int
+    loss: float | None
+    accuracy: float | None
+    val_loss: float | None
+    val_accuracy: float | None
+    lr: float | None
+
+
+class TrialRef(BaseModel):
+    """Another trial of the same study (e.g. the one a retry repeats)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    number: int
+
+
+class TrialDetail(TrialRead):
+    """Everything about one trial, with its per-epoch curve."""
+
+    study_id: int
+    optuna_trial_id: int | None
+    best_metrics: dict[str, Any] | None
+    diagnosis_detail: str | None
+    error: str | None
+    worker_id: int | None
+    heartbeat_at: datetime | None
+    has_checkpoint: bool = Field(description="a best checkpoint is recorded (GET .../checkpoint)")
+    retry_of: TrialRef | None = Field(description="the trial this one retries")
+    resumed_from_epoch: int | None = Field(
+        description="the retried trial's checkpoint epoch this one went on from"
+    )
+    epochs: list[EpochRead]
+
+
+class StudyRead(BaseModel):
+    """A study as listed (its spec is in `StudyDetail`)."""
+
+    model_config = _FROZEN
+
+    id: int
+    name: str
+    status: str
+    priority: int
+    direction: Literal["minimize", "maximize"]
+    objective_metric: str
+    n_trials: int
+    max_parallel_trials: int
+    timeout_s: float | None
+    cancel_requested: bool
+    best_value: float | None
+    optuna_study_name: str = Field(
+        description="load it with optuna.load_study(study_name=..., storage=<database URL>)"
+    )
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+
+class StudyDetail(StudyRead):
+    """One study: its spec, its trials counted by state, and its best trial so far."""
+
+    spec: dict[str, Any]
+    trial_counts: dict[str, int] = Field(description="trials by state; every state is present")
+    best_trial: TrialRead | None
+
+
+class DatasetRead(BaseModel):
+    model_config = _FROZEN
+
+    id: int
+    name: str
+    format: Literal["csv", "npz"]
+    size_bytes: int
+    sha256: str
+    target: str | None
+    n_rows: int
+    n_features: int
+    n_classes: int
+    created_at: datetime
+
+
+class WorkerRead(BaseModel):
+    model_config = _FROZEN
+
+    id: int
+    host: str
+    pid: int
+    device: str
+    status: str
+    current_trial_id: int | None
+    started_at: datetime
+    heartbeat_at: datetime
+    heartbeat_age_s: float = Field(description="seconds since the worker's last heartbeat")
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    status: Literal["ok", "unavailable"]
+    database: Literal["ok", "unreachable"]

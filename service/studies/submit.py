@@ -1,0 +1,52 @@
+"""Submit a study: check what only the server knows (limits, uploaded data), then queue it."""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+from sqlalchemy.orm import Session
+
+from service.config import Settings
+from service.db.models import Study, StudyStatus
+from service.db.repositories import DatasetRepository, StudyRepository
+from service.studies.errors import InvalidInputError, Issue
+from service.studies.limits import budget_issues
+from service.studies.schemas import StudyRead
+from service.studies.spec import StudySpec, UploadedDataset
+
+
+def submit_study(session: Session, settings: Settings, spec: StudySpec) -> StudyRead:
+    """Store `spec` as a queued study; raises `InvalidInputError` (nothing stored) when it
+    breaks a server limit or names an uploaded data set that does not exist."""
+    issues = budget_issues(spec, settings)
+    with session.begin():
+        if (
+            isinstance(spec.dataset, UploadedDataset)
+            and DatasetRepository(session).find(spec.dataset.id) is None
+        ):
+            issues.append(
+                Issue(
+                    ("dataset", "id"),
+                    f"no uploaded data set has id {spec.dataset.id} "
+                    "(upload one with POST /api/v1/datasets)",
+                    "not_found",
+                )
+            )
+        if issues:
+            raise InvalidInputError(issues)
+        study = StudyRepository(session).add(
+            Study(
+                name=spec.name,
+                spec=spec.model_dump(mode="json"),
+                status=StudyStatus.QUEUED.value,
+                priority=spec.priority,
+                direction=spec.objective.resolved_direction,
+                objective_metric=spec.objective.metric,
+                n_trials=spec.budget.n_trials,
+                max_parallel_trials=spec.budget.max_parallel_trials,
+                timeout_s=spec.budget.timeout_s,
+                optuna_study_name=f"hps-{uuid4().hex}",
+                cancel_requested=False,
+            )
+        )
+        return StudyRead.model_validate(study)

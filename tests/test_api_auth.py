@@ -1,0 +1,112 @@
+"""Bearer tokens: configured or generated; reads open only with public_read; probes open."""
+
+from __future__ import annotations
+
+import logging
+import stat
+from pathlib import Path
+
+import pytest
+
+from service.api import create_app
+from service.api.auth import TOKEN_FILE
+from tests.api_fixtures import AUTH, TOKEN, TestClient, make_settings, valid_spec
+
+pytest_plugins = ["tests.api_fixtures"]
+
+STUDIES = "/api/v1/studies"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, bearer("wrong"), {"Authorization": TOKEN}, {"Authorization": f"Basic {TOKEN}"},
+     bearer(TOKEN + "x"), {"Authorization": "Bearer tökén".encode("latin-1")}],
+    ids=["missing", "wrong", "no-scheme", "basic", "longer", "non-ascii"],
+)  # fmt: skip
+def test_a_missing_or_wrong_token_is_401_on_writes_and_reads(
+    anonymous: TestClient, headers: dict[str, str | bytes]
+) -> None:
+    for method, path in [
+        ("POST", STUDIES),
+        ("GET", STUDIES),
+        ("GET", "/api/v1/datasets"),
+        ("GET", "/api/v1/workers"),
+        ("GET", "/api/v1/metrics"),
+        ("DELETE", f"{STUDIES}/1"),
+    ]:
+        response = anonymous.request(method, path, headers=headers, json=valid_spec())
+        assert response.status_code == 401, (method, path)
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.json()["detail"]
+
+
+def test_any_configured_token_works(migrated_database_url: str, tmp_path: Path) -> None:
+    settings = make_settings(migrated_database_url, tmp_path, api_token=f" one , {TOKEN},")
+    with TestClient(create_app(settings)) as client:
+        assert client.get(STUDIES, headers=bearer("one")).status_code == 200
+        assert client.get(STUDIES, headers=AUTH).status_code == 200
+        assert client.get(STUDIES, headers=bearer("")).status_code == 401
+
+
+def test_public_read_opens_reads_but_not_writes(migrated_database_url: str, tmp_path: Path) -> None:
+    settings = make_settings(migrated_database_url, tmp_path, public_read=True)
+    with TestClient(create_app(settings)) as client:
+        assert client.get(STUDIES).status_code == 200
+        assert client.get("/metrics").status_code == 200
+        assert client.post(STUDIES, json=valid_spec()).status_code == 401
+        assert client.post(STUDIES, json=valid_spec(), headers=AUTH).status_code == 201
+        assert client.post(f"{STUDIES}/1/cancel").status_code == 401
+        assert client.delete(f"{STUDIES}/1").status_code == 401
+        upload = client.post("/api/v1/datasets", files={"file": ("x.csv", b"a,b\n")})
+        assert upload.status_code == 401
+
+
+def test_probes_and_docs_need_no_token(anonymous: TestClient) -> None:
+    for path in ("/healthz", "/api/v1/healthz", "/docs", "/openapi.json"):
+        assert anonymous.get(path).status_code == 200, path
+    schema = anonymous.get("/openapi.json").json()
+    assert "HTTPBearer" in schema["components"]["securitySchemes"]
+
+
+def test_without_a_configured_token_one_is_generated_saved_and_reused(
+    migrated_database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(migrated_database_url, tmp_path / "data", api_token=None)
+    with caplog.at_level(logging.WARNING), TestClient(create_app(settings)) as client:
+        token_file = settings.data_dir / TOKEN_FILE
+        token = token_file.read_text().strip()
+        assert len(token) >= 40
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert token in caplog.text  # logged, like Jupyter does, for the one who started it
+        assert client.get(STUDIES).status_code == 401
+        assert client.get(STUDIES, headers=bearer(token)).status_code == 200
+    assert [p.name for p in settings.data_dir.iterdir()] == [TOKEN_FILE]  # no staging left
+    with TestClient(create_app(settings)) as again:  # the next start reuses it
+        assert token_file.read_text().strip() == token
+        assert again.post(STUDIES, json=valid_spec(), headers=bearer(token)).status_code == 201
+
+
+def test_a_token_file_readable_by_others_is_tightened(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(migrated_database_url, tmp_path, api_token=None)
+    token_file = tmp_path / TOKEN_FILE
+    token_file.write_text("from-an-operator\n")
+    token_file.chmod(0o644)
+    with TestClient(create_app(settings)) as client:
+        assert client.get(STUDIES, headers=bearer("from-an-operator")).status_code == 200
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+
+
+def test_embedded_sqlite_is_migrated_at_startup(tmp_path: Path) -> None:
+    """No database URL: the app creates and migrates `<data_dir>/hpsearch.db` itself."""
+    settings = make_settings(None, tmp_path / "fresh")
+    assert settings.is_embedded_sqlite
+    with TestClient(create_app(settings), headers=AUTH) as client:
+        assert client.post(STUDIES, json=valid_spec()).status_code == 201
+        assert client.get(STUDIES).json()["total"] == 1
+    assert (tmp_path / "fresh" / "hpsearch.db").is_file()

@@ -1,0 +1,228 @@
+"""Studies over the API: submit, list, read, cancel, delete (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import optuna
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.config import Settings
+from service.db.models import Study, Trial, TrialEpoch, utcnow
+from tests.api_fixtures import TestClient, seed_study, seed_trial, valid_spec
+
+pytest_plugins = ["tests.api_fixtures"]
+
+STUDIES = "/api/v1/studies"
+
+
+def test_submit_queues_the_study_and_stores_what_the_worker_needs(
+    client: TestClient, db: sessionmaker[Session]
+) -> None:
+    spec = valid_spec(
+        objective={"metric": "val_accuracy"},
+        budget={"n_trials": 7, "max_parallel_trials": 2, "timeout_s": 600},
+        priority=5,
+    )
+    response = client.post(STUDIES, json=spec)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["status"] == "queued"
+    assert body["name"] == "lr-search"
+    assert body["direction"] == "maximize"  # accuracies are maximized unless told otherwise
+    assert (body["n_trials"], body["max_parallel_trials"], body["timeout_s"]) == (7, 2, 600)
+    assert body["priority"] == 5
+    assert "spec" not in body
+    with db() as session:
+        study = session.get(Study, body["id"])
+        assert study is not None
+        assert study.objective_metric == "val_accuracy"
+        assert study.optuna_study_name.startswith("hps-")
+        assert study.spec["search_space"]["learning_rate"]["log"] is True
+        assert study.spec["budget"]["max_epochs"] == 20  # defaults are stored, for the worker
+    second = client.post(STUDIES, json=spec).json()
+    with db() as session:
+        names = session.scalars(select(Study.optuna_study_name)).all()
+    assert second["id"] != body["id"]
+    assert len(set(names)) == 2
+
+
+def test_list_filters_by_status_and_pages_newest_first(
+    client: TestClient, db: sessionmaker[Session]
+) -> None:
+    ids = [
+        seed_study(db, name=f"s{i}", status="queued" if i % 2 else "completed") for i in range(5)
+    ]
+    page = client.get(STUDIES, params={"limit": 2}).json()
+    assert (page["total"], page["limit"], page["offset"]) == (5, 2, 0)
+    assert [item["id"] for item in page["items"]] == ids[::-1][:2]
+    rest = client.get(STUDIES, params={"limit": 2, "offset": 4}).json()
+    assert [item["id"] for item in rest["items"]] == [ids[0]]
+    queued = client.get(STUDIES, params={"status": "queued"}).json()
+    assert queued["total"] == 2
+    assert {item["status"] for item in queued["items"]} == {"queued"}
+    assert all("spec" not in item for item in queued["items"])
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"limit": 201}, "limit"), ({"limit": 0}, "limit"), ({"offset": -1}, "offset"),
+     ({"status": "sleeping"}, "status")],
+)  # fmt: skip
+def test_list_rejects_bad_query_parameters(
+    client: TestClient, params: dict[str, object], field: str
+) -> None:
+    response = client.get(STUDIES, params=params)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", field]
+
+
+def test_get_counts_trials_by_state_and_shows_the_best_trial(
+    client: TestClient, db: sessionmaker[Session]
+) -> None:
+    study_id = seed_study(db, status="running", started_at=utcnow())
+    seed_trial(db, study_id, 0, value=0.9)
+    best = seed_trial(db, study_id, 1, value=0.2, params={"optimizer": "sgd"})
+    seed_trial(db, study_id, 2, value=0.5)
+    seed_trial(db, study_id, 3, state="pruned", value=0.1)  # pruned: never the best
+    seed_trial(db, study_id, 4, state="running", value=None, finished_at=None)
+    seed_trial(db, study_id, 5, state="failed", value=None)
+    response = client.get(f"{STUDIES}/{study_id}")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "running"
+    assert body["trial_counts"] == {
+        "running": 1, "complete": 3, "pruned": 1, "failed": 1, "waiting": 0,
+    }  # fmt: skip
+    assert body["best_trial"]["id"] == best
+    assert body["best_trial"]["number"] == 1
+    assert body["best_trial"]["params"] == {"optimizer": "sgd"}
+    assert body["best_trial"]["metrics"]["val"] == {"loss": 0.6}
+    assert body["spec"]["name"] == "lr-search"
+    assert body["started_at"] is not None
+
+
+def test_get_prefers_the_recorded_best_trial_and_maximizes_when_told(
+    client: TestClient, db: sessionmaker[Session]
+) -> None:
+    study_id = seed_study(db, direction="maximize")
+    seed_trial(db, study_id, 0, value=0.3)
+    top = seed_trial(db, study_id, 1, value=0.8)
+    assert client.get(f"{STUDIES}/{study_id}").json()["best_trial"]["id"] == top
+    with db.begin() as session:
+        recorded = session.get(Study, study_id)
+        assert recorded is not None
+        recorded.best_trial_id = seed_trial(db, study_id, 2, value=0.5)
+    assert client.get(f"{STUDIES}/{study_id}").json()["best_trial"]["number"] == 2
+
+
+def test_a_study_without_trials_has_zero_counts_and_no_best(client: TestClient) -> None:
+    study_id = client.post(STUDIES, json=valid_spec()).json()["id"]
+    body = client.get(f"{STUDIES}/{study_id}").json()
+    assert set(body["trial_counts"].values()) == {0}
+    assert body["best_trial"] is None
+
+
+def test_unknown_study_is_404(client: TestClient) -> None:
+    for method, path in [
+        ("GET", f"{STUDIES}/999"),
+        ("POST", f"{STUDIES}/999/cancel"),
+        ("DELETE", f"{STUDIES}/999"),
+        ("GET", f"{STUDIES}/999/trials"),
+        ("GET", f"{STUDIES}/999/export"),
+    ]:
+        response = client.request(method, path)
+        assert response.status_code == 404, (method, path)
+        assert "999" in response.json()["detail"]
+
+
+def test_cancel_a_queued_study_cancels_it_at_once(client: TestClient) -> None:
+    study_id = client.post(STUDIES, json=valid_spec()).json()["id"]
+    response = client.post(f"{STUDIES}/{study_id}/cancel")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "cancelled"
+    assert body["finished_at"] is not None
+    assert client.get(f"{STUDIES}/{study_id}").json()["status"] == "cancelled"
+
+
+def test_cancel_a_running_study_asks_the_worker_to_stop(
+    client: TestClient, db: sessionmaker[Session]
+) -> None:
+    study_id = seed_study(db, status="running", started_at=utcnow())
+    body = client.post(f"{STUDIES}/{study_id}/cancel").json()
+    assert (body["status"], body["cancel_requested"], body["finished_at"]) == (
+        "running",
+        True,
+        None,
+    )
+    again = client.post(f"{STUDIES}/{study_id}/cancel")  # asking twice is harmless
+    assert again.status_code == 200
+    assert again.json()["cancel_requested"] is True
+
+
+@pytest.mark.parametrize("status", ["completed", "failed", "cancelled"])
+def test_cancel_a_finished_study_is_a_conflict(
+    client: TestClient, db: sessionmaker[Session], status: str
+) -> None:
+    study_id = seed_study(db, status=status, finished_at=utcnow())
+    response = client.post(f"{STUDIES}/{study_id}/cancel")
+    assert response.status_code == 409
+    assert status in response.json()["detail"]
+
+
+def test_delete_a_running_study_is_a_conflict(
+    client: TestClient, db: sessionmaker[Session]
+) -> None:
+    study_id = seed_study(db, status="running")
+    seed_trial(db, study_id, 0)
+    response = client.delete(f"{STUDIES}/{study_id}")
+    assert response.status_code == 409
+    assert "running" in response.json()["detail"]
+    assert client.get(f"{STUDIES}/{study_id}").status_code == 200
+
+
+def test_delete_removes_trials_epochs_checkpoints_and_the_optuna_study(
+    client: TestClient,
+    db: sessionmaker[Session],
+    api_settings: Settings,
+    migrated_database_url: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    study_id = seed_study(db, status="completed", finished_at=utcnow())
+    other_id = seed_study(db, status="completed")
+    first = seed_trial(db, study_id, 0, epochs=3)
+    seed_trial(db, study_id, 1, epochs=2, retry_of_id=first)
+    kept = seed_trial(db, other_id, 0, epochs=2)
+    with db.begin() as session:
+        study = session.get(Study, study_id)
+        assert study is not None
+        study.best_trial_id = first
+        optuna_name = study.optuna_study_name
+    storage = optuna.storages.RDBStorage(migrated_database_url)
+    request.addfinalizer(storage.engine.dispose)  # no connection outlives the test
+    optuna.create_study(study_name=optuna_name, storage=storage)
+    checkpoints = api_settings.checkpoint_dir / f"study-{study_id}" / "trial-0"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "best.ckpt").write_bytes(b"weights")
+
+    response = client.delete(f"{STUDIES}/{study_id}")
+
+    assert response.status_code == 204
+    assert response.content == b""
+    assert client.get(f"{STUDIES}/{study_id}").status_code == 404
+    with db() as session:
+        assert session.scalar(select(func.count()).select_from(Trial)) == 1
+        assert session.scalar(select(Trial.id)) == kept
+        epochs = session.scalars(select(TrialEpoch.trial_id)).all()
+        assert set(epochs) == {kept}
+    assert not (api_settings.checkpoint_dir / f"study-{study_id}").exists()
+    assert optuna_name not in optuna.get_all_study_names(storage=storage)
+
+
+def test_delete_a_study_optuna_never_saw(client: TestClient, db: sessionmaker[Session]) -> None:
+    study_id = seed_study(db, status="cancelled", finished_at=utcnow() - timedelta(days=1))
+    assert client.delete(f"{STUDIES}/{study_id}").status_code == 204
+    assert client.get(STUDIES).json()["total"] == 0
