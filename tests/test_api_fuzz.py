@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import schemathesis
@@ -47,7 +48,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @schema.parametrize()
 @settings(max_examples=90, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-def test_no_request_gets_a_server_error(case: schemathesis.Case, base_url: str) -> None:
+def test_no_request_gets_a_server_error(case: schemathesis.Case[Any], base_url: str) -> None:
     response = case.call(base_url=base_url, headers={"Authorization": f"Bearer {TOKEN}"})
     REQUESTS.append(response.status_code)
     assert response.status_code < 500, (
