@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 # Lightning 2.6.6 calls torch 2.13's deprecated pytree API on every fit; users can do nothing
@@ -61,14 +61,9 @@ def _train(config_data: dict[str, Any], checkpoint_dir: Path, device: str) -> No
     except ValidationError as error:
         console.print(f"[red]invalid trial config:[/red]\n{error}")
         raise typer.Exit(2) from None
-    with Progress(
-        TextColumn("[bold]epoch"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
+    from service.stack import counting_progress
+
+    with counting_progress("epoch") as progress:
         task = progress.add_task("", total=config.max_epochs)
         try:
             result = run_trial(

@@ -159,16 +159,21 @@ def run_demo(
         server.stop()
 
 
-def follow(api: httpx.Client, study_id: int, n_trials: int) -> dict[str, Any]:
-    """A progress bar of finished trials until the study ends; returns the final study."""
-    with Progress(
-        TextColumn("[bold]trials"),
+def counting_progress(unit: str) -> Progress:
+    """A bar that counts `unit`s (epochs, trials) with a live description and elapsed time."""
+    return Progress(
+        TextColumn(f"[bold]{unit}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.description}"),
         TimeElapsedColumn(),
         console=console,
-    ) as progress:
+    )
+
+
+def follow(api: httpx.Client, study_id: int, n_trials: int) -> dict[str, Any]:
+    """A progress bar of finished trials until the study ends; returns the final study."""
+    with counting_progress("trials") as progress:
         task = progress.add_task("", total=n_trials)
         while True:
             study: dict[str, Any] = api.get(f"/studies/{study_id}").json()
