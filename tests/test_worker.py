@@ -108,11 +108,15 @@ def test_a_worker_runs_a_study_to_completion(
 
     # A real Optuna client sees the same study: the same values, trial by trial.
     storage = optuna.storages.RDBStorage(url)
-    optuna_study = optuna.load_study(study_name=study.optuna_study_name, storage=storage)
-    storage.engine.dispose()
+    try:
+        frozen_trials = optuna.load_study(
+            study_name=study.optuna_study_name, storage=storage
+        ).trials
+    finally:
+        storage.engine.dispose()  # after the last query: a disposed engine would reconnect
     by_number = {t.optuna_trial_id: t for t in trials}
-    assert len(optuna_study.trials) == 3
-    for frozen in optuna_study.trials:
+    assert len(frozen_trials) == 3
+    for frozen in frozen_trials:
         assert frozen.value == pytest.approx(by_number[frozen.number].value)
         assert frozen.params == by_number[frozen.number].params
 
