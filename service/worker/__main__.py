@@ -9,10 +9,23 @@ from service.config import get_settings
 from service.worker.loop import WorkerOptions, run_worker
 
 
+def _default_threads(device: str) -> int | None:
+    import torch
+
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    return 1 if on_cpu else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service.worker", description=__doc__)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: 1 when training on the CPU, so N workers on N cores "
+        "do not oversubscribe them; torch's own default on a GPU)",
+    )
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between empty claims")
     parser.add_argument("--exit-when-idle", action="store_true", help="stop when no work is left")
     parser.add_argument("--max-trials", type=int, default=None)
@@ -20,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     options = WorkerOptions(
         device=args.device,
-        num_threads=args.threads,
+        num_threads=args.threads if args.threads is not None else _default_threads(args.device),
         poll_interval_s=args.poll,
         exit_when_idle=args.exit_when_idle,
         max_trials=args.max_trials,
