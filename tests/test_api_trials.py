@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
 from service.db.models import Trial, utcnow
+from service.studies import TrialTable
 from tests.api_fixtures import TestClient, seed_study, seed_trial
 
 pytest_plugins = ["tests.api_fixtures"]
@@ -225,3 +226,13 @@ def test_export_of_a_study_without_trials_and_bad_format(
     assert text.strip() == "number,state,value,epochs_run,best_epoch,diagnosis,duration_s"
     response = client.get(f"/api/v1/studies/{empty}/export", params={"format": "xml"})
     assert response.status_code == 422
+
+
+def test_json_export_has_no_nan() -> None:
+    """A diverged trial's loss may be NaN or infinite: JSON gets null (CSV keeps `nan`)."""
+    table = TrialTable(
+        ("number", "val_loss"),
+        ({"number": 0, "val_loss": float("nan")}, {"number": 1, "val_loss": float("inf")}),
+    )
+    assert table.to_records() == [{"number": 0, "val_loss": None}, {"number": 1, "val_loss": None}]
+    assert "nan" in table.to_csv()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,8 +34,11 @@ class TrialTable:
         return buffer.getvalue()
 
     def to_records(self) -> list[dict[str, Any]]:
-        """One object per row with every column (missing values as null)."""
-        return [{column: row.get(column) for column in self.columns} for row in self.rows]
+        """One object per row with every column (missing and non-finite values as null,
+        which JSON has no other way to say)."""
+        return [
+            {column: _json_value(row.get(column)) for column in self.columns} for row in self.rows
+        ]
 
 
 def export_trials(session: Session, study_id: int) -> TrialTable:
@@ -69,6 +73,10 @@ def _flat_row(trial: ExportRow) -> dict[str, Any]:
         duration_s=trial.duration_s,
     )
     return row
+
+
+def _json_value(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _flatten(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
