@@ -98,6 +98,9 @@ def seed(url: str, n_trials: int, n_epochs: int) -> int:
         ]
         for start in range(0, len(epochs), 20_000):
             connection.execute(insert(TrialEpoch), epochs[start : start + 20_000])
+    # Fresh planner statistics, as autovacuum would have after a real study's inserts.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("VACUUM ANALYZE")
     engine.dispose()
     return study_id
 
