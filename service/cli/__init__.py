@@ -1,0 +1,28 @@
+"""The `hpsearch` command line (typer + rich): one module per group of commands.
+
+- `local`: run-trial, params (no server needed)
+- `database`: db upgrade/downgrade/current
+- `stack`: serve, worker, up, demo
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import typer
+
+from service.cli import database, local, stack
+
+# Lightning 2.6.6 calls torch 2.13's deprecated pytree API on every fit; users can do nothing
+# about it, so the CLI does not show it (tests still see every other warning as an error).
+warnings.filterwarnings(
+    "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+)
+
+app = typer.Typer(help="Hyperparameter search for neural-network training techniques.")
+for _commands in (local.app, stack.app):
+    for _command in _commands.registered_commands:
+        app.registered_commands.append(_command)
+app.add_typer(database.app, name="db")
+
+__all__ = ["app"]
