@@ -20,9 +20,15 @@ warnings.filterwarnings(
 )
 
 app = typer.Typer(help="Hyperparameter search for neural-network training techniques.")
-for _commands in (local.app, stack.app):
-    for _command in _commands.registered_commands:
-        app.registered_commands.append(_command)
+
+
+def _merge(commands: typer.Typer) -> None:
+    """Add a module's commands at the top level (`hpsearch run-trial`, not a sub-group)."""
+    app.registered_commands.extend(commands.registered_commands)
+
+
+_merge(local.app)
+_merge(stack.app)
 app.add_typer(database.app, name="db")
 
 __all__ = ["app"]
