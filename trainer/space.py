@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictBool, model_validator
 
+from trainer.spec_error import SpecError
+
 Choice = StrictBool | int | float | str | None
 """A categorical choice: what Optuna can store (bool is checked first so True stays a bool)."""
 
@@ -114,19 +116,22 @@ class SearchSpace(RootModel[dict[str, Param]]):
     def _check_conditions(self) -> SearchSpace:
         for name, param in self.root.items():
             for parent, values in (param.when or {}).items():
+                at = ("search_space", name, "when", parent)
                 if parent == name:
-                    raise ValueError(f"{name!r}: 'when' refers to the parameter itself")
+                    raise SpecError(at, f"{name!r}: 'when' refers to the parameter itself")
                 target = self.root.get(parent)
                 if target is None:
-                    raise ValueError(
-                        f"{name!r}: 'when' refers to {parent!r}, which is not in the search space"
+                    raise SpecError(
+                        at,
+                        f"{name!r}: 'when' refers to {parent!r}, which is not in the search space",
                     )
                 if isinstance(target, CategoricalParam):
                     impossible = [v for v in values if v not in target.choices]
                     if impossible:
-                        raise ValueError(
+                        raise SpecError(
+                            at,
                             f"{name!r}: 'when' {parent!r} values {impossible} are not among its "
-                            f"choices {target.choices}"
+                            f"choices {target.choices}",
                         )
         self.ordered_names()  # raises on a cycle
         return self
@@ -149,7 +154,10 @@ class SearchSpace(RootModel[dict[str, Param]]):
             if state.get(name) == "done":
                 return
             if state.get(name) == "visiting":
-                raise ValueError(f"conditions form a cycle: {' -> '.join((*chain, name))}")
+                raise SpecError(
+                    ("search_space", name, "when"),
+                    f"conditions form a cycle: {' -> '.join((*chain, name))}",
+                )
             state[name] = "visiting"
             for parent in self.root[name].when or {}:
                 visit(parent, (*chain, name))
