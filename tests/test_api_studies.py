@@ -18,6 +18,14 @@ pytest_plugins = ["tests.api_fixtures"]
 STUDIES = "/api/v1/studies"
 
 
+def test_a_study_without_a_timeout_gets_the_servers_ceiling(
+    client: TestClient, api_settings: Settings
+) -> None:
+    response = client.post(STUDIES, json=valid_spec(budget={"n_trials": 3}))
+    assert response.status_code == 201, response.text
+    assert response.json()["timeout_s"] == api_settings.max_timeout_s
+
+
 def test_submit_queues_the_study_and_stores_what_the_worker_needs(
     client: TestClient, db: sessionmaker[Session]
 ) -> None:

@@ -77,7 +77,9 @@ class BudgetSpec(BaseModel):
 
     n_trials: int = Field(default=20, ge=1)
     max_epochs: int = Field(default=20, ge=1)
-    timeout_s: float | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(
+        default=None, gt=0, description="wall-clock budget; default: the server's max_timeout_s"
+    )
     max_parallel_trials: int = Field(default=1, ge=1)
 
 

@@ -44,7 +44,8 @@ def submit_study(session: Session, settings: Settings, spec: StudySpec) -> Study
                 objective_metric=spec.objective.metric,
                 n_trials=spec.budget.n_trials,
                 max_parallel_trials=spec.budget.max_parallel_trials,
-                timeout_s=spec.budget.timeout_s,
+                # No study runs unbounded: without its own timeout it gets the server's ceiling.
+                timeout_s=spec.budget.timeout_s or settings.max_timeout_s,
                 optuna_study_name=f"hps-{uuid4().hex}",
                 cancel_requested=False,
             )
