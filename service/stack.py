@@ -15,21 +15,19 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
-import httpx
 import uvicorn
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.markup import escape
 
 from service.api.app import create_app
 from service.api.auth import resolve_api_tokens
+from service.client import ApiClient, ApiError
+from service.client.display import follow_study, print_leaderboard
 from service.config import Settings
 from service.db.migrate import upgrade
 
 console = Console()
-FINAL_STATUSES = {"completed", "failed", "cancelled"}
 
 
 def settings_environment(settings: Settings) -> dict[str, str]:
@@ -128,24 +126,20 @@ def run_demo(
     server = BackgroundServer(settings)
     server.start()
     processes = spawn_workers(settings, workers, device, threads=1)
-    api = httpx.Client(
-        base_url=f"{base_url(settings)}/api/v1",
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
-    )
+    api = ApiClient(base_url(settings), token)
     try:
         spec = json.loads(spec_path.read_text())
-        response = api.post("/studies", json=spec)
-        if response.status_code != 201:
-            console.print(f"[red]the demo study was refused:[/red] {response.text}")
+        try:
+            study = api.submit_study(spec)
+        except ApiError as error:
+            console.print(f"[red]the demo study was refused:[/red] {escape(error.message)}")
             return 2
-        study = response.json()
         console.print(
             f"study {study['id']} '{study['name']}' queued: {study['n_trials']} trials; "
             f"API {base_url(settings)}/docs, token {token}"
         )
-        final = follow(api, study["id"], study["n_trials"])
-        print_leaderboard(api, final)
+        final = follow_study(api, study, console)
+        print_leaderboard(api, final, console)
         if not exit_when_done:
             console.print(f"serving at {base_url(settings)} until Ctrl-C")
             while True:
@@ -157,68 +151,3 @@ def run_demo(
         api.close()
         stop_workers(processes)
         server.stop()
-
-
-def counting_progress(unit: str) -> Progress:
-    """A bar that counts `unit`s (epochs, trials) with a live description and elapsed time."""
-    return Progress(
-        TextColumn(f"[bold]{unit}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
-
-
-def follow(api: httpx.Client, study_id: int, n_trials: int) -> dict[str, Any]:
-    """A progress bar of finished trials until the study ends; returns the final study."""
-    with counting_progress("trials") as progress:
-        task = progress.add_task("", total=n_trials)
-        while True:
-            study: dict[str, Any] = api.get(f"/studies/{study_id}").json()
-            counts = study["trial_counts"]
-            done = counts.get("complete", 0) + counts.get("pruned", 0) + counts.get("failed", 0)
-            best = study.get("best_value")
-            progress.update(
-                task,
-                completed=min(done, n_trials),
-                description=f"running {counts.get('running', 0)}"
-                + (f", best {study['objective_metric']} {best:.4f}" if best is not None else ""),
-            )
-            if study["status"] in FINAL_STATUSES:
-                return study
-            time.sleep(0.5)
-
-
-def print_leaderboard(api: httpx.Client, study: dict[str, Any], top: int = 5) -> None:
-    order = "asc" if study["direction"] == "minimize" else "desc"
-    trials = api.get(
-        f"/studies/{study['id']}/trials",
-        params={"state": "complete", "sort": "value", "order": order, "limit": top},
-    ).json()["items"]
-    table = Table(title=f"study {study['id']}: {study['status']} — best {len(trials)} trials")
-    for column in ("#", study["objective_metric"], "val acc", "test acc", "diagnosis", "params"):
-        table.add_column(column)
-    for trial in trials:
-        metrics = trial.get("metrics") or {}
-        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(trial["params"].items()))
-        table.add_row(
-            str(trial["number"]),
-            f"{trial['value']:.4f}",
-            _percent(metrics.get("val_accuracy")),
-            _percent(metrics.get("test_accuracy")),
-            trial.get("diagnosis") or "",
-            params,
-        )
-    console.print(table)
-    if study.get("error"):
-        console.print(f"[yellow]{study['error']}[/yellow]")
-
-
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def _percent(value: float | None) -> str:
-    return "" if value is None else f"{value:.1%}"

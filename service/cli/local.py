@@ -38,9 +38,9 @@ def _train(config_data: dict[str, Any], checkpoint_dir: Path, device: str) -> No
     except ValidationError as error:
         console.print(f"[red]invalid trial config:[/red]\n{error}")
         raise typer.Exit(2) from None
-    from service.stack import counting_progress
+    from service.client.display import counting_progress
 
-    with counting_progress("epoch") as progress:
+    with counting_progress("epoch", console) as progress:
         task = progress.add_task("", total=config.max_epochs)
         try:
             result = run_trial(

@@ -8,6 +8,6 @@ Every failure (server unreachable, token refused, 404, 409, 422) is an `ApiError
 is one readable line; 422s name the JSON path of each offending field.
 """
 
-from service.client.api import ApiClient, ApiError, connection_settings
+from service.client.api import FINAL_STATUSES, ApiClient, ApiError, connection_settings
 
-__all__ = ["ApiClient", "ApiError", "connection_settings"]
+__all__ = ["FINAL_STATUSES", "ApiClient", "ApiError", "connection_settings"]

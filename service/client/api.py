@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import time
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -11,6 +14,8 @@ import httpx
 
 API_PREFIX = "/api/v1"
 DEFAULT_URL = "http://127.0.0.1:8000"
+FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+"""A study in one of these statuses will not change again."""
 
 
 class ApiError(Exception):
@@ -95,6 +100,21 @@ class ApiClient:
 
     def cancel_study(self, study_id: int) -> dict[str, Any]:
         return self._json("POST", f"/studies/{study_id}/cancel")
+
+    def watch_study(self, study_id: int, *, poll_s: float = 0.5) -> Iterator[dict[str, Any]]:
+        """The study (as `get_study` returns it) every `poll_s` seconds, until and including
+        the first snapshot in a final status (`FINAL_STATUSES`)."""
+        while True:
+            study = self.get_study(study_id)
+            yield study
+            if study["status"] in FINAL_STATUSES:
+                return
+            time.sleep(poll_s)
+
+    def wait_for_study(self, study_id: int, *, poll_s: float = 0.5) -> dict[str, Any]:
+        """Block until the study is completed, failed or cancelled; return it then."""
+        final: dict[str, Any] = deque(self.watch_study(study_id, poll_s=poll_s), maxlen=1)[0]
+        return final
 
     def delete_study(self, study_id: int) -> None:
         self._request("DELETE", f"/studies/{study_id}")

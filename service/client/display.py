@@ -1,0 +1,255 @@
+"""Terminal views (rich) of what the REST API returns: a progress bar that follows a study, its
+leaderboard, and the tables of `hpsearch studies`, `show` and `trials`.
+
+Everything reads the server through `ApiClient` (or takes the JSON it returned); nothing here
+touches the database, so `hpsearch demo` and the client commands show the same thing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console, Group, JustifyMethod, RenderableType
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from service.client.api import ApiClient
+
+FINISHED_STATES = ("complete", "pruned", "failed")
+STATUS_STYLES = {
+    "queued": "cyan",
+    "running": "yellow",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+}
+
+
+def counting_progress(unit: str, console: Console) -> Progress:
+    """A bar that counts `unit`s (epochs, trials) with a live description and elapsed time."""
+    return Progress(
+        TextColumn(f"[bold]{unit}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def finished_trials(study: dict[str, Any]) -> int:
+    counts: dict[str, int] = study.get("trial_counts") or {}
+    return sum(counts.get(state, 0) for state in FINISHED_STATES)
+
+
+def follow_study(
+    api: ApiClient, study: dict[str, Any], console: Console, *, poll_s: float = 0.5
+) -> dict[str, Any]:
+    """A progress bar of finished trials until the study ends; returns the final study (as
+    `ApiClient.get_study` returns it). `study` is what submitting it returned."""
+    n_trials: int = study["n_trials"]
+    final = study
+    with counting_progress("trials", console) as progress:
+        task = progress.add_task("", total=n_trials)
+        for final in api.watch_study(study["id"], poll_s=poll_s):
+            counts = final["trial_counts"]
+            best = final.get("best_value")
+            progress.update(
+                task,
+                completed=min(finished_trials(final), n_trials),
+                description=f"{final['status']}, running {counts.get('running', 0)}"
+                + (f", best {final['objective_metric']} {best:.4f}" if best is not None else ""),
+            )
+    return final
+
+
+def leaderboard(api: ApiClient, study: dict[str, Any], top: int = 5) -> Table:
+    """The study's best `top` complete trials, best first."""
+    order = "asc" if study["direction"] == "minimize" else "desc"
+    trials = api.list_trials(study["id"], state="complete", sort="value", order=order, limit=top)
+    items: list[dict[str, Any]] = trials["items"]
+    table = Table(
+        title=f"study {study['id']}: {study['status']} — best {len(items)} trials",
+        title_justify="left",
+    )
+    for column in ("#", study["objective_metric"], "val acc", "test acc", "diagnosis", "params"):
+        table.add_column(column, overflow="fold")
+    for trial in items:
+        metrics = flat_metrics(trial.get("metrics"))
+        table.add_row(
+            str(trial["number"]),
+            number(trial["value"]),
+            percent(metrics.get("val_accuracy")),
+            percent(metrics.get("test_accuracy")),
+            trial.get("diagnosis") or "",
+            params_text(trial["params"]),
+        )
+    return table
+
+
+def print_leaderboard(
+    api: ApiClient, study: dict[str, Any], console: Console, top: int = 5
+) -> None:
+    console.print(leaderboard(api, study, top))
+    if study.get("error"):
+        console.print(Text(study["error"], style="yellow"))
+
+
+def studies_table(page: dict[str, Any]) -> Table:
+    """A page of `GET /studies`: one row per study, newest first."""
+    table = Table(title_justify="left", caption=page_caption(page, "studies"))
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("id", "right"),
+        ("name", "left"),
+        ("status", "left"),
+        ("trials", "right"),
+        ("best", "right"),
+        ("objective", "left"),
+        ("created", "left"),
+    )
+    for column, justify in columns:
+        table.add_column(column, justify=justify, overflow="fold")
+    for study in page["items"]:
+        table.add_row(
+            str(study["id"]),
+            study["name"],
+            status_text(study["status"], study.get("cancel_requested", False)),
+            str(study["n_trials"]),
+            number(study.get("best_value")),
+            f"{study['direction'][:3]} {study['objective_metric']}",
+            when(study.get("created_at")),
+        )
+    return table
+
+
+def trials_table(page: dict[str, Any], study: dict[str, Any] | None = None) -> Table:
+    """A page of `GET /studies/{id}/trials`."""
+    objective = study["objective_metric"] if study else "value"
+    title = f"study {study['id']} '{study['name']}'" if study else None
+    table = Table(title=title, title_justify="left", caption=page_caption(page, "trials"))
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("#", "right"),
+        ("state", "left"),
+        (objective, "right"),
+        ("epochs", "right"),
+        ("diagnosis", "left"),
+        ("time", "right"),
+        ("params", "left"),
+    )
+    for column, justify in columns:
+        table.add_column(column, justify=justify, overflow="fold")
+    for trial in page["items"]:
+        duration = trial.get("duration_s")
+        table.add_row(
+            str(trial["number"]),
+            trial["state"],
+            number(trial.get("value")),
+            str(trial.get("epochs_run", "")),
+            trial.get("diagnosis") or "",
+            "" if duration is None else f"{duration:.1f}s",
+            params_text(trial["params"]),
+        )
+    return table
+
+
+def study_view(study: dict[str, Any]) -> RenderableType:
+    """One study (`GET /studies/{id}`): status, trials by state, best trial, times, error."""
+    header = Text.assemble(
+        (f"study {study['id']} ", "bold"),
+        (f"'{study['name']}' ", "bold"),
+        status_text(study["status"], study.get("cancel_requested", False)),
+    )
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    grid.add_row("objective", f"{study['direction']} {study['objective_metric']}")
+    counts: dict[str, int] = study.get("trial_counts") or {}
+    grid.add_row(
+        "trials",
+        f"{finished_trials(study)}/{study['n_trials']} finished ("
+        + ", ".join(f"{state} {count}" for state, count in counts.items())
+        + f"); at most {study['max_parallel_trials']} at once",
+    )
+    best = study.get("best_trial")
+    if best is None:
+        grid.add_row("best", "no complete trial yet")
+    else:
+        grid.add_row(
+            "best", f"trial {best['number']}: {study['objective_metric']} {number(best['value'])}"
+        )
+        grid.add_row("  params", params_text(best["params"], sep="\n"))
+        metrics = flat_metrics(best.get("metrics"))
+        grid.add_row("  metrics", "\n".join(f"{k}={number(v)}" for k, v in metrics.items()))
+        if best.get("diagnosis"):
+            grid.add_row("  diagnosis", best["diagnosis"])
+    grid.add_row("optuna study", study["optuna_study_name"])
+    for moment in ("created", "started", "finished", "updated"):
+        grid.add_row(moment, when(study.get(f"{moment}_at")) or "-")
+    if study.get("timeout_s") is not None:
+        grid.add_row("timeout", f"{study['timeout_s']:g}s")
+    if study.get("error"):
+        grid.add_row(Text("error", style="bold red"), Text(study["error"], style="red"))
+    return Group(header, grid)
+
+
+def status_text(status: str, cancel_requested: bool = False) -> Text:
+    label = status + (" (cancel requested)" if cancel_requested and status == "running" else "")
+    return Text(label, style=STATUS_STYLES.get(status, ""))
+
+
+def page_caption(page: dict[str, Any], noun: str) -> str:
+    """ "1-50 of 120 studies; next page: --offset 50"."""
+    shown = len(page["items"])
+    offset: int = page["offset"]
+    total: int = page["total"]
+    if shown == 0:
+        return f"no {noun}" + (f" at offset {offset} (of {total})" if total else "")
+    caption = f"{offset + 1}-{offset + shown} of {total} {noun}"
+    if offset + shown < total:
+        caption += f"; next page: --offset {offset + shown}"
+    return caption
+
+
+def flat_metrics(metrics: dict[str, Any] | None, prefix: str = "") -> dict[str, Any]:
+    """{"val": {"loss": 1}} -> {"val_loss": 1}: the same keys the export uses."""
+    flat: dict[str, Any] = {}
+    for key, value in (metrics or {}).items():
+        if isinstance(value, dict):
+            flat.update(flat_metrics(value, f"{prefix}{key}_"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def params_text(params: dict[str, Any], sep: str = ", ") -> str:
+    return sep.join(f"{name}={short(value)}" for name, value in sorted(params.items()))
+
+
+def short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def number(value: Any) -> str:
+    """An objective or metric value: 5 significant digits; blank when there is none."""
+    if value is None:
+        return ""
+    return f"{value:.5g}" if isinstance(value, float) else str(value)
+
+
+def percent(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
+def when(timestamp: str | None) -> str:
+    """An API timestamp (ISO 8601) in local time, to the second."""
+    if not timestamp:
+        return ""
+    try:
+        moment = datetime.fromisoformat(timestamp)
+    except ValueError:
+        return timestamp
+    if moment.tzinfo is not None:
+        moment = moment.astimezone()
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
