@@ -20,6 +20,7 @@ EXPECTED = {
     "PARAMETERS",
     "Reporter",
     "SearchSpace",
+    "SpecError",
     "SplitMetrics",
     "Suggester",
     "TrialConfig",

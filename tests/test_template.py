@@ -10,7 +10,8 @@ from pydantic import ValidationError
 
 from trainer import initializers, optimizers, regularizers
 from trainer.config import EarlyStoppingConfig, TrialConfig
-from trainer.template import PARAMETERS, SpecError, TrialTemplate
+from trainer.spec_error import SpecError
+from trainer.template import PARAMETERS, TrialTemplate
 
 EXAMPLE: dict[str, Any] = {
     "search_space": {

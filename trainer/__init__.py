@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from trainer.diagnosis import Diagnosis
     from trainer.run import EpochRecord, FoldSummary, SplitMetrics, TrialResult, run_trial
     from trainer.space import SearchSpace, Suggester
+    from trainer.spec_error import SpecError
     from trainer.template import PARAMETERS, TrialTemplate
 
 _EXPORTS = {
@@ -43,6 +44,7 @@ _EXPORTS = {
     "run_trial": "trainer.run",
     "SearchSpace": "trainer.space",
     "Suggester": "trainer.space",
+    "SpecError": "trainer.spec_error",
     "PARAMETERS": "trainer.template",
     "TrialTemplate": "trainer.template",
 }
@@ -60,6 +62,7 @@ __all__ = [
     "ModelConfig",
     "Reporter",
     "SearchSpace",
+    "SpecError",
     "SplitMetrics",
     "Suggester",
     "TrialConfig",

@@ -23,14 +23,33 @@ def _settings(host: str | None = None, port: int | None = None) -> Any:
 
 
 @app.command()
-def serve(host: HostOption = None, port: PortOption = None) -> None:
+def serve(
+    host: HostOption = None,
+    port: PortOption = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="server processes (one core each; reads scale with them)")
+    ] = 1,
+) -> None:
     """Run the REST API (and dashboard) server."""
     import uvicorn
 
     from service.api.app import create_app
+    from service.stack import prepare
 
     settings = _settings(host, port)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+        return
+    # Several processes import the app by name and read their settings from HPS_*; the
+    # migration and a generated token happen once, here, before any of them starts.
+    prepare(settings)
+    uvicorn.run(
+        "service.api.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+    )
 
 
 @app.command()

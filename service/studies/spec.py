@@ -20,7 +20,8 @@ from trainer.config import (
 )
 from trainer.metrics import EPOCH_METRICS, resolve_mode
 from trainer.space import CategoricalParam, IntParam, SearchSpace
-from trainer.template import SpecError, TrialTemplate
+from trainer.spec_error import SpecError
+from trainer.template import TrialTemplate
 
 _STRICT = ConfigDict(extra="forbid")
 

@@ -118,17 +118,29 @@ class TrialRepository:
         filters = [Trial.study_id == study_id]
         if state is not None:
             filters.append(Trial.state == state)
-        total = self._session.scalar(select(func.count()).select_from(Trial).where(*filters))
+        count = select(func.count()).select_from(Trial).where(*filters)
         ordering: list[UnaryExpression[Any]]
         if sort == "value":
             value = Trial.value.asc() if order == "asc" else Trial.value.desc()
             ordering = [value.nulls_last(), Trial.number.asc()]
         else:
             ordering = [Trial.number.asc() if order == "asc" else Trial.number.desc()]
-        rows = self._session.execute(
-            select(*LISTED_COLUMNS).where(*filters).order_by(*ordering).limit(limit).offset(offset)
+        # The total rides along as an uncorrelated subquery (computed once): one round trip
+        # per page instead of two, which is most of a page's cost under load.
+        rows = (
+            self._session.execute(
+                select(*LISTED_COLUMNS, count.scalar_subquery().label("total"))
+                .where(*filters)
+                .order_by(*ordering)
+                .limit(limit)
+                .offset(offset)
+            )
+            .mappings()
+            .all()
         )
-        return rows.mappings().all(), total or 0
+        if rows:
+            return rows, int(rows[0]["total"])
+        return rows, self._session.scalar(count) or 0  # a page past the end: count alone
 
     def export_rows(self, study_id: int) -> list[ExportRow]:
         """Every trial of a study, by number, with the columns an export shows."""
