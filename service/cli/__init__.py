@@ -3,6 +3,7 @@
 - `local`: run-trial, params (no server needed)
 - `database`: db upgrade/downgrade/current
 - `stack`: serve, worker, up, demo
+- `client`: submit, studies, show, trials, cancel, export (over REST)
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import warnings
 
 import typer
 
-from service.cli import database, local, stack
+from service.cli import client, database, local, stack
 
 # Lightning 2.6.6 calls torch 2.13's deprecated pytree API on every fit; users can do nothing
 # about it, so the CLI does not show it (tests still see every other warning as an error).
@@ -29,6 +30,7 @@ def _merge(commands: typer.Typer) -> None:
 
 _merge(local.app)
 _merge(stack.app)
+_merge(client.app)
 app.add_typer(database.app, name="db")
 
 __all__ = ["app"]

@@ -152,7 +152,17 @@ class ApiClient:
         return self._json("GET", "/workers")
 
     def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        body: dict[str, Any] = self._request(method, path, **kwargs).json()
+        response = self._request(method, path, **kwargs)
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise ApiError(
+                f"{self.url} answered {method} {path} with something other than a JSON object; "
+                "is it an hpsearch server? Set --url or HPS_URL",
+                response.status_code,
+            )
         return body
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
