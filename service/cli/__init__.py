@@ -4,6 +4,7 @@
 - `database`: db upgrade/downgrade/current
 - `stack`: serve, worker, up, demo
 - `client`: submit, studies, show, trials, cancel, export (over REST)
+- `gate`: regress, baseline save (the CI regression gate)
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import warnings
 
 import typer
 
-from service.cli import client, database, local, stack
+from service.cli import client, database, gate, local, stack
 
 # Lightning 2.6.6 calls torch 2.13's deprecated pytree API on every fit; users can do nothing
 # about it, so the CLI does not show it (tests still see every other warning as an error).
@@ -31,6 +32,8 @@ def _merge(commands: typer.Typer) -> None:
 _merge(local.app)
 _merge(stack.app)
 _merge(client.app)
+_merge(gate.app)
 app.add_typer(database.app, name="db")
+app.add_typer(gate.baseline_app, name="baseline")
 
 __all__ = ["app"]
