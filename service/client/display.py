@@ -18,6 +18,8 @@ from rich.text import Text
 from service.client.api import ApiClient
 
 FINISHED_STATES = ("complete", "pruned", "failed")
+WRAPPING_COLUMNS = {"name": 1, "objective": 1, "diagnosis": 1, "params": 2}
+"""Columns that share what room the table has (by these ratios); the others never wrap."""
 STATUS_STYLES = {
     "queued": "cyan",
     "running": "yellow",
@@ -75,12 +77,12 @@ def leaderboard(api: ApiClient, study: dict[str, Any], top: int = 5) -> Table:
         title_justify="left",
     )
     for column in ("#", study["objective_metric"], "val acc", "test acc", "diagnosis", "params"):
-        table.add_column(column, overflow="fold")
+        add_column(table, column)
     for trial in items:
         metrics = flat_metrics(trial.get("metrics"))
         table.add_row(
             str(trial["number"]),
-            number(trial["value"]),
+            f"{trial['value']:.4f}",
             percent(metrics.get("val_accuracy")),
             percent(metrics.get("test_accuracy")),
             trial.get("diagnosis") or "",
@@ -110,7 +112,7 @@ def studies_table(page: dict[str, Any]) -> Table:
         ("created", "left"),
     )
     for column, justify in columns:
-        table.add_column(column, justify=justify, overflow="fold")
+        add_column(table, column, justify)
     for study in page["items"]:
         table.add_row(
             str(study["id"]),
@@ -139,7 +141,7 @@ def trials_table(page: dict[str, Any], study: dict[str, Any] | None = None) -> T
         ("params", "left"),
     )
     for column, justify in columns:
-        table.add_column(column, justify=justify, overflow="fold")
+        add_column(table, column, justify)
     for trial in page["items"]:
         duration = trial.get("duration_s")
         table.add_row(
@@ -188,10 +190,15 @@ def study_view(study: dict[str, Any]) -> RenderableType:
     for moment in ("created", "started", "finished", "updated"):
         grid.add_row(moment, when(study.get(f"{moment}_at")) or "-")
     if study.get("timeout_s") is not None:
-        grid.add_row("timeout", f"{study['timeout_s']:g}s")
+        grid.add_row("timeout", seconds(study["timeout_s"]))
     if study.get("error"):
         grid.add_row(Text("error", style="bold red"), Text(study["error"], style="red"))
     return Group(header, grid)
+
+
+def add_column(table: Table, header: str, justify: JustifyMethod = "left") -> None:
+    ratio = WRAPPING_COLUMNS.get(header)
+    table.add_column(header, justify=justify, no_wrap=ratio is None, overflow="fold", ratio=ratio)
 
 
 def status_text(status: str, cancel_requested: bool = False) -> Text:
@@ -240,6 +247,14 @@ def number(value: Any) -> str:
 
 def percent(value: float | None) -> str:
     return "" if value is None else f"{value:.1%}"
+
+
+def seconds(value: float) -> str:
+    """A duration the way people say it: 45 s, 12 min, 5 h, 7 d."""
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if value >= 2 * size:
+            return f"{value / size:.3g} {unit}"
+    return f"{value:.3g} s"
 
 
 def when(timestamp: str | None) -> str:

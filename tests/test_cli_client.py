@@ -1,0 +1,408 @@
+"""The client commands (`hpsearch submit/studies/show/trials/cancel/export`) through typer's
+CliRunner against the real server (uvicorn on loopback), on SQLite and PostgreSQL.
+
+Studies and trials are seeded in the database with known values, so what the commands print
+can be checked against what is stored; `submit --wait` runs once with a real worker process.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner, Result
+
+from service.cli import app
+from service.config import Settings
+from service.db.engine import transaction
+from service.db.models import Study, StudyStatus, TrialState
+from service.stack import BackgroundServer
+from tests.api_fixtures import TOKEN, make_settings, seed_study, seed_trial, valid_spec
+
+pytest_plugins = ["tests.api_fixtures"]
+
+WORKER_FLAGS = ["--device", "cpu", "--threads", "1", "--poll", "0.2", "--exit-when-idle"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def server_settings(migrated_database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(migrated_database_url, tmp_path / "data", port=free_port())
+
+
+@pytest.fixture
+def url(server_settings: Settings) -> Iterator[str]:
+    """The real server in a thread over the test database; its base URL."""
+    server = BackgroundServer(server_settings)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{server_settings.port}"
+    finally:
+        server.stop()
+
+
+def hps(url: str, *args: str, token: str = TOKEN) -> Result:
+    """`hpsearch ARGS` with the server and token taken from the environment, as users set it
+    (and a wide terminal, so that rich folds no table row)."""
+    environment = {"HPS_URL": url, "HPS_API_TOKEN": token, "COLUMNS": "200"}
+    return CliRunner().invoke(app, list(args), env=environment)
+
+
+def one_line_error(result: Result) -> str:
+    """The single line a failed command writes to stderr (and no traceback anywhere)."""
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def table_rows(output: str) -> list[list[str]]:
+    """The cells of a rich table's body rows (rows that fold over lines give several)."""
+    return [
+        [cell.strip() for cell in line.strip().strip("│").split("│")]
+        for line in output.splitlines()
+        if line.startswith("│")
+    ]
+
+
+def count_studies(db: sessionmaker[Session]) -> int:
+    with db() as session:
+        return session.scalar(select(func.count()).select_from(Study)) or 0
+
+
+def study_status(db: sessionmaker[Session], study_id: int) -> str:
+    with db() as session:
+        study = session.get(Study, study_id)
+        assert study is not None
+        return study.status
+
+
+# --- submit ------------------------------------------------------------------------------------
+
+
+def test_submit_prints_the_new_study_id(
+    url: str, db: sessionmaker[Session], tmp_path: Path
+) -> None:
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(valid_spec(name="from-yaml")))
+
+    result = hps(url, "submit", str(spec_file))
+
+    assert result.exit_code == 0, result.output
+    with db() as session:
+        study = session.scalars(select(Study)).one()
+    assert study.name == "from-yaml"
+    assert study.status == StudyStatus.QUEUED
+    assert f"study {study.id} 'from-yaml' queued: 10 trials" in result.stdout
+
+
+def test_a_bad_spec_is_one_line_naming_its_json_path_and_stores_nothing(
+    url: str, db: sessionmaker[Session], tmp_path: Path
+) -> None:
+    space = {
+        "regularizer": {"type": "categorical", "choices": ["l2"]},
+        "lambda": {"type": "float", "high": 0.1},
+    }
+    spec_file = tmp_path / "bad.json"
+    spec_file.write_text(json.dumps(valid_spec(search_space=space)))
+
+    line = one_line_error(hps(url, "submit", str(spec_file)))
+
+    assert line.startswith("error: 422: search_space.lambda.low: ")
+    assert "required" in line.lower()
+    assert count_studies(db) == 0
+
+
+def test_an_unreadable_spec_file_is_a_usage_error(tmp_path: Path) -> None:
+    not_an_object = tmp_path / "list.yaml"
+    not_an_object.write_text("- 1\n- 2\n")
+    for path, says in ((tmp_path / "missing.yaml", "cannot read"), (not_an_object, "object")):
+        result = hps("http://127.0.0.1:1", "submit", str(path))
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        assert says in result.stderr
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def test_studies_lists_what_is_stored_with_filter_and_paging(
+    url: str, db: sessionmaker[Session]
+) -> None:
+    queued = seed_study(db, name="alpha")
+    done = seed_study(db, name="beta", status=StudyStatus.COMPLETED.value, best_value=0.125)
+    failed = seed_study(db, name="gamma", status=StudyStatus.FAILED.value)
+
+    table = hps(url, "studies")
+    assert table.exit_code == 0, table.output
+    rows = table_rows(table.stdout)
+    assert [row[0] for row in rows] == [str(failed), str(done), str(queued)]  # newest first
+    assert rows[1][1:5] == ["beta", "completed", "10", "0.125"]
+    assert "1-3 of 3 studies" in table.stdout
+
+    completed = hps(url, "studies", "--status", "completed", "--json")
+    assert completed.exit_code == 0, completed.output
+    assert [s["id"] for s in json.loads(completed.stdout)["items"]] == [done]
+
+    second = hps(url, "studies", "--limit", "1", "--offset", "1")
+    assert [row[0] for row in table_rows(second.stdout)] == [str(done)]
+    assert "2-2 of 3 studies; next page: --offset 2" in second.stdout
+
+    bad_status = hps(url, "studies", "--status", "sleeping")
+    assert bad_status.exit_code == 2
+
+
+def test_show_prints_counts_best_trial_and_error(url: str, db: sessionmaker[Session]) -> None:
+    study_id = seed_study(
+        db, name="shown", status=StudyStatus.FAILED.value, error="worker lost: out of memory"
+    )
+    seed_trial(db, study_id, 0, value=0.75, params={"optimizer": "sgd", "learning_rate": 0.5})
+    seed_trial(
+        db,
+        study_id,
+        1,
+        value=0.0625,
+        params={"optimizer": "adam", "learning_rate": 0.003},
+        metrics={"val_accuracy": 0.875},
+    )
+    seed_trial(db, study_id, 2, state=TrialState.PRUNED.value, value=None)
+    seed_trial(db, study_id, 3, state=TrialState.FAILED.value, value=None)
+
+    result = hps(url, "show", str(study_id))
+
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert f"study {study_id} 'shown' failed" in text
+    assert "4/10 finished" in text  # complete, pruned and failed trials are finished
+    assert "complete 2, pruned 1, failed 1" in text
+    assert "trial 1: val_loss 0.0625" in text
+    assert "learning_rate=0.003" in text
+    assert "optimizer=adam" in text
+    assert "val_accuracy=0.875" in text
+    assert "worker lost: out of memory" in text
+
+    as_json = json.loads(hps(url, "show", str(study_id), "--json").stdout)
+    assert as_json["best_trial"]["number"] == 1
+    assert as_json["trial_counts"]["complete"] == 2
+
+
+def test_trials_sorted_by_value_filtered_and_paged(url: str, db: sessionmaker[Session]) -> None:
+    study_id = seed_study(db)
+    values = {0: 0.5, 1: 0.125, 2: 0.75, 3: 0.25}
+    for number, value in values.items():
+        seed_trial(db, study_id, number, value=value)
+    seed_trial(db, study_id, 4, state=TrialState.PRUNED.value, value=None)
+
+    by_value = hps(url, "trials", str(study_id), "--sort", "value")
+    assert by_value.exit_code == 0, by_value.output
+    rows = [row for row in table_rows(by_value.stdout) if row[0]]  # skip folded lines
+    assert [row[0] for row in rows] == ["1", "3", "0", "2", "4"]  # no value: last
+    assert [row[2] for row in rows[:4]] == ["0.125", "0.25", "0.5", "0.75"]
+    assert rows[4][1] == "pruned"
+
+    desc = json.loads(
+        hps(url, "trials", str(study_id), "--sort", "value", "--order", "desc", "--json").stdout
+    )
+    assert [t["value"] for t in desc["items"] if t["value"] is not None] == [
+        0.75,
+        0.5,
+        0.25,
+        0.125,
+    ]
+
+    pruned = json.loads(hps(url, "trials", str(study_id), "--state", "pruned", "--json").stdout)
+    assert [t["number"] for t in pruned["items"]] == [4]
+
+    page = hps(url, "trials", str(study_id), "--limit", "2", "--offset", "2")
+    assert [row[0] for row in table_rows(page.stdout) if row[0]] == ["2", "3"]
+    assert "3-4 of 5 trials; next page: --offset 4" in page.stdout
+
+    assert hps(url, "trials", str(study_id), "--sort", "loss").exit_code == 2
+
+
+def test_cancel_changes_the_status_then_refuses_with_409(
+    url: str, db: sessionmaker[Session]
+) -> None:
+    study_id = seed_study(db)
+
+    result = hps(url, "cancel", str(study_id))
+
+    assert result.exit_code == 0, result.output
+    assert f"study {study_id} cancelled" in result.stdout
+    assert study_status(db, study_id) == StudyStatus.CANCELLED
+    again = one_line_error(hps(url, "cancel", str(study_id)))
+    assert again.startswith("error: 409: ")
+    assert "already cancelled" in again
+
+
+def test_export_csv_to_stdout_and_json_to_a_file(
+    url: str, db: sessionmaker[Session], tmp_path: Path
+) -> None:
+    study_id = seed_study(db)
+    seed_trial(db, study_id, 0, value=0.5, params={"optimizer": "sgd", "learning_rate": 0.25})
+    seed_trial(db, study_id, 1, value=0.125, params={"optimizer": "adam", "learning_rate": 0.01})
+
+    as_csv = hps(url, "export", str(study_id))
+    assert as_csv.exit_code == 0, as_csv.output
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert [(r["number"], r["value"], r["param_optimizer"]) for r in rows] == [
+        ("0", "0.5", "sgd"),
+        ("1", "0.125", "adam"),
+    ]
+
+    out = tmp_path / "trials.json"
+    as_json = hps(url, "export", str(study_id), "--format", "json", "--out", str(out))
+    assert as_json.exit_code == 0, as_json.output
+    records = json.loads(out.read_text())
+    assert [(r["number"], r["value"], r["param_learning_rate"]) for r in records] == [
+        (0, 0.5, 0.25),
+        (1, 0.125, 0.01),
+    ]
+
+
+# --- failures: one line, exit 1 ----------------------------------------------------------------
+
+
+def test_an_unreachable_server_is_one_line() -> None:
+    line = one_line_error(hps(f"http://127.0.0.1:{free_port()}", "studies"))
+    assert "cannot reach the hpsearch server" in line
+
+
+def test_a_refused_token_is_one_line_naming_the_token(url: str) -> None:
+    flags = ["--url", url, "--token", "not-the-token"]
+    line = one_line_error(hps("http://127.0.0.1:1", "show", "1", *flags, token=TOKEN))
+    assert "refused the token" in line
+    assert "HPS_API_TOKEN" in line
+
+
+def test_an_unknown_study_is_one_line_404(url: str) -> None:
+    for command in (["show", "424242"], ["trials", "424242"], ["export", "424242"]):
+        line = one_line_error(hps(url, *command))
+        assert line == "error: 404: no study has id 424242"
+
+
+# --- submit --wait -----------------------------------------------------------------------------
+
+
+def in_background(action: Callable[[], Any]) -> Callable[[], None]:
+    """Run `action` in a thread; the returned function joins it and re-raises its error."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            action()
+        except BaseException as error:  # handed to the test thread
+            errors.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def join() -> None:
+        thread.join(timeout=300)
+        assert not thread.is_alive()
+        if errors:
+            raise errors[0]
+
+    return join
+
+
+def first_study_id(db: sessionmaker[Session], timeout_s: float = 30) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with db() as session:
+            found = session.scalars(select(Study.id)).first()
+        if found is not None:
+            return found
+        time.sleep(0.05)
+    raise AssertionError("no study was submitted")
+
+
+def test_submit_wait_exits_non_zero_when_the_study_fails(
+    url: str, db: sessionmaker[Session], tmp_path: Path
+) -> None:
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(valid_spec()))
+
+    def fail_it() -> None:  # what a worker records when a study cannot go on
+        study_id = first_study_id(db)
+        with transaction(db) as session:
+            study = session.get(Study, study_id)
+            assert study is not None
+            study.status = StudyStatus.FAILED.value
+            study.error = "every trial failed"
+
+    join = in_background(fail_it)
+    result = hps(url, "submit", str(spec_file), "--wait", "--poll", "0.1")
+    join()
+
+    line = one_line_error(result)
+    assert line.endswith("ended failed: every trial failed")
+    assert "failed — best 0 trials" in result.stdout  # the (empty) leaderboard
+
+
+@pytest.mark.slow
+def test_submit_wait_follows_a_worker_to_the_leaderboard(
+    url: str, server_settings: Settings, db: sessionmaker[Session], tmp_path: Path
+) -> None:
+    spec = {
+        "name": "tiny",
+        "dataset": {"name": "synthetic", "n_samples": 300, "n_features": 8, "n_classes": 3},
+        "model": {"hidden_units": [16]},
+        "search_space": {"learning_rate": {"type": "float", "low": 1e-3, "high": 0.1, "log": True}},
+        "sampler": {"name": "random", "seed": 1},
+        "budget": {"n_trials": 2, "max_epochs": 2},
+    }
+    spec_file = tmp_path / "tiny.json"
+    spec_file.write_text(json.dumps(spec))
+    worker_runs: list[subprocess.CompletedProcess[bytes]] = []
+
+    def work() -> None:
+        first_study_id(db)
+        worker_runs.append(
+            subprocess.run(
+                [sys.executable, "-m", "service.worker", *WORKER_FLAGS],
+                env={
+                    **os.environ,
+                    "HPS_DATABASE_URL": server_settings.effective_database_url,
+                    "HPS_DATA_DIR": str(server_settings.data_dir),
+                },
+                capture_output=True,
+                timeout=300,
+            )
+        )
+
+    join = in_background(work)
+    result = hps(url, "submit", str(spec_file), "--wait", "--poll", "0.2")
+    join()
+
+    assert worker_runs[0].returncode == 0, worker_runs[0].stderr.decode()[-3000:]
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    assert "completed — best" in result.stdout
+    board = [row for row in table_rows(result.stdout) if row[0]]
+    assert 1 <= len(board) <= 2
+    with db() as session:
+        study = session.scalars(select(Study)).one()
+        assert study.status == StudyStatus.COMPLETED
+        assert float(board[0][1]) == pytest.approx(study.best_value, abs=1e-4)
