@@ -2,10 +2,10 @@
 
 from fastapi import APIRouter
 
-from service.api.routes import datasets, health, metrics, studies, trials, workers
+from service.api.routes import dashboard_data, datasets, health, metrics, studies, trials, workers
 
 router = APIRouter()
-for _module in (studies, trials, datasets, workers, health, metrics):
+for _module in (studies, trials, datasets, workers, health, metrics, dashboard_data):
     router.include_router(_module.router)
 
 __all__ = ["router"]

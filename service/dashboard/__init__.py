@@ -1,0 +1,11 @@
+"""The web dashboard: static pages (HTML, vanilla JS modules, CSS) over the REST API.
+
+`mount_dashboard(app)` serves the pages at `/`, `/studies/{id}` and
+`/studies/{id}/trials/{number}`, and their assets under `/static/` (Plotly's JS from the
+installed `plotly` package: the dashboard works offline). The pages hold no data, so they need
+no token; their scripts send the bearer token with every API call.
+"""
+
+from service.dashboard._routes import create_dashboard_router, mount_dashboard
+
+__all__ = ["create_dashboard_router", "mount_dashboard"]

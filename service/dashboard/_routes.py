@@ -1,0 +1,112 @@
+"""The dashboard's routes: three pages, the example specs, Plotly, and the static assets."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from service.api.paths import StudyId, TrialNumber
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+"""The repository's `examples/*.json` (absent from an installed wheel: no examples then)."""
+
+_NO_STORE = {"Cache-Control": "no-cache"}  # pages and modules: revalidate (304 when unchanged)
+
+
+@dataclass(frozen=True)
+class _Asset:
+    body: bytes
+    gzipped: bytes
+    etag: str
+
+
+@functools.cache
+def _plotly_js() -> _Asset:
+    """plotly.min.js as the `plotly` package ships it, read and compressed once."""
+    body = resources.files("plotly").joinpath("package_data", "plotly.min.js").read_bytes()
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    return _Asset(body, gzip.compress(body, compresslevel=6, mtime=0), etag)
+
+
+def _examples(directory: Path) -> list[dict[str, Any]]:
+    examples = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            spec = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            logger.warning("example spec %s skipped: %s", path, error)
+            continue
+        examples.append({"name": path.stem, "spec": spec})
+    return examples
+
+
+def create_dashboard_router(examples_dir: Path = EXAMPLES_DIR) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    def page(name: str) -> FileResponse:
+        return FileResponse(STATIC_DIR / name, media_type="text/html", headers=_NO_STORE)
+
+    @router.get("/")
+    async def studies_page() -> FileResponse:
+        return page("index.html")
+
+    @router.get("/studies/{study_id}")
+    async def study_page(study_id: StudyId) -> FileResponse:
+        return page("study.html")
+
+    @router.get("/studies/{study_id}/trials/{number}")
+    async def trial_page(study_id: StudyId, number: TrialNumber) -> FileResponse:
+        return page("trial.html")
+
+    @router.get("/static/examples.json")
+    async def examples() -> JSONResponse:
+        return JSONResponse(_examples(examples_dir), headers=_NO_STORE)
+
+    @router.get("/static/plotly.min.js")
+    async def plotly_js(request: Request) -> Response:
+        asset = _plotly_js()
+        headers = {
+            "ETag": asset.etag,
+            "Cache-Control": "public, max-age=86400",
+            "Vary": "Accept-Encoding",
+        }
+        if request.headers.get("if-none-match") == asset.etag:
+            return Response(status_code=304, headers=headers)
+        media_type = "text/javascript; charset=utf-8"
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            headers["Content-Encoding"] = "gzip"
+            return Response(asset.gzipped, media_type=media_type, headers=headers)
+        return Response(asset.body, media_type=media_type, headers=headers)
+
+    return router
+
+
+class _RevalidatedStaticFiles(StaticFiles):
+    """Static files that browsers revalidate on each load (a 304 when unchanged), so a new
+    release's scripts are never mixed with a cached page."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers.setdefault("Cache-Control", "no-cache")
+        return response
+
+
+def mount_dashboard(app: FastAPI, examples_dir: Path = EXAMPLES_DIR) -> None:
+    """Serve the dashboard from `app`. Call it after the API's routers: its paths (`/`,
+    `/studies/...`, `/static/...`) never overlap `/api/v1`, `/docs`, `/healthz` or `/metrics`."""
+    app.include_router(create_dashboard_router(examples_dir))
+    app.mount("/static", _RevalidatedStaticFiles(directory=STATIC_DIR), name="dashboard-static")
