@@ -32,6 +32,12 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="a running trial silent this long is lost and retried"
     )
     max_retries: int = Field(default=2, ge=0, description="retries of one lost trial")
+    db_retry_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="how long a worker rides out an unreachable database (a restart) before "
+        "giving up the write in hand",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -9,6 +9,7 @@ helpers from here too; the module holds no assertions, so it opts out of asserti
 
 from __future__ import annotations
 
+import socket
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -35,6 +36,14 @@ __all__ = ["TOKEN", "TestClient", "make_settings", "seed_study", "seed_trial", "
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a real server in a test)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def make_settings(database_url: str | None, data_dir: Path, **overrides: Any) -> Settings:

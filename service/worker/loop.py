@@ -26,6 +26,7 @@ from service.db.engine import create_db_engine, make_session_factory, transactio
 from service.db.models import Trial, TrialState, Worker, utcnow
 from service.queue.claim import claim_trial
 from service.queue.reaper import reap_lost_trials
+from service.worker.db_retry import RETRYABLE, with_db_retry
 from service.worker.runner import RunOptions, TrialRunner
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class WorkerProcess:
         self.storage = _optuna_storage(url)
         self.worker_id = self._register()
         self.current_trial_id: int | None = None
+        self._away_delay = 0.1  # backoff while the database is unreachable
         self._last_reap = -float("inf")
 
     def _register(self) -> int:
@@ -84,14 +86,20 @@ class WorkerProcess:
                 num_threads=self.options.num_threads,
                 checkpoint_root=self.settings.checkpoint_dir,
                 max_retries=self.settings.max_retries,
+                db_retry_s=self.settings.db_retry_s,
             ),
             self.stopping.is_set,
         )
         done = 0
         try:
             while not self.stopping.is_set():
-                self._reap()
-                claim = claim_trial(self.factory, self.worker_id)
+                try:
+                    self._reap()
+                    claim = claim_trial(self.factory, self.worker_id)
+                except RETRYABLE as error:  # the database restarts: wait for it, then go on
+                    self._database_away(error)
+                    continue
+                self._away_delay = 0.1
                 if claim is None:
                     if self.options.exit_when_idle:
                         break
@@ -111,6 +119,16 @@ class WorkerProcess:
             self.storage.remove_session()
             self.storage.engine.dispose()
         return 0
+
+    def _database_away(self, error: Exception) -> None:
+        delay = self._away_delay = min(2 * self._away_delay, 5.0)
+        logger.warning(
+            "worker %s: database unreachable (%s); retrying in %.1f s",
+            self.worker_id,
+            str(error).strip().splitlines()[0],
+            delay,
+        )
+        self.stopping.wait(delay)
 
     def _reap(self) -> None:
         """Any worker hands over trials whose worker died (at most every grace period / 4)."""
@@ -141,6 +159,12 @@ class WorkerProcess:
                 logger.warning("worker %s: heartbeat failed", self.worker_id, exc_info=True)
 
     def _deregister(self) -> None:
+        try:
+            with_db_retry(self._mark_stopped, "deregister", patience_s=10)
+        except RETRYABLE:  # the reaper sees the silent heartbeat and hands its trial over
+            logger.warning("worker %s: could not deregister (database away)", self.worker_id)
+
+    def _mark_stopped(self) -> None:
         with transaction(self.factory) as session:
             worker = session.get(Worker, self.worker_id)
             if worker is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import optuna
 
 from service.studies.spec import StudySpec
+from service.worker.db_retry import with_db_retry
 
 
 def make_sampler(spec: StudySpec, trial_number: int) -> optuna.samplers.BaseSampler:
@@ -44,15 +45,21 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
 
 
 class OptunaReporter:
-    """The trainer's Reporter over an Optuna trial: report(epoch, value) → trial.report."""
+    """The trainer's Reporter over an Optuna trial: report(epoch, value) → trial.report.
+    Both ride out a database restart (reporting the same step again is harmless)."""
 
-    def __init__(self, trial: optuna.trial.Trial, prunes: bool) -> None:
+    def __init__(self, trial: optuna.trial.Trial, prunes: bool, patience_s: float = 300.0) -> None:
         self.trial = trial
         self.prunes = prunes
+        self.patience_s = patience_s
 
     def report(self, epoch: int, value: float) -> None:
         if self.prunes:  # without a pruner the intermediate values would only cost round trips
-            self.trial.report(value, epoch)
+            with_db_retry(
+                lambda: self.trial.report(value, epoch), "report", patience_s=self.patience_s
+            )
 
     def should_prune(self) -> bool:
-        return self.prunes and self.trial.should_prune()
+        return self.prunes and with_db_retry(
+            self.trial.should_prune, "ask the pruner", patience_s=self.patience_s
+        )

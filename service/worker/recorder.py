@@ -17,6 +17,7 @@ from service.db.engine import transaction
 from service.db.models import Study, StudyStatus, Trial, TrialEpoch, TrialState, Worker, utcnow
 from service.queue.reaper import hand_over
 from service.queue.study_status import finish_study_if_done
+from service.worker.db_retry import retried, with_db_retry
 from trainer import EpochRecord, TrialResult
 
 
@@ -25,11 +26,22 @@ def _finite(value: float | None) -> float | None:
 
 
 class TrialRecorder:
-    def __init__(self, factory: sessionmaker[Session], trial_id: int, worker_id: int) -> None:
+    """Every write is idempotent, so each is retried while the database restarts
+    (for up to `patience_s`): a trial pauses at its epoch's end instead of failing."""
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        trial_id: int,
+        worker_id: int,
+        patience_s: float = 300.0,
+    ) -> None:
         self.factory = factory
         self.trial_id = trial_id
         self.worker_id = worker_id
+        self.patience_s = patience_s
 
+    @retried("record the trial start")
     def started(
         self, optuna_trial_id: int, params: dict[str, Any], device: str, resume_file: str
     ) -> None:
@@ -47,6 +59,7 @@ class TrialRecorder:
                 worker.current_trial_id = self.trial_id
                 worker.status = "busy"
 
+    @retried("record an epoch")
     def epoch(self, record: EpochRecord) -> None:
         with transaction(self.factory) as session:
             session.merge(_epoch_row(self.trial_id, record))
@@ -54,6 +67,7 @@ class TrialRecorder:
             trial.epochs_run = max(trial.epochs_run, record.epoch)
             trial.heartbeat_at = utcnow()
 
+    @retried("record the result")
     def finished(self, result: TrialResult, state: TrialState) -> None:
         with transaction(self.factory) as session:
             for record in result.history:  # a resumed trial's first epochs come from its checkpoint
@@ -79,6 +93,7 @@ class TrialRecorder:
             self._release_worker(session)
             _update_study(session, trial)
 
+    @retried("hand the trial over")
     def handed_over(self, result: TrialResult, reason: str, max_retries: int) -> None:
         """The worker stops (SIGTERM): fail this trial and queue a retry resuming from its
         last checkpoint, for whichever worker comes next."""
@@ -93,6 +108,7 @@ class TrialRecorder:
             self._release_worker(session)
             _update_study(session, trial)
 
+    @retried("record the failure")
     def failed(self, reason: str) -> None:
         with transaction(self.factory) as session:
             trial = session.get_one(Trial, self.trial_id)
@@ -110,8 +126,16 @@ class TrialRecorder:
             worker.status = "idle"
 
 
-def fail_study(factory: sessionmaker[Session], study_id: int, reason: str) -> None:
+def fail_study(
+    factory: sessionmaker[Session], study_id: int, reason: str, patience_s: float = 300.0
+) -> None:
     """A study that cannot run at all (bad spec for this sampler, missing data set...)."""
+    with_db_retry(
+        lambda: _fail_study(factory, study_id, reason), "fail the study", patience_s=patience_s
+    )
+
+
+def _fail_study(factory: sessionmaker[Session], study_id: int, reason: str) -> None:
     with transaction(factory) as session:
         study = session.get_one(Study, study_id)
         study.status = StudyStatus.FAILED

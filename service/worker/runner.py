@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.db.models import Dataset, TrialState
 from service.queue.claim import Claim
 from service.studies.spec import StudySpec, UploadedDataset
+from service.worker.db_retry import with_db_retry
 from service.worker.optuna_bridge import OptunaReporter, make_pruner, make_sampler
 from service.worker.recorder import TrialRecorder, fail_study
 from trainer import DatasetConfig, DatasetError, TrialResult, run_trial
@@ -34,6 +35,7 @@ class RunOptions:
     num_threads: int | None = None
     checkpoint_root: Path = Path("hpsearch-data/checkpoints")
     max_retries: int = 2
+    db_retry_s: float = 300.0
 
 
 class TrialRunner:
@@ -52,7 +54,8 @@ class TrialRunner:
         self.stop_requested = stop_requested
 
     def run(self, claim: Claim) -> TrialResult | None:
-        recorder = TrialRecorder(self.factory, claim.trial_id, self.worker_id)
+        patience_s = self.options.db_retry_s
+        recorder = TrialRecorder(self.factory, claim.trial_id, self.worker_id, patience_s)
         try:
             spec = StudySpec.model_validate(claim.spec)
             template = spec.template(self._dataset(spec))
@@ -61,18 +64,34 @@ class TrialRunner:
                 sampler = optuna.samplers.PartialFixedSampler(claim.params, sampler)
         except (ValidationError, ValueError) as error:
             recorder.failed(f"the study cannot run: {error}")
-            fail_study(self.factory, claim.study_id, str(error))
+            fail_study(self.factory, claim.study_id, str(error), patience_s)
             return None
-        study = optuna.create_study(
-            study_name=claim.optuna_study_name,
-            storage=self.storage,
-            direction=spec.objective.resolved_direction,
-            sampler=sampler,
-            pruner=pruner,
-            load_if_exists=True,
+
+        def open_study() -> optuna.Study:
+            return optuna.create_study(
+                study_name=claim.optuna_study_name,
+                storage=self.storage,
+                direction=spec.objective.resolved_direction,
+                sampler=sampler,
+                pruner=pruner,
+                load_if_exists=True,
+            )
+
+        study = with_db_retry(open_study, "load the Optuna study", patience_s=patience_s)
+        # A lost answer to a committed ask would leave one orphan Optuna trial behind; that
+        # rare case is better than a worker that dies with its claimed slot.
+        trial = with_db_retry(study.ask, "ask Optuna for a trial", patience_s=patience_s)
+
+        def tell(value: float | None = None, state: OptunaState | None = None) -> None:
+            with_db_retry(
+                lambda: study.tell(trial, value, state=state, skip_if_finished=True),
+                "tell Optuna the result",
+                patience_s=patience_s,
+            )
+
+        params = with_db_retry(
+            lambda: template.search_space.sample(trial), "sample", patience_s=patience_s
         )
-        trial = study.ask()
-        params = template.search_space.sample(trial)
         config = dataclasses.replace(
             template.config_for(params), seed=spec.seed + claim.seed_offset
         )
@@ -91,7 +110,7 @@ class TrialRunner:
         try:
             result = run_trial(
                 config,
-                OptunaReporter(trial, prunes=spec.pruner.name != "none"),
+                OptunaReporter(trial, prunes=spec.pruner.name != "none", patience_s=patience_s),
                 checkpoint_dir,
                 resume_from,
                 device=self.options.device,
@@ -101,25 +120,25 @@ class TrialRunner:
             )
         except DatasetError as error:
             recorder.failed(f"bad dataset: {error}")
-            study.tell(trial, state=OptunaState.FAIL, skip_if_finished=True)
+            tell(state=OptunaState.FAIL)
             return None
         except Exception as error:  # a trial's crash (OOM, a bug) must not take the worker down
             logger.exception("trial %s of study %s failed", claim.number, claim.study_id)
             recorder.failed(f"{type(error).__name__}: {error}")
-            study.tell(trial, state=OptunaState.FAIL, skip_if_finished=True)
+            tell(state=OptunaState.FAIL)
             return None
         if result.status == "interrupted":
             recorder.handed_over(
                 result, "worker stopped (SIGTERM); retry queued", self.options.max_retries
             )
-            study.tell(trial, state=OptunaState.FAIL, skip_if_finished=True)
+            tell(state=OptunaState.FAIL)
             return result
         state, optuna_state = _STATES[result.status]
         recorder.finished(result, state)
         if optuna_state == OptunaState.COMPLETE and result.objective_value is not None:
-            study.tell(trial, result.objective_value, skip_if_finished=True)
+            tell(result.objective_value)
         else:
-            study.tell(trial, state=optuna_state, skip_if_finished=True)
+            tell(state=optuna_state)
         return result
 
     def _dataset(self, spec: StudySpec) -> DatasetConfig | None:

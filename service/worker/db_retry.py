@@ -1,0 +1,75 @@
+"""Riding out a database restart: retry an idempotent database action while the server is away.
+
+A restart drops every connection and refuses new ones for a while; psycopg and sqlite3 report
+both as `OperationalError` (SQLAlchemy wraps them as `sqlalchemy.exc.OperationalError`, and
+`InterfaceError` for a connection that is already closed). The pool's pre-ping replaces dead
+connections on the next checkout, so retrying the whole action is enough. Only idempotent
+actions are retried: every recorder write is (merges and assignments), and so are Optuna's
+`suggest_*` on the same trial, `report` of the same step and `tell(..., skip_if_finished=True)`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
+
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE = (OperationalError, InterfaceError)
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def with_db_retry(
+    action: Callable[[], T],
+    what: str,
+    *,
+    patience_s: float,
+    first_delay_s: float = 0.2,
+    max_delay_s: float = 5.0,
+) -> T:
+    """`action()`, retried with exponential backoff while the database is unreachable, for up
+    to `patience_s` in all; then its last error propagates."""
+    deadline = time.monotonic() + patience_s
+    delay = first_delay_s
+    while True:
+        try:
+            return action()
+        except RETRYABLE as error:
+            if time.monotonic() + delay > deadline:
+                raise
+            reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+            logger.warning("%s: database unreachable (%s); retrying in %.1f s", what, reason, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, max_delay_s)
+
+
+class _Patient(Protocol):
+    patience_s: float
+
+
+S = TypeVar("S", bound=_Patient)
+
+
+_Method = Callable[Concatenate[S, P], T]
+
+
+def retried(what: str) -> Callable[[_Method[S, P, T]], _Method[S, P, T]]:
+    """A method decorator: the method is retried for up to its object's `patience_s`."""
+
+    def decorate(method: _Method[S, P, T]) -> _Method[S, P, T]:
+        @functools.wraps(method)
+        def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
+            def attempt() -> T:
+                return method(self, *args, **kwargs)
+
+            return with_db_retry(attempt, what, patience_s=self.patience_s)
+
+        return wrapper
+
+    return decorate
