@@ -406,3 +406,23 @@ def test_submit_wait_follows_a_worker_to_the_leaderboard(
         study = session.scalars(select(Study)).one()
         assert study.status == StudyStatus.COMPLETED
         assert float(board[0][1]) == pytest.approx(study.best_value, abs=1e-4)
+
+
+def test_shell_completion_offers_the_commands_and_their_choices() -> None:
+    def complete(words: str) -> list[str]:
+        environment = {
+            "_HPSEARCH_COMPLETE": "complete_bash",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(len(words.split(" ")) - 1),
+        }
+        result = CliRunner().invoke(app, [], prog_name="hpsearch", env=environment)
+        assert result.exit_code == 0, result.output
+        return result.stdout.split()
+
+    assert complete("hpsearch tri") == ["trials"]
+    assert complete("hpsearch trials 1 --sort ") == ["number", "value"]
+    assert complete("hpsearch export 1 --format ") == ["csv", "json"]
+    assert (
+        "_hpsearch_completion"
+        in CliRunner().invoke(app, ["--show-completion", "bash"], prog_name="hpsearch").stdout
+    )
