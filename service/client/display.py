@@ -17,6 +17,16 @@ from rich.text import Text
 
 from service.client.api import ApiClient
 
+__all__ = [
+    "counting_progress",
+    "follow_study",
+    "leaderboard",
+    "print_leaderboard",
+    "studies_table",
+    "study_view",
+    "trials_table",
+]
+
 FINISHED_STATES = ("complete", "pruned", "failed")
 WRAPPING_COLUMNS = {"name": 1, "objective": 1, "diagnosis": 1, "params": 2}
 """Columns that share what room the table has (by these ratios); the others never wrap."""
