@@ -56,12 +56,21 @@ def serve(
 def worker(
     device: DeviceOption = "auto",
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (1 per core)")] = None,
+    trials_per_device: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="processes per device (small models keep a GPU busy); --device cuda gives "
+            "every visible GPU this many",
+        ),
+    ] = 1,
     exit_when_idle: Annotated[bool, typer.Option(help="stop when no work is left")] = False,
 ) -> None:
-    """Run one worker: claim trials of queued studies and train them, until Ctrl-C/SIGTERM."""
+    """Run a worker: claim trials of queued studies and train them, until Ctrl-C/SIGTERM."""
     from service.worker.__main__ import main
 
-    argv = ["--device", device] + (["--threads", str(threads)] if threads else [])
+    argv = ["--device", device, "--trials-per-device", str(trials_per_device)]
+    argv += ["--threads", str(threads)] if threads else []
     raise typer.Exit(main(argv + (["--exit-when-idle"] if exit_when_idle else [])))
 
 

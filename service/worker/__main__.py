@@ -7,6 +7,7 @@ import logging
 
 from service.config import get_settings
 from service.worker.loop import WorkerOptions, run_worker
+from service.worker.supervisor import plan_devices, run_supervisor
 
 
 def _default_threads(device: str) -> int | None:
@@ -14,6 +15,28 @@ def _default_threads(device: str) -> int | None:
 
     on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
     return 1 if on_cpu else None
+
+
+def _devices(device: str, trials_per_device: int, parser: argparse.ArgumentParser) -> list[str]:
+    import torch
+
+    visible = torch.cuda.device_count() if device in ("auto", "cuda") else 0
+    try:
+        return plan_devices(device, trials_per_device, visible)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def _child_args(args: argparse.Namespace) -> list[str]:
+    """The options each child worker process gets (its --device comes from the plan)."""
+    child = ["--poll", str(args.poll)]
+    if args.threads is not None:
+        child += ["--threads", str(args.threads)]
+    if args.exit_when_idle:
+        child.append("--exit-when-idle")
+    if args.max_trials is not None:
+        child += ["--max-trials", str(args.max_trials)]
+    return child
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,10 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between empty claims")
     parser.add_argument("--exit-when-idle", action="store_true", help="stop when no work is left")
     parser.add_argument("--max-trials", type=int, default=None)
+    parser.add_argument(
+        "--trials-per-device",
+        type=int,
+        default=1,
+        help="worker processes per device, so small models keep a GPU busy; with --device cuda "
+        "(or auto on a GPU host) every visible GPU gets this many",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    devices = _devices(args.device, args.trials_per_device, parser)
+    if len(devices) > 1:
+        return run_supervisor(devices, _child_args(args))
     options = WorkerOptions(
-        device=args.device,
+        device=devices[0],
         num_threads=args.threads if args.threads is not None else _default_threads(args.device),
         poll_interval_s=args.poll,
         exit_when_idle=args.exit_when_idle,
