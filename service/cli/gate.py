@@ -255,8 +255,8 @@ def _regress(stack: ExitStack, options: _Options, started: float) -> int:
         allow_data_change=options.allow_data_change,
     )
     for check in verdict.checks:
-        console.print(check.message, markup=False, highlight=False)
-    console.print(verdict.fingerprint.message, markup=False, highlight=False)
+        console.print(check.message, markup=False, highlight=False, soft_wrap=True)
+    console.print(verdict.fingerprint.message, markup=False, highlight=False, soft_wrap=True)
     if options.save_candidate is not None:
         save_baseline(candidate, options.save_candidate)
     if options.junit is not None:

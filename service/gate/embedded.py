@@ -4,6 +4,7 @@ them. A CI job needs nothing but hpsearch installed."""
 
 from __future__ import annotations
 
+import secrets
 import socket
 import subprocess
 import tempfile
@@ -47,18 +48,18 @@ def embedded_stack(workers: int = 1, device: str = "auto") -> Iterator[EmbeddedS
         settings = Settings(
             data_dir=Path(data_dir),
             database_url=None,
-            api_token=None,
+            api_token=secrets.token_urlsafe(32),  # a generated one would be logged
             host="127.0.0.1",
             port=_free_port(),
         )
-        token = prepare(settings)
+        prepare(settings)
         server = BackgroundServer(settings)
         try:
             server.start()
         except RuntimeError as error:
             raise GateError(f"the embedded server did not start: {error}") from None
         processes: list[subprocess.Popen[bytes]] = []
-        api = ApiClient(base_url(settings), token)
+        api = ApiClient(base_url(settings), settings.api_token)
         try:
             processes = spawn_workers(settings, workers, device, threads=1)
             yield EmbeddedStack(api, processes, settings.data_dir / "logs")

@@ -1,0 +1,84 @@
+"""Retraining a study's best configuration with k seeds (the real trainer, tiny digits MLP)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from service.gate import GateError, best_params, measure
+
+SPEC: dict[str, Any] = {
+    "name": "tiny",
+    "dataset": {"name": "digits"},
+    "model": {"hidden_units": [16]},
+    "search_space": {"learning_rate": {"type": "float", "low": 1e-3, "high": 0.1, "log": True}},
+    "fixed": {"optimizer": "adam", "batch_size": 64},
+    "budget": {"n_trials": 2, "max_epochs": 2},
+}
+
+
+def study(**overrides: Any) -> dict[str, Any]:
+    """A study detail as the REST API serves it (the fields the gate reads)."""
+    values: dict[str, Any] = {
+        "id": 3,
+        "name": "tiny",
+        "status": "completed",
+        "direction": "minimize",
+        "objective_metric": "val_loss",
+        "spec": SPEC,
+        "best_value": 0.4,
+        "best_trial": {"number": 1, "params": {"learning_rate": 0.01}, "value": 0.4},
+        "error": None,
+    }
+    values.update(overrides)
+    return values
+
+
+def test_measure_retrains_once_per_seed() -> None:
+    seen: list[int] = []
+    result = measure(study(), [0, 1, 2], device="cpu", on_run=lambda run: seen.append(run.seed))
+    assert seen == result.seeds == [0, 1, 2]
+    assert result.objective_metric == "val_loss"
+    assert result.direction == "minimize"
+    assert result.best_params == {"learning_rate": 0.01}
+    assert result.source.study_id == 3
+    assert result.source.study_best_value == 0.4
+    assert len(result.data_fingerprint) == 64  # one data set for every seed
+    assert result.device == "cpu"
+    assert "seed" not in result.trial_config
+    assert result.trial_config["optimizer"]["config"]["learning_rate"] == 0.01
+    values = result.objective_values
+    assert all(0 < v < 5 for v in values)
+    assert len(set(values)) > 1  # the seeds do change the training
+    assert set(result.runs[0].metrics) == {
+        f"{split}_{name}"
+        for split in ("train", "val", "test")
+        for name in ("loss", "accuracy", "error")
+    }
+    assert result.runs[0].metrics["val_loss"] == values[0]
+
+
+def test_the_same_seed_gives_the_same_value() -> None:
+    first = measure(study(), [5], device="cpu")
+    again = measure(study(), [5], device="cpu")
+    assert first.objective_values == again.objective_values
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({"status": "failed", "error": "boom"}, "study 3 'tiny' failed: boom"),
+        ({"status": "running"}, "is running, not finished"),
+        ({"best_trial": None}, "has no completed trial"),
+        ({"spec": {**SPEC, "dataset": {"id": 4}}}, "uploaded data set 4"),
+        ({"spec": {"name": "no search space"}}, "spec no longer validates"),
+    ],
+)
+def test_a_study_the_gate_cannot_retrain(overrides: dict[str, Any], problem: str) -> None:
+    with pytest.raises(GateError, match=problem):
+        measure(study(**overrides), [0], device="cpu")
+
+
+def test_best_params_of_a_cancelled_study() -> None:
+    assert best_params(study(status="cancelled")) == {"learning_rate": 0.01}
