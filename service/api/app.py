@@ -14,6 +14,7 @@ from service.api.middleware import LatencyMiddleware
 from service.api.routes import router
 from service.api.runtime import lifespan
 from service.config import Settings, get_settings
+from service.dashboard import mount_dashboard
 from service.metrics import create_metrics
 
 DESCRIPTION = """\
@@ -44,4 +45,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(LatencyMiddleware, histogram=app.state.metrics.request_duration)
     app.include_router(router)
+    mount_dashboard(app)  # after the API: `/`, `/studies/...`, `/static/...`
     return app

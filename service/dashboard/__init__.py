@@ -6,6 +6,6 @@ installed `plotly` package: the dashboard works offline). The pages hold no data
 no token; their scripts send the bearer token with every API call.
 """
 
-from service.dashboard._routes import create_dashboard_router, mount_dashboard
+from service.dashboard._routes import STATIC_DIR, create_dashboard_router, mount_dashboard
 
-__all__ = ["create_dashboard_router", "mount_dashboard"]
+__all__ = ["STATIC_DIR", "create_dashboard_router", "mount_dashboard"]

@@ -10,13 +10,12 @@ import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-
-from service.api.paths import StudyId, TrialNumber
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +23,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 """The repository's `examples/*.json` (absent from an installed wheel: no examples then)."""
 
+# Ids as the API bounds them (service.api imports this package, so not from there).
+_Id = Annotated[int, PathParam(ge=0, le=2**63 - 1)]
 _NO_STORE = {"Cache-Control": "no-cache"}  # pages and modules: revalidate (304 when unchanged)
 
 
@@ -65,11 +66,11 @@ def create_dashboard_router(examples_dir: Path = EXAMPLES_DIR) -> APIRouter:
         return page("index.html")
 
     @router.get("/studies/{study_id}")
-    async def study_page(study_id: StudyId) -> FileResponse:
+    async def study_page(study_id: _Id) -> FileResponse:
         return page("study.html")
 
     @router.get("/studies/{study_id}/trials/{number}")
-    async def trial_page(study_id: StudyId, number: TrialNumber) -> FileResponse:
+    async def trial_page(study_id: _Id, number: _Id) -> FileResponse:
         return page("trial.html")
 
     @router.get("/static/examples.json")
