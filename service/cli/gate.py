@@ -6,6 +6,7 @@ Exit codes: 0 pass, 1 regression, 2 error. Any error is one line on stderr, neve
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from service.cli._common import console, load_document
 if TYPE_CHECKING:
     from service.client import ApiClient
     from service.gate import Measurement, SeedRun
+
+logger = logging.getLogger(__name__)
 
 app = typer.Typer()
 baseline_app = typer.Typer(
@@ -119,6 +122,7 @@ def regress(
                 started,
             )
     except Exception as error:  # the gate's contract: any failure is exit 2 with one line
+        logger.debug("hpsearch regress failed", exc_info=error)
         message = _one_line(error, GateError)
         if not isinstance(error, _DecidedError):  # a decided error has written its reports
             for path, text in (
@@ -144,16 +148,15 @@ def baseline_save(
     token: TokenOption = None,
 ) -> None:
     """Retrain a study's best configuration with k seeds and save it as a baseline file."""
-    from service.gate import GateError
+    from service.gate import GateError, save_baseline
 
     try:
         with ExitStack() as stack:
             measurement = _measure_study(stack, _Connection(url, token), study_id, seeds, device)
             _refuse_diverged(measurement)
-            from service.gate import save_baseline
-
             save_baseline(measurement, out)
-    except Exception as error:
+    except Exception as error:  # one line and exit 2, like regress
+        logger.debug("hpsearch baseline save failed", exc_info=error)
         typer.echo(f"hpsearch baseline save: error: {_one_line(error, GateError)}", err=True)
         raise typer.Exit(2) from None
     console.print(
