@@ -113,12 +113,12 @@ def test_summary_columns_and_best_so_far(
     assert summary["trial_counts"]["waiting"] == 0
 
 
-def test_summary_errors_from_nested_accuracy_and_nothing_before_the_first_value(
+def test_summary_errors_from_accuracy_and_nothing_before_the_first_value(
     client: TestClient, db: sessionmaker[Session]
 ) -> None:
     study = seed_study(db, status="running")
     seed_trial(db, study, 0, state="running", value=None, metrics=None, finished_at=None)
-    seed_trial(db, study, 1, metrics={"train": {"accuracy": 0.75}, "val": {"accuracy": 0.5}})
+    seed_trial(db, study, 1, metrics={"train_accuracy": 0.75, "val_accuracy": 0.5, "x": [1]})
 
     summary = get(client, f"/studies/{study}/summary")
 

@@ -165,16 +165,16 @@ def _summary(
 ) -> StudySummary:
     names: dict[str, None] = {}
     for row in rows:
-        names.update(dict.fromkeys(row.params or {}))
+        names.update(dict.fromkeys(row.params))
     counts = {state.value: 0 for state in TrialState}
-    values = [_finite(row.value) if row.state == TrialState.COMPLETE else None for row in rows]
     for row in rows:
         counts[row.state] = counts.get(row.state, 0) + 1
+    complete = TrialState.COMPLETE.value
+    values = [_finite(row.value) if row.state == complete else None for row in rows]
     trajectory = best_so_far(values, direction)
     best_index = None
     if trajectory and trajectory[-1] is not None:
         best_index = values.index(trajectory[-1])
-    flat = [_flatten(row.metrics or {}) for row in rows]
     return StudySummary.model_construct(
         **header,
         trial_counts=counts,
@@ -183,12 +183,10 @@ def _summary(
         state=[row.state for row in rows],
         value=values,
         best_so_far=trajectory,
-        params={
-            name: [_param((row.params or {}).get(name)) for row in rows] for name in sorted(names)
-        },
+        params={name: [_param(row.params.get(name)) for row in rows] for name in sorted(names)},
         diagnosis=[row.diagnosis for row in rows],
-        train_error=[_error(metrics, "train") for metrics in flat],
-        val_error=[_error(metrics, "val") for metrics in flat],
+        train_error=[_error(row.metrics, "train") for row in rows],
+        val_error=[_error(row.metrics, "val") for row in rows],
         duration_s=[_finite(row.duration_s) for row in rows],
     )
 
@@ -342,22 +340,11 @@ def _finite(value: Any) -> float | None:
 
 
 def _param(value: Any) -> ParamValue:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, str | int | float | bool) or value is None:
+    if value is None or isinstance(value, str | int | bool):
         return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     return str(value)
-
-
-def _flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested metrics ({"train": {"loss": ...}}) as flat keys ("train_loss"), as stored."""
-    flat: dict[str, Any] = {}
-    for key, value in metrics.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}_"))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _error(metrics: Mapping[str, Any], split: str) -> float | None:

@@ -103,7 +103,10 @@ export function loadPlotly() {
       if (window.Plotly) return resolve(window.Plotly);
       const script = document.createElement("script");
       script.src = "/static/plotly.min.js";
-      script.onload = () => resolve(window.Plotly);
+      script.onload = () => {
+        performance.mark("hps:plotly");
+        resolve(window.Plotly);
+      };
       script.onerror = () => reject(new Error("plotly.min.js did not load"));
       document.head.appendChild(script);
     });

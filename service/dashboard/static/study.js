@@ -9,7 +9,7 @@ initPage();
 
 const studyId = Number(window.location.pathname.split("/")[2]);
 const LIMIT = 50;
-const PARALLEL_MAX = 2000; // parallel coordinates: the best trials, at most this many
+const PARALLEL_MAX = 1000; // parallel coordinates: the best trials, at most this many (WebGL lines)
 const TECHNIQUES = ["optimizer", "regularizer", "initializer"];
 const table = { sort: "number", order: "asc", offset: 0, state: "", diagnosis: "" };
 let study = null;
@@ -338,7 +338,9 @@ async function plotAll(Plotly) {
   for (const plot of [plotErrors, plotTechniques, plotIntermediate, plotParallel, plotImportances]) {
     await new Promise((resolve) => setTimeout(resolve, 0));
     try {
+      const started = performance.now();
       await plot(Plotly);
+      performance.measure(`hps:${plot.name}`, { start: started });
     } catch (error) {
       console.warn(`${plot.name} failed`, error);
     }
@@ -371,10 +373,13 @@ async function tick() {
 
 async function start() {
   wireTable();
-  const Plotly = loadPlotly();
+  // plotly.min.js is preloaded (study.html) but run only once the table is drawn: running it
+  // takes the main thread for a second or more on a slow machine.
+  const tableDrawn = loadTable();
+  const Plotly = tableDrawn.then(loadPlotly);
   const [detail, , first] = await Promise.all([
     api(`/studies/${studyId}`),
-    loadTable(),
+    tableDrawn,
     api(`/studies/${studyId}/summary`),
   ]);
   study = detail;
