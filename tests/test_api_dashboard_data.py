@@ -10,6 +10,8 @@ import optuna
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.api import create_app
+from service.config import Settings
 from service.db.models import utcnow
 from service.studies.analysis import best_so_far
 from tests.api_fixtures import TestClient, seed_study, seed_trial
@@ -316,3 +318,15 @@ def test_parse_spec_reads_yaml_and_json(client: TestClient, anonymous: TestClien
     assert parse("- a\n- b\n").status_code == 422
     assert parse("name: [unclosed\n").status_code == 422
     assert parse(yaml_text, anonymous).status_code == 401
+
+
+def test_public_read_opens_the_reads_not_the_writes(
+    api_settings: Settings, db: sessionmaker[Session]
+) -> None:
+    study = seed_study(db)
+    seed_trial(db, study, 0)
+    public = api_settings.model_copy(update={"public_read": True})
+    with TestClient(create_app(public)) as anonymous:
+        for path in ("/dashboard/studies", f"/studies/{study}/summary", f"/studies/{study}/table"):
+            assert anonymous.get(f"/api/v1{path}").status_code == 200, path
+        assert anonymous.post("/api/v1/dashboard/parse-spec", content=b"a: 1").status_code == 401
