@@ -32,6 +32,11 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="a running trial silent this long is lost and retried"
     )
     max_retries: int = Field(default=2, ge=0, description="retries of one lost trial")
+    epoch_flush_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="a running trial's epochs are written at most this often (0: every epoch)",
+    )
     db_retry_s: float = Field(
         default=300.0,
         gt=0,

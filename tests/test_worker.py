@@ -18,6 +18,8 @@ from service.db.models import Study, StudyStatus, Trial, TrialEpoch, TrialState,
 from service.queue.claim import claim_trial
 from service.studies.spec import StudySpec
 from service.worker.loop import WorkerOptions, WorkerProcess
+from service.worker.recorder import TrialRecorder
+from trainer import EpochRecord
 
 SPACE: dict[str, Any] = {
     "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]},
@@ -195,3 +197,51 @@ def test_a_diverging_trial_fails_alone_and_the_study_goes_on(
     assert study.status == StudyStatus.COMPLETED
     assert [t.state for t in trials] == [TrialState.FAILED, TrialState.FAILED]
     assert all(t.error is not None and "non-finite" in t.error for t in trials)
+
+
+def test_epochs_are_written_at_once_then_at_most_every_flush_interval(
+    sessions: sessionmaker[Session],
+) -> None:
+
+    study_id = add_study(sessions, spec())
+    with transaction(sessions) as session:
+        worker = Worker(host="h", pid=1, device="cpu", status="idle")
+        session.add(worker)
+        session.flush()
+        worker_id = worker.id
+    claim = claim_trial(sessions, worker_id)
+    assert claim is not None
+    assert claim.study_id == study_id
+
+    def written() -> tuple[list[int], int, float | None]:
+        with sessions() as session:
+            epochs = session.scalars(
+                select(TrialEpoch.epoch).where(TrialEpoch.trial_id == claim.trial_id)
+            ).all()
+            trial = session.get_one(Trial, claim.trial_id)
+            first = session.scalars(
+                select(TrialEpoch.val_loss).where(
+                    TrialEpoch.trial_id == claim.trial_id, TrialEpoch.epoch == 1
+                )
+            ).first()
+            return sorted(epochs), trial.epochs_run, first
+
+    def record(epoch: int, val_loss: float = 1.0) -> EpochRecord:
+        return EpochRecord(epoch, 1.0, 0.5, val_loss, 0.5, 0.01)
+
+    recorder = TrialRecorder(sessions, claim.trial_id, worker_id, epoch_flush_s=3600)
+    recorder.epoch(record(1))
+    assert written() == ([1], 1, 1.0)  # the first epoch shows at once
+    recorder.epoch(record(2))
+    recorder.epoch(record(3))
+    assert written() == ([1], 1, 1.0)  # then no more than one write per interval
+    recorder.flush_epochs()
+    assert written() == ([1, 2, 3], 3, 1.0)
+
+    every_epoch = TrialRecorder(sessions, claim.trial_id, worker_id, epoch_flush_s=0)
+    every_epoch.epoch(record(1, val_loss=0.25))  # a resumed trial writes epoch 1 again
+    every_epoch.epoch(record(4))
+    assert written() == ([1, 2, 3, 4], 4, 0.25)  # upserted, never duplicated
+    every_epoch.failed("a crash")
+    with sessions() as session:
+        assert session.get_one(Trial, claim.trial_id).state == TrialState.FAILED

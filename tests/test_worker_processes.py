@@ -41,6 +41,7 @@ def start_worker(url: str, data_dir: Path, *extra: str, **env: str) -> subproces
         "HPS_DATA_DIR": str(data_dir),
         "HPS_HEARTBEAT_INTERVAL_S": "0.2",
         "HPS_WORKER_GRACE_S": "2",
+        "HPS_EPOCH_FLUSH_S": "0",  # every epoch at once: the tests stop workers between epochs
         **env,
     }
     log = data_dir / f"worker-{time.monotonic_ns()}.log"

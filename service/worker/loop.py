@@ -87,6 +87,7 @@ class WorkerProcess:
                 checkpoint_root=self.settings.checkpoint_dir,
                 max_retries=self.settings.max_retries,
                 db_retry_s=self.settings.db_retry_s,
+                epoch_flush_s=self.settings.epoch_flush_s,
             ),
             self.stopping.is_set,
         )

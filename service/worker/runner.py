@@ -36,6 +36,7 @@ class RunOptions:
     checkpoint_root: Path = Path("hpsearch-data/checkpoints")
     max_retries: int = 2
     db_retry_s: float = 300.0
+    epoch_flush_s: float = 1.0
 
 
 class TrialRunner:
@@ -52,10 +53,16 @@ class TrialRunner:
         self.worker_id = worker_id
         self.options = options
         self.stop_requested = stop_requested
+        # Optuna's Study per study name, kept across trials: loading one costs several round
+        # trips (and create_study's duplicate-name probe), and each Study carries its own
+        # cache of the finished trials the sampler reads.
+        self._studies: dict[str, optuna.Study] = {}
 
     def run(self, claim: Claim) -> TrialResult | None:
         patience_s = self.options.db_retry_s
-        recorder = TrialRecorder(self.factory, claim.trial_id, self.worker_id, patience_s)
+        recorder = TrialRecorder(
+            self.factory, claim.trial_id, self.worker_id, patience_s, self.options.epoch_flush_s
+        )
         try:
             spec = StudySpec.model_validate(claim.spec)
             template = spec.template(self._dataset(spec))
@@ -67,17 +74,8 @@ class TrialRunner:
             fail_study(self.factory, claim.study_id, str(error), patience_s)
             return None
 
-        def open_study() -> optuna.Study:
-            return optuna.create_study(
-                study_name=claim.optuna_study_name,
-                storage=self.storage,
-                direction=spec.objective.resolved_direction,
-                sampler=sampler,
-                pruner=pruner,
-                load_if_exists=True,
-            )
-
-        study = with_db_retry(open_study, "load the Optuna study", patience_s=patience_s)
+        study = self._study(claim, spec)
+        study.sampler, study.pruner = sampler, pruner
         # A lost answer to a committed ask would leave one orphan Optuna trial behind; that
         # rare case is better than a worker that dies with its claimed slot.
         trial = with_db_retry(study.ask, "ask Optuna for a trial", patience_s=patience_s)
@@ -140,6 +138,26 @@ class TrialRunner:
         else:
             tell(state=optuna_state)
         return result
+
+    def _study(self, claim: Claim, spec: StudySpec) -> optuna.Study:
+        study = self._studies.get(claim.optuna_study_name)
+        if study is not None:
+            return study
+
+        def open_study() -> optuna.Study:
+            return optuna.create_study(
+                study_name=claim.optuna_study_name,
+                storage=self.storage,
+                direction=spec.objective.resolved_direction,
+                load_if_exists=True,
+            )
+
+        patience_s = self.options.db_retry_s
+        study = with_db_retry(open_study, "load the Optuna study", patience_s=patience_s)
+        if len(self._studies) >= 16:  # a long-lived worker sees many studies
+            self._studies.clear()
+        self._studies[claim.optuna_study_name] = study
+        return study
 
     def _dataset(self, spec: StudySpec) -> DatasetConfig | None:
         if not isinstance(spec.dataset, UploadedDataset):

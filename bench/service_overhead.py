@@ -1,0 +1,166 @@
+"""Service overhead: a 20-trial digits study run by a worker on PostgreSQL vs the same trial
+configs run by `run_trial` in a plain loop, in one process, one run. The study is
+examples/digits-techniques.json (TPE over initializer, optimizer, regularizer, λ, dropout,
+learning rate, batch size; EarlyStopping patience 3) with 20 trials and no pruner (a pruned
+trial would not be the same work as its plain run).
+
+The worker path is everything a trial costs in the service: the claim, Optuna's ask (sampling
+the conditional space), the trial and epoch rows written as it trains, the result, Optuna's
+tell and the study's bookkeeping. The plain loop then runs each trial's own TrialConfig (same
+params, same seed) with `run_trial` and nothing else. Both use one torch thread; the data
+splits are cached per process and warmed first. Prints both totals and their ratio.
+
+    .venv/bin/python bench/service_overhead.py [--trials 20] [--repeats 3] [--pruner none]
+        [--sampler tpe|random] [--url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
+
+Target: ratio <= 1.03.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import torch
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+
+from service.config import Settings
+from service.db.engine import create_db_engine, make_session_factory, transaction
+from service.db.migrate import upgrade
+from service.db.models import Study, Trial
+from service.studies.spec import StudySpec
+from service.worker.loop import WorkerOptions, WorkerProcess
+from trainer import run_trial
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits-techniques.json"
+
+
+class NoReporter:
+    def report(self, epoch: int, value: float) -> None:
+        pass
+
+    def should_prune(self) -> bool:
+        return False
+
+
+def study_spec(n_trials: int, pruner: str, sampler: str = "tpe") -> StudySpec:
+    """examples/digits-techniques.json with n_trials, one trial at a time, the pruner and
+    the sampler (seeded)."""
+    spec: dict[str, Any] = json.loads(EXAMPLE.read_text())
+    spec["budget"] = {**spec["budget"], "n_trials": n_trials, "max_parallel_trials": 1}
+    spec["pruner"] = {"name": pruner}
+    spec["sampler"] = {"name": sampler, "seed": 42}
+    return StudySpec.model_validate(spec)
+
+
+def fresh_database(server_url: str) -> str:
+    name = f"hps_bench_{uuid.uuid4().hex[:8]}"
+    libpq = make_url(server_url).set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(libpq, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    return url
+
+
+def drop_database(server_url: str, url: str) -> None:
+    libpq = make_url(server_url).set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(libpq, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+
+
+def through_the_service(url: str, spec: StudySpec, data_dir: Path) -> tuple[float, list[Trial]]:
+    engine = create_db_engine(url)
+    factory = make_session_factory(engine)
+    with transaction(factory) as session:
+        study = Study(
+            name=spec.name,
+            spec=spec.model_dump(mode="json"),
+            direction=spec.objective.resolved_direction,
+            objective_metric=spec.objective.metric,
+            n_trials=spec.budget.n_trials,
+            max_parallel_trials=1,
+            optuna_study_name=f"hps-{uuid.uuid4().hex}",
+        )
+        session.add(study)
+        session.flush()
+        study_id = study.id
+    settings = Settings(database_url=url, data_dir=data_dir)
+    started = time.perf_counter()
+    worker = WorkerProcess(
+        settings, WorkerOptions(device="cpu", num_threads=1, exit_when_idle=True)
+    )
+    worker.run()
+    elapsed = time.perf_counter() - started
+    with factory() as session:
+        trials = list(
+            session.scalars(select(Trial).where(Trial.study_id == study_id).order_by(Trial.number))
+        )
+    engine.dispose()
+    return elapsed, trials
+
+
+def plain_loop(spec: StudySpec, trials: list[Trial], checkpoints: Path) -> float:
+    template = spec.template()
+    configs = [
+        dataclasses.replace(template.config_for(trial.params), seed=spec.seed + trial.number)
+        for trial in trials
+    ]
+    started = time.perf_counter()
+    for index, config in enumerate(configs):
+        run_trial(config, NoReporter(), checkpoints / f"plain-{index}", device="cpu", num_threads=1)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pruner", default="none", help="the study's pruner (median reports)")
+    parser.add_argument("--sampler", default="tpe", help="tpe (the example's) or random")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(1)
+    spec = study_spec(args.trials, args.pruner, args.sampler)
+    service_times, plain_times, ratios = [], [], []
+    for repeat in range(args.repeats + 1):  # the first round warms caches and is not counted
+        url = fresh_database(args.url)
+        data_dir = Path(tempfile.mkdtemp(prefix="hps-bench-"))
+        try:
+            service_s, trials = through_the_service(url, spec, data_dir)
+            plain_s = plain_loop(spec, trials, data_dir)
+        finally:
+            drop_database(args.url, url)
+            shutil.rmtree(data_dir, ignore_errors=True)
+        epochs = sum(trial.epochs_run for trial in trials)
+        label = "warm-up" if repeat == 0 else f"run {repeat}"
+        print(
+            f"{label}: service {service_s:.2f} s, plain run_trial loop {plain_s:.2f} s, "
+            f"ratio {service_s / plain_s:.3f} ({len(trials)} trials, {epochs} epochs)"
+        )
+        if repeat:
+            service_times.append(service_s)
+            plain_times.append(plain_s)
+            ratios.append(service_s / plain_s)
+    print(
+        f"service {statistics.median(service_times):.2f} s "
+        f"[{min(service_times):.2f}-{max(service_times):.2f}], plain "
+        f"{statistics.median(plain_times):.2f} s [{min(plain_times):.2f}-{max(plain_times):.2f}], "
+        f"ratio median {statistics.median(ratios):.3f} [{min(ratios):.3f}-{max(ratios):.3f}]"
+    )
+
+
+if __name__ == "__main__":
+    main()
