@@ -153,3 +153,22 @@ def seed_trial(
                 )
             )
         return trial.id
+
+
+@pytest.fixture
+def server_settings(migrated_database_url: str, tmp_path: Path) -> Settings:
+    """Settings of a real server over the test database, on a free port."""
+    return make_settings(migrated_database_url, tmp_path / "data", port=free_port())
+
+
+@pytest.fixture
+def url(server_settings: Settings) -> Iterator[str]:
+    """The base URL of a real server (uvicorn in a thread) over the test database."""
+    from service.stack import BackgroundServer
+
+    server = BackgroundServer(server_settings)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{server_settings.port}"
+    finally:
+        server.stop()

@@ -7,7 +7,6 @@ on a fresh SQLite database. Over 1,000 requests in all; the last test checks tha
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,19 +17,13 @@ from hypothesis import HealthCheck, settings
 from service.api.app import create_app
 from service.config import Settings
 from service.stack import BackgroundServer
+from tests.api_fixtures import free_port
 
 TOKEN = "fuzz-token"
 REQUESTS: list[int] = []
 
 # Building the app touches no database: the schema is known before any server runs.
 schema = schemathesis.openapi.from_dict(create_app(Settings(api_token=TOKEN)).openapi())
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")

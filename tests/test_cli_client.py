@@ -11,12 +11,11 @@ import csv
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,35 +29,11 @@ from service.cli import app
 from service.config import Settings
 from service.db.engine import transaction
 from service.db.models import Study, StudyStatus, TrialState
-from service.stack import BackgroundServer
-from tests.api_fixtures import TOKEN, make_settings, seed_study, seed_trial, valid_spec
+from tests.api_fixtures import TOKEN, free_port, seed_study, seed_trial, valid_spec
 
 pytest_plugins = ["tests.api_fixtures"]
 
 WORKER_FLAGS = ["--device", "cpu", "--threads", "1", "--poll", "0.2", "--exit-when-idle"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def server_settings(migrated_database_url: str, tmp_path: Path) -> Settings:
-    return make_settings(migrated_database_url, tmp_path / "data", port=free_port())
-
-
-@pytest.fixture
-def url(server_settings: Settings) -> Iterator[str]:
-    """The real server in a thread over the test database; its base URL."""
-    server = BackgroundServer(server_settings)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{server_settings.port}"
-    finally:
-        server.stop()
 
 
 def hps(url: str, *args: str, token: str = TOKEN) -> Result:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner, Result
 
 from service.cli import app
-from service.config import Settings
 from service.db.engine import transaction
 from service.db.models import Study
 from service.gate import Measurement, SeedRun, save_baseline
-from service.stack import BackgroundServer
-from tests.api_fixtures import TOKEN, make_settings, seed_study, seed_trial
-from tests.test_cli_client import free_port
+from tests.api_fixtures import TOKEN, free_port, seed_study, seed_trial
 
 pytest_plugins = ["tests.api_fixtures"]
 
@@ -53,21 +49,6 @@ def finished_study(
         row.best_trial_id = trial_id
         row.best_value = 0.5
     return study_id
-
-
-@pytest.fixture
-def server_settings(migrated_database_url: str, tmp_path: Path) -> Settings:
-    return make_settings(migrated_database_url, tmp_path / "data", port=free_port())
-
-
-@pytest.fixture
-def url(server_settings: Settings) -> Iterator[str]:
-    server = BackgroundServer(server_settings)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{server_settings.port}"
-    finally:
-        server.stop()
 
 
 def hps(*args: str, url: str | None = None) -> Result:
