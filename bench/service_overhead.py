@@ -34,6 +34,7 @@ import psycopg
 import torch
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
 from service.db.engine import create_db_engine, make_session_factory, transaction
@@ -80,9 +81,8 @@ def drop_database(server_url: str, url: str) -> None:
         admin.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
 
 
-def through_the_service(url: str, spec: StudySpec, data_dir: Path) -> tuple[float, list[Trial]]:
-    engine = create_db_engine(url)
-    factory = make_session_factory(engine)
+def queue_study(factory: sessionmaker[Session], spec: StudySpec, max_parallel: int = 1) -> int:
+    """The study row a REST submit would store (its id)."""
     with transaction(factory) as session:
         study = Study(
             name=spec.name,
@@ -90,12 +90,18 @@ def through_the_service(url: str, spec: StudySpec, data_dir: Path) -> tuple[floa
             direction=spec.objective.resolved_direction,
             objective_metric=spec.objective.metric,
             n_trials=spec.budget.n_trials,
-            max_parallel_trials=1,
+            max_parallel_trials=max_parallel,
             optuna_study_name=f"hps-{uuid.uuid4().hex}",
         )
         session.add(study)
         session.flush()
-        study_id = study.id
+        return study.id
+
+
+def through_the_service(url: str, spec: StudySpec, data_dir: Path) -> tuple[float, list[Trial]]:
+    engine = create_db_engine(url)
+    factory = make_session_factory(engine)
+    study_id = queue_study(factory, spec)
     settings = Settings(database_url=url, data_dir=data_dir)
     started = time.perf_counter()
     worker = WorkerProcess(

@@ -22,17 +22,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 from sqlalchemy import func, select
 
-from service.db.engine import create_db_engine, make_session_factory, transaction
+from service.db.engine import create_db_engine, make_session_factory
 from service.db.models import Study, StudyStatus, Trial
 from service.studies.spec import StudySpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from service_overhead import drop_database, fresh_database
+from service_overhead import drop_database, fresh_database, queue_study
 
 
 def study_spec(n_trials: int) -> StudySpec:
@@ -61,19 +60,7 @@ def run(server_url: str, n_trials: int, n_workers: int) -> tuple[float, float]:
     try:
         spec = study_spec(n_trials)
         factory = make_session_factory(engine)
-        with transaction(factory) as session:
-            study = Study(
-                name=spec.name,
-                spec=spec.model_dump(mode="json"),
-                direction=spec.objective.resolved_direction,
-                objective_metric=spec.objective.metric,
-                n_trials=n_trials,
-                max_parallel_trials=2,
-                optuna_study_name=f"hps-{uuid.uuid4().hex}",
-            )
-            session.add(study)
-            session.flush()
-            study_id = study.id
+        study_id = queue_study(factory, spec, max_parallel=2)
         environment = {**os.environ, "HPS_DATABASE_URL": url, "HPS_DATA_DIR": str(data_dir)}
         command = [sys.executable, "-m", "service.worker", "--device", "cpu", "--threads", "1"]
         started = time.perf_counter()
