@@ -6,7 +6,7 @@ on loopback for `--seconds` against `GET /api/v1/studies/{id}/trials?limit=50` a
 `GET /api/v1/studies/{id}`, and prints requests/s, p50 and p99 for each.
 
     .venv/bin/python bench/api_load.py [--url postgresql+psycopg://postgres@127.0.0.1/postgres]
-        [--seconds 30] [--connections 8]
+        [--seconds 30] [--connections 8] [--server-workers 1]
 
 Needs wrk (Debian: apt-get install wrk). Target: p99 <= 50 ms at >= 300 req/s on 2 cores.
 """
@@ -139,6 +139,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--trials", type=int, default=10_000)
+    parser.add_argument(
+        "--server-workers", type=int, default=1, help="uvicorn processes (hpsearch serve --workers)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
@@ -162,6 +165,8 @@ def main() -> None:
             "8765",
             "--log-level",
             "warning",
+            "--workers",
+            str(args.server_workers),
         ],
         env=env,
     )
