@@ -137,6 +137,12 @@ export const DIAGNOSIS_COLORS = {
 
 // --- small helpers ---------------------------------------------------------------------------
 
+// An axis of counts (trials, epochs): Plotly would put ticks at 0.5 on a short range.
+export function countAxis(title, values) {
+  const span = values.length ? Math.max(...values) - Math.min(...values) : 0;
+  return { title: { text: title }, ...(span <= 10 ? { dtick: 1 } : {}) };
+}
+
 export function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attributes)) {

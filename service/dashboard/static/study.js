@@ -2,7 +2,7 @@
 // kept live by polling the study while it is queued or running.
 import {
   ACTIVE, DIAGNOSIS_COLORS, PLOT_CONFIG, api, badge, baseLayout, el, errorText, fmtAge,
-  fmtDuration, fmtNumber, initPage, loadPlotly, poll, setStatus,
+  countAxis, fmtDuration, fmtNumber, initPage, loadPlotly, poll, setStatus,
 } from "/static/common.js";
 
 initPage();
@@ -176,7 +176,7 @@ async function plotHistory(Plotly) {
     ],
     {
       title: { text: `Optimization history (${done.length} complete, ${others.length} pruned or failed)` },
-      xaxis: { title: { text: "trial" } },
+      xaxis: countAxis("trial", summary.number),
       yaxis: { title: { text: summary.objective_metric } },
     },
   );
@@ -263,7 +263,7 @@ async function plotIntermediate(Plotly) {
   const note = data.total_trials > data.number.length ? `, latest ${data.number.length} of ${data.total_trials} trials` : "";
   await draw(Plotly, "plot-intermediate", traces, {
     title: { text: `Intermediate values per epoch${note}` },
-    xaxis: { title: { text: "epoch" } },
+    xaxis: countAxis("epoch", data.epoch.flat()),
     yaxis: { title: { text: data.metric } },
   });
 }

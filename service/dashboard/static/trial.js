@@ -1,7 +1,7 @@
 // The trial page: parameters, metrics, learning curves with the best epoch and the
 // early-stopping point marked, diagnosis, retry history, checkpoint download.
 import {
-  PLOT_CONFIG, api, badge, baseLayout, el, errorText, fmtDuration, fmtNumber, fmtTime,
+  PLOT_CONFIG, api, badge, baseLayout, countAxis, el, errorText, fmtDuration, fmtNumber, fmtTime,
   initPage, loadPlotly, poll, setStatus,
 } from "/static/common.js";
 
@@ -99,7 +99,7 @@ async function plotCurves() {
     await Plotly.react(
       node,
       [curve(key, `train ${label}`, "#4c78a8", "solid"), curve(`val_${key}`, `validation ${label}`, "#f58518", "dot")],
-      baseLayout({ title: { text: `Learning curve: ${label}` }, xaxis: { title: { text: "epoch" } }, yaxis: { title: { text: label } }, margin: { l: 56, r: 16, t: 56, b: 44 }, ...markers() }),
+      baseLayout({ title: { text: `Learning curve: ${label}` }, xaxis: countAxis("epoch", epochs), yaxis: { title: { text: label } }, margin: { l: 56, r: 16, t: 56, b: 44 }, ...markers() }),
       PLOT_CONFIG,
     );
   }
