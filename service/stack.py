@@ -106,10 +106,16 @@ def base_url(settings: Settings) -> str:
     return f"http://{settings.host}:{settings.port}"
 
 
+def dashboard_url(settings: Settings, token: str, path: str = "/") -> str:
+    """The dashboard's address with the token, which the page keeps and strips from the URL."""
+    return f"{base_url(settings)}{path}?token={token}"
+
+
 def run_up(settings: Settings, workers: int, device: str, threads: int | None) -> int:
     token = prepare(settings)
     processes = spawn_workers(settings, workers, device, threads)
-    console.print(f"hpsearch API at {base_url(settings)}/docs  ({workers} worker(s) on {device})")
+    console.print(f"dashboard: {dashboard_url(settings, token)}", soft_wrap=True)
+    console.print(f"API: {base_url(settings)}/docs  ({workers} worker(s) on {device})")
     console.print(f"token: {token}   (send it as 'Authorization: Bearer <token>')")
     console.print(f"worker logs in {settings.data_dir / 'logs'}; Ctrl-C stops everything")
     try:
@@ -138,10 +144,15 @@ def run_demo(
             f"study {study['id']} '{study['name']}' queued: {study['n_trials']} trials; "
             f"API {base_url(settings)}/docs, token {token}"
         )
+        study_page = dashboard_url(settings, token, f"/studies/{study['id']}")
+        console.print(f"follow it live: {study_page}", soft_wrap=True)
         final = follow_study(api, study, console)
         print_leaderboard(api, final, console)
         if not exit_when_done:
-            console.print(f"serving at {base_url(settings)} until Ctrl-C")
+            console.print(
+                f"serving the dashboard at {dashboard_url(settings, token)} until Ctrl-C",
+                soft_wrap=True,
+            )
             while True:
                 time.sleep(3600)
         return 0 if final["status"] == "completed" else 1
