@@ -18,6 +18,7 @@ from service.db.models import Study, StudyStatus, Trial, TrialEpoch, TrialState,
 from service.queue.claim import claim_trial
 from service.studies.spec import StudySpec
 from service.worker.loop import WorkerOptions, WorkerProcess
+from service.worker.optuna_bridge import make_sampler
 from service.worker.recorder import TrialRecorder
 from trainer import EpochRecord
 
@@ -245,3 +246,14 @@ def test_epochs_are_written_at_once_then_at_most_every_flush_interval(
     every_epoch.failed("a crash")
     with sessions() as session:
         assert session.get_one(Trial, claim.trial_id).state == TrialState.FAILED
+
+
+def test_tpe_lies_about_running_trials_only_when_trials_run_in_parallel() -> None:
+    # Optuna keeps the setting private; its cost (a database read per suggest) is why it matters.
+    tpe = {"name": "tpe", "seed": 0}
+    alone = make_sampler(spec(sampler=tpe, budget={"n_trials": 3, "max_parallel_trials": 1}), 0)
+    parallel = make_sampler(spec(sampler=tpe, budget={"n_trials": 3, "max_parallel_trials": 4}), 0)
+    assert isinstance(alone, optuna.samplers.TPESampler)
+    assert isinstance(parallel, optuna.samplers.TPESampler)
+    assert alone._constant_liar is False
+    assert parallel._constant_liar is True

@@ -50,6 +50,7 @@ class TrialRecorder:
         self.patience_s = patience_s
         self.epoch_flush_s = epoch_flush_s
         self._pending: list[EpochRecord] = []
+        self._written: set[int] = set()  # epochs already in the database
         self._last_flush = -math.inf
 
     @retried("record the trial start")
@@ -92,14 +93,15 @@ class TrialRecorder:
                     heartbeat_at=utcnow(),
                 )
             )
+        self._written.update(record.epoch for record in self._pending)
         self._pending = []
         self._last_flush = time.monotonic()
 
     @retried("record the result")
     def finished(self, result: TrialResult, state: TrialState) -> None:
         with transaction(self.factory) as session:
-            # every epoch, a resumed trial's first ones (from its checkpoint) included
-            _upsert_epochs(session, self.trial_id, result.history)
+            # the epochs not written yet, a resumed trial's first ones (from its checkpoint) too
+            _upsert_epochs(session, self.trial_id, self._unwritten(result.history))
             trial = session.get_one(Trial, self.trial_id)
             trial.resumed_from_epoch = result.resumed_from_epoch
             trial.state = state
@@ -126,7 +128,7 @@ class TrialRecorder:
         """The worker stops (SIGTERM): fail this trial and queue a retry resuming from its
         last checkpoint, for whichever worker comes next."""
         with transaction(self.factory) as session:
-            _upsert_epochs(session, self.trial_id, result.history)
+            _upsert_epochs(session, self.trial_id, self._unwritten(result.history))
             trial = session.get_one(Trial, self.trial_id)
             trial.epochs_run = result.epochs_run
             trial.last_checkpoint_path = result.last_checkpoint
@@ -145,6 +147,9 @@ class TrialRecorder:
             trial.finished_at = utcnow()
             self._release_worker(session)
             _update_study(session, trial)
+
+    def _unwritten(self, history: Sequence[EpochRecord]) -> list[EpochRecord]:
+        return [record for record in history if record.epoch not in self._written]
 
     def _release_worker(self, session: Session) -> None:
         session.flush()  # the trial's row before the worker's: one lock order everywhere
