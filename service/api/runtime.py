@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +15,7 @@ from service.api.auth import resolve_api_tokens
 from service.config import Settings
 from service.db.engine import create_db_engine, make_session_factory
 from service.metrics import DatabaseCollector, Metrics
+from service.process import freeze_startup_objects
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     collector = DatabaseCollector(runtime.session_factory)
     metrics.registry.register(collector)
     app.state.runtime = runtime
-    _freeze_startup_objects()
+    freeze_startup_objects()
     try:
         yield
     finally:
@@ -61,25 +61,3 @@ def _migrate(url: str) -> None:
 
     logger.info("applying migrations to %s", url)
     upgrade(url)
-
-
-def _freeze_startup_objects() -> None:
-    """Hide what startup loaded from the cyclic garbage collector, once per process.
-
-    A server process holds millions of long-lived objects (torch, scikit-learn, pydantic
-    schemas, SQLAlchemy mappers); every full collection walks them all, a ~150 ms stall of
-    every request in flight, which was the API's p99 under load (190 ms -> 60 ms with it).
-    Frozen objects are never freed by the collector, so this is done once, after startup's
-    garbage is collected. In a test process it also makes full collections more frequent, so
-    a leaked, unclosed database connection shows up as a ResourceWarning sooner (and in
-    whichever test is running then): close what you open.
-    """
-    global _frozen
-    if _frozen:
-        return
-    _frozen = True
-    gc.collect()
-    gc.freeze()
-
-
-_frozen = False

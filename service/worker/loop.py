@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.config import Settings
 from service.db.engine import create_db_engine, make_session_factory, transaction
 from service.db.models import Trial, TrialState, Worker, utcnow
+from service.process import freeze_startup_objects
 from service.queue.claim import claim_trial
 from service.queue.reaper import reap_lost_trials
 from service.worker.db_retry import RETRYABLE, with_db_retry
@@ -75,6 +76,7 @@ class WorkerProcess:
 
     def run(self) -> int:
         """Work until stopped (or idle, with exit_when_idle). Returns the process exit code."""
+        freeze_startup_objects()
         heartbeat = threading.Thread(target=self._heartbeat, daemon=True)
         heartbeat.start()
         runner = TrialRunner(
