@@ -19,6 +19,8 @@ def test_pages_need_no_token_and_hold_no_data(anonymous: TestClient) -> None:
         assert response.status_code == 200, path
         assert response.headers["content-type"].startswith("text/html")
         assert 'type="module"' in response.text
+        assert 'id="token-dialog"' in response.text  # the shared header, included
+        assert "<!--#include" not in response.text
     assert anonymous.get("/studies/not-a-number").status_code == 422
 
 

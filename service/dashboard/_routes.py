@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,17 @@ def _plotly_js() -> _Asset:
     return _Asset(body, gzip.compress(body, compresslevel=6, mtime=0), etag)
 
 
+_INCLUDE = re.compile(r"<!--#include ([\w.-]+)-->")
+
+
+@functools.cache
+def _page_html(name: str) -> str:
+    """A page with its `<!--#include file-->` lines replaced by the files (the header and
+    token dialog every page shares), assembled once per process."""
+    text = (STATIC_DIR / name).read_text(encoding="utf-8")
+    return _INCLUDE.sub(lambda match: (STATIC_DIR / match.group(1)).read_text("utf-8"), text)
+
+
 def _examples(directory: Path) -> list[dict[str, Any]]:
     examples = []
     for path in sorted(directory.glob("*.json")):
@@ -71,19 +83,19 @@ def _examples(directory: Path) -> list[dict[str, Any]]:
 def create_dashboard_router(examples_dir: Path = EXAMPLES_DIR) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
-    def page(name: str) -> FileResponse:
-        return FileResponse(STATIC_DIR / name, media_type="text/html", headers=_NO_STORE)
+    def page(name: str) -> HTMLResponse:
+        return HTMLResponse(_page_html(name), headers=_NO_STORE)
 
     @router.get("/")
-    async def studies_page() -> FileResponse:
+    async def studies_page() -> HTMLResponse:
         return page("index.html")
 
     @router.get("/studies/{study_id}")
-    async def study_page(study_id: _Id) -> FileResponse:
+    async def study_page(study_id: _Id) -> HTMLResponse:
         return page("study.html")
 
     @router.get("/studies/{study_id}/trials/{number}")
-    async def trial_page(study_id: _Id, number: _Id) -> FileResponse:
+    async def trial_page(study_id: _Id, number: _Id) -> HTMLResponse:
         return page("trial.html")
 
     @router.get("/static/examples.json")
