@@ -54,6 +54,8 @@ def seed(url: str, n_trials: int, n_epochs: int) -> int:
             name="bench",
             spec={"name": "bench"},
             status="completed",
+            started_at=utcnow(),
+            finished_at=utcnow(),
             direction="minimize",
             objective_metric="val_loss",
             n_trials=n_trials,

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import optuna
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
@@ -234,3 +234,28 @@ def test_delete_a_study_optuna_never_saw(client: TestClient, db: sessionmaker[Se
     study_id = seed_study(db, status="cancelled", finished_at=utcnow() - timedelta(days=1))
     assert client.delete(f"{STUDIES}/{study_id}").status_code == 204
     assert client.get(STUDIES).json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "group_bys"), [("running", 2), ("completed", 1), ("cancelled", 1), ("failed", 2)]
+)
+def test_a_settled_study_counts_its_trials_once(
+    client: TestClient, db: sessionmaker[Session], status: str, group_bys: int
+) -> None:
+    study_id = seed_study(db, status=status, finished_at=None if status == "running" else utcnow())
+    seed_trial(db, study_id, 0, state="complete", value=0.5)
+    seed_trial(db, study_id, 1, state="pruned")
+    statements: list[str] = []
+
+    def record(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        first = client.get(f"{STUDIES}/{study_id}").json()["trial_counts"]
+        second = client.get(f"{STUDIES}/{study_id}").json()["trial_counts"]
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert first == second
+    assert (first["complete"], first["pruned"], first["running"]) == (1, 1, 0)
+    assert sum("GROUP BY" in statement for statement in statements) == group_bys

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import weakref
+from datetime import datetime
 from typing import Literal, cast
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from service.db.models import Study, StudyStatus, Trial, TrialState
@@ -27,7 +30,7 @@ def get_study(session: Session, study_id: int) -> StudyDetail:
     with reading(session):
         study = find_study(session, study_id)
         trials = TrialRepository(session)
-        counts = trials.count_by_state(study_id)
+        counts = _trial_counts(session, trials, study)
         best = _best_trial(trials, study)
         return StudyDetail.model_validate(
             {
@@ -37,6 +40,34 @@ def get_study(session: Session, study_id: int) -> StudyDetail:
                 "best_trial": None if best is None else TrialRead.model_validate(best),
             }
         )
+
+
+_SETTLED = (StudyStatus.COMPLETED, StudyStatus.CANCELLED)
+"""No trial of a study in these states changes any more (none runs: the study ended only
+when the last one did), so its counts are computed once. (A failed study's running trials
+may still report back.)"""
+
+# Per engine (a process's database), never shared between two databases.
+_settled_counts: weakref.WeakKeyDictionary[Engine, dict[tuple[int, datetime], dict[str, int]]]
+_settled_counts = weakref.WeakKeyDictionary()
+_MAX_CACHED = 4096
+
+
+def _trial_counts(session: Session, trials: TrialRepository, study: Study) -> dict[str, int]:
+    """Trials by state: one GROUP BY over the study's trials (10,000 index entries for a large
+    study, most of a study read's database time), remembered for a study that has settled."""
+    bind = session.get_bind()
+    if study.status not in _SETTLED or study.finished_at is None or not isinstance(bind, Engine):
+        return trials.count_by_state(study.id)
+    cache = _settled_counts.setdefault(bind, {})
+    key = (study.id, study.finished_at)
+    counts = cache.get(key)
+    if counts is None:
+        counts = trials.count_by_state(study.id)
+        if len(cache) >= _MAX_CACHED:
+            cache.clear()
+        cache[key] = counts
+    return dict(counts)
 
 
 def find_study(session: Session, study_id: int) -> Study:
