@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, RowMapping, Text, UnaryExpression, cast, f
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from service.db.models import Trial, TrialEpoch
-from service.db.repositories._trials import LISTED_COLUMNS, SortOrder
+from service.db.repositories._trials import SortOrder, listed_page
 
 TableSort = Literal["number", "value", "state", "diagnosis", "duration_s", "epochs_run"]
 EpochMetric = Literal["loss", "accuracy", "val_loss", "val_accuracy"]
@@ -147,19 +147,7 @@ class AnalysisRepository:
         ]
         if sort != "number":
             ordering.append(Trial.number.asc())
-        total = self._session.scalar(select(func.count()).select_from(Trial).where(*filters))
-        rows = (
-            self._session.execute(
-                select(*LISTED_COLUMNS)
-                .where(*filters)
-                .order_by(*ordering)
-                .limit(limit)
-                .offset(offset)
-            )
-            .mappings()
-            .all()
-        )
-        return rows, total or 0
+        return listed_page(self._session, filters, ordering, limit, offset)
 
     def diagnoses(self, study_id: int) -> list[str]:
         """The diagnosis labels the study's trials carry."""

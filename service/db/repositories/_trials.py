@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-from sqlalchemy import RowMapping, UnaryExpression, case, func, select
+from sqlalchemy import ColumnElement, RowMapping, UnaryExpression, case, func, select
 from sqlalchemy.orm import Session, load_only, selectinload
 
 from service.db.models import Trial, TrialState
@@ -37,6 +37,34 @@ LISTED_COLUMNS = (
 )
 """The columns a trial list shows (no texts, no checkpoint paths)."""
 _LISTED = load_only(*LISTED_COLUMNS)
+
+
+def listed_page(
+    session: Session,
+    filters: Sequence[ColumnElement[bool]],
+    ordering: Sequence[UnaryExpression[Any]],
+    limit: int,
+    offset: int,
+) -> tuple[Sequence[RowMapping], int]:
+    """A page of trials as plain rows of `LISTED_COLUMNS`, and how many match `filters`.
+
+    The total rides along as an uncorrelated subquery (computed once): one round trip per
+    page instead of two, which is most of a page's cost under load."""
+    count = select(func.count()).select_from(Trial).where(*filters)
+    rows = (
+        session.execute(
+            select(*LISTED_COLUMNS, count.scalar_subquery().label("total"))
+            .where(*filters)
+            .order_by(*ordering)
+            .limit(limit)
+            .offset(offset)
+        )
+        .mappings()
+        .all()
+    )
+    if rows:
+        return rows, int(rows[0]["total"])
+    return rows, session.scalar(count) or 0  # a page past the end: count alone
 
 
 class ExportRow(NamedTuple):
@@ -118,29 +146,13 @@ class TrialRepository:
         filters = [Trial.study_id == study_id]
         if state is not None:
             filters.append(Trial.state == state)
-        count = select(func.count()).select_from(Trial).where(*filters)
         ordering: list[UnaryExpression[Any]]
         if sort == "value":
             value = Trial.value.asc() if order == "asc" else Trial.value.desc()
             ordering = [value.nulls_last(), Trial.number.asc()]
         else:
             ordering = [Trial.number.asc() if order == "asc" else Trial.number.desc()]
-        # The total rides along as an uncorrelated subquery (computed once): one round trip
-        # per page instead of two, which is most of a page's cost under load.
-        rows = (
-            self._session.execute(
-                select(*LISTED_COLUMNS, count.scalar_subquery().label("total"))
-                .where(*filters)
-                .order_by(*ordering)
-                .limit(limit)
-                .offset(offset)
-            )
-            .mappings()
-            .all()
-        )
-        if rows:
-            return rows, int(rows[0]["total"])
-        return rows, self._session.scalar(count) or 0  # a page past the end: count alone
+        return listed_page(self._session, filters, ordering, limit, offset)
 
     def export_rows(self, study_id: int) -> list[ExportRow]:
         """Every trial of a study, by number, with the columns an export shows."""
