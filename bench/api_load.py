@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import psycopg
@@ -43,6 +45,36 @@ def fresh_database(server_url: str) -> str:
     with psycopg.connect(libpq, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+@contextmanager
+def uvicorn_server(url: str, port: int, workers: int = 1) -> Iterator[str]:
+    """`uvicorn` on the app (as `hpsearch serve`) over database `url`, in its own process,
+    with a throw-away data directory; yields its base URL once `/healthz` answers."""
+    data_dir = tempfile.mkdtemp(prefix="hps-bench-")
+    env = {**os.environ, "HPS_DATABASE_URL": url, "HPS_API_TOKEN": TOKEN, "HPS_DATA_DIR": data_dir}
+    command = [sys.executable, "-m", "uvicorn", "--factory", "service.api.app:create_app"]
+    options = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    server = subprocess.Popen([*command, *options, "--workers", str(workers)], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def drop_database(server_url: str, url: str) -> None:
+    libpq = make_url(server_url).set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(libpq, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
 
 
 def seed(url: str, n_trials: int, n_epochs: int) -> int:
@@ -152,47 +184,17 @@ def main() -> None:
     started = time.perf_counter()
     study_id = seed(url, args.trials, 20)
     print(f"seeded {args.trials} trials x 20 epochs in {time.perf_counter() - started:.1f} s")
-    data_dir = tempfile.mkdtemp(prefix="hps-bench-")
-    env = {**os.environ, "HPS_DATABASE_URL": url, "HPS_API_TOKEN": TOKEN, "HPS_DATA_DIR": data_dir}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "service.api.app:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "8765",
-            "--log-level",
-            "warning",
-            "--workers",
-            str(args.server_workers),
-        ],
-        env=env,
-    )
     try:
-        base = "http://127.0.0.1:8765/api/v1"
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        for name, path in (
-            ("trials?limit=50", f"/studies/{study_id}/trials?limit=50"),
-            ("study", f"/studies/{study_id}"),
-        ):
-            rate, p50, p99 = wrk(base + path, args.seconds, args.connections)
-            print(f"GET {name:<16} {rate:8.1f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
+        with uvicorn_server(url, 8765, args.server_workers) as root:
+            base = f"{root}/api/v1"
+            for name, path in (
+                ("trials?limit=50", f"/studies/{study_id}/trials?limit=50"),
+                ("study", f"/studies/{study_id}"),
+            ):
+                rate, p50, p99 = wrk(base + path, args.seconds, args.connections)
+                print(f"GET {name:<16} {rate:8.1f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
     finally:
-        server.terminate()
-        server.wait(timeout=10)
-        libpq = make_url(args.url).set(drivername="postgresql").render_as_string(False)
-        with psycopg.connect(libpq, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
-        shutil.rmtree(data_dir, ignore_errors=True)
+        drop_database(args.url, url)
 
 
 if __name__ == "__main__":

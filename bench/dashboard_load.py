@@ -22,21 +22,15 @@ compiled every time); "warm" loads reload the page in one context. Target: table
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 
 import httpx
-import psycopg
-from api_load import TOKEN, fresh_database, seed
+from api_load import TOKEN, drop_database, fresh_database, seed, uvicorn_server
 from playwright.sync_api import Page, sync_playwright
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from service.db.engine import create_db_engine
 from service.db.migrate import upgrade
@@ -125,62 +119,32 @@ def main() -> None:
     started = time.perf_counter()
     study_id = seed_study(url, args.trials)
     print(f"seeded {args.trials} trials x 20 epochs in {time.perf_counter() - started:.1f} s")
-    data_dir = tempfile.mkdtemp(prefix="hps-bench-")
-    port = free_port()
-    env = {**os.environ, "HPS_DATABASE_URL": url, "HPS_API_TOKEN": TOKEN, "HPS_DATA_DIR": data_dir}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "service.api.app:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-    )
     try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        summary = httpx.get(
-            f"{base}/api/v1/studies/{study_id}/summary",
-            headers={"Authorization": f"Bearer {TOKEN}", "Accept-Encoding": "gzip"},
-        )
-        print(
-            f"summary: {len(summary.content) / 1e6:.2f} MB of JSON, "
-            f"{summary.elapsed.total_seconds() * 1000:.0f} ms"
-        )
-        address = f"{base}/studies/{study_id}?token={TOKEN}"
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            cold = []
-            for _ in range(args.loads + 1):  # the first load warms the server; not counted
+        with uvicorn_server(url, free_port()) as base:
+            summary = httpx.get(
+                f"{base}/api/v1/studies/{study_id}/summary",
+                headers={"Authorization": f"Bearer {TOKEN}", "Accept-Encoding": "gzip"},
+            )
+            print(
+                f"summary: {len(summary.content) / 1e6:.2f} MB of JSON, "
+                f"{summary.elapsed.total_seconds() * 1000:.0f} ms"
+            )
+            address = f"{base}/studies/{study_id}?token={TOKEN}"
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                cold = []
+                for _ in range(args.loads + 1):  # the first load warms the server; not counted
+                    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+                    cold.append(measure(context.new_page(), address))
+                    context.close()
                 context = browser.new_context(viewport={"width": 1400, "height": 1000})
-                cold.append(measure(context.new_page(), address))
-                context.close()
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-            page = context.new_page()
-            warm = [measure(page, address) for _ in range(args.loads + 1)]
-            browser.close()
-        report("cold", cold[1:])
-        report("warm", warm[1:])
+                page = context.new_page()
+                warm = [measure(page, address) for _ in range(args.loads + 1)]
+                browser.close()
+            report("cold", cold[1:])
+            report("warm", warm[1:])
     finally:
-        server.terminate()
-        server.wait(timeout=10)
-        libpq = make_url(args.url).set(drivername="postgresql").render_as_string(False)
-        with psycopg.connect(libpq, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
-        shutil.rmtree(data_dir, ignore_errors=True)
+        drop_database(args.url, url)
 
 
 if __name__ == "__main__":
