@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
 from service.db.models import Trial, utcnow
 from service.studies import TrialTable
+from service.studies.schemas import Page, TrialRead
 from tests.api_fixtures import TestClient, seed_study, seed_trial
 
 pytest_plugins = ["tests.api_fixtures"]
@@ -73,6 +76,76 @@ def test_trials_filter_by_state(client: TestClient, study_id: int) -> None:
     assert (running["total"], numbers(running)) == (2, [2, 5])
     complete = trials_of(client, study_id, state="complete", sort="value")
     assert numbers(complete) == [6, 1, 0, 3]
+
+
+def test_trials_page_is_the_json_of_its_models(
+    client: TestClient, db: sessionmaker[Session], study_id: int
+) -> None:
+    """The page splices the stored params/metrics JSON in by hand: it must be exactly what
+    `Page[TrialRead]` of the same trials encodes (values, nulls, datetimes, key sets)."""
+    retried = seed_trial(
+        db,
+        study_id,
+        7,
+        state="failed",
+        value=None,
+        metrics=None,
+        params={"lambda": 1e-06, "units": [128, 64], "name": 'naïve "quoted"'},
+        retry_of_id=None,
+        diagnosis="overfitting",
+        device="cuda:0",
+        stopped_early=True,
+        best_epoch=3,
+    )
+    seed_trial(db, study_id, 8, retry_of_id=retried, metrics={"val": {"loss": 1.5e-300}})
+    with db() as session:
+        trials = session.scalars(
+            select(Trial).where(Trial.study_id == study_id).order_by(Trial.number)
+        ).all()
+        expected = Page[TrialRead](
+            items=[TrialRead.model_validate(trial) for trial in trials[2:9]],
+            total=9,
+            limit=7,
+            offset=2,
+        )
+    response = client.get(f"/api/v1/studies/{study_id}/trials", params={"limit": 7, "offset": 2})
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == json.loads(expected.model_dump_json())
+
+
+@pytest.mark.parametrize("status", ["completed", "cancelled", "running", "failed"])
+def test_trials_pages_of_a_settled_study_count_its_trials_once(
+    client: TestClient, db: sessionmaker[Session], status: str
+) -> None:
+    settled = status in ("completed", "cancelled")
+    study = seed_study(db, status=status, finished_at=None if status == "running" else utcnow())
+    for number in range(5):
+        seed_trial(db, study, number, state="pruned" if number % 2 else "complete")
+    statements: list[str] = []
+
+    def record(*args: object) -> None:
+        statements.append(str(args[2]).lower())
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        pages = [
+            trials_of(client, study, limit=2),
+            trials_of(client, study, limit=2, offset=2),
+            trials_of(client, study, state="pruned"),
+            trials_of(client, study, state="complete", limit=1),
+        ]
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert [page["total"] for page in pages] == [5, 5, 2, 3]
+    assert [numbers(page) for page in pages] == [[0, 1], [2, 3], [1, 3], [0]]
+    counts = sum("count(" in statement for statement in statements)
+    # settled: the first page counts (and then counts by state, once); later pages never do
+    assert counts == (2 if settled else 4)
+
+
+def test_a_page_past_the_end_still_has_its_total(client: TestClient, study_id: int) -> None:
+    page = trials_of(client, study_id, offset=50)
+    assert (page["items"], page["total"]) == ([], 7)
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from service.studies.lifecycle import cancel_study, delete_study
 from service.studies.spec import StudySpec
 from service.studies.stats import ServiceStats, collect_stats
 from service.studies.submit import submit_study
-from service.studies.trials import CheckpointFile, get_trial, list_trials, trial_checkpoint
+from service.studies.trials import CheckpointFile, get_trial, list_trials_json, trial_checkpoint
 from service.studies.workers import list_workers
 from trainer.spec_error import SpecError
 
@@ -55,7 +55,7 @@ __all__ = [
     "get_trial",
     "list_datasets",
     "list_studies",
-    "list_trials",
+    "list_trials_json",
     "list_workers",
     "register_dataset",
     "submit_study",

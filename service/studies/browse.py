@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import weakref
-from datetime import datetime
 from typing import Literal, cast
 
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from service.db.models import Study, StudyStatus, Trial, TrialState
@@ -14,6 +11,7 @@ from service.db.repositories import StudyRepository, TrialRepository
 from service.studies._reads import reading
 from service.studies.errors import NotFoundError
 from service.studies.schemas import Page, StudyDetail, StudyRead, TrialRead
+from service.studies.settled_counts import is_settled, recall, remember
 
 
 def list_studies(
@@ -42,32 +40,17 @@ def get_study(session: Session, study_id: int) -> StudyDetail:
         )
 
 
-_SETTLED = (StudyStatus.COMPLETED, StudyStatus.CANCELLED)
-"""No trial of a study in these states changes any more (none runs: the study ended only
-when the last one did), so its counts are computed once. (A failed study's running trials
-may still report back.)"""
-
-# Per engine (a process's database), never shared between two databases.
-_settled_counts: weakref.WeakKeyDictionary[Engine, dict[tuple[int, datetime], dict[str, int]]]
-_settled_counts = weakref.WeakKeyDictionary()
-_MAX_CACHED = 4096
-
-
 def _trial_counts(session: Session, trials: TrialRepository, study: Study) -> dict[str, int]:
-    """Trials by state: one GROUP BY over the study's trials (10,000 index entries for a large
-    study, most of a study read's database time), remembered for a study that has settled."""
-    bind = session.get_bind()
-    if study.status not in _SETTLED or study.finished_at is None or not isinstance(bind, Engine):
+    """Trials by state: one GROUP BY, remembered for a study that has settled."""
+    if not is_settled(study.status, study.finished_at):
         return trials.count_by_state(study.id)
-    cache = _settled_counts.setdefault(bind, {})
-    key = (study.id, study.finished_at)
-    counts = cache.get(key)
-    if counts is None:
-        counts = trials.count_by_state(study.id)
-        if len(cache) >= _MAX_CACHED:
-            cache.clear()
-        cache[key] = counts
-    return dict(counts)
+    assert study.finished_at is not None
+    remembered = recall(session, study.id)
+    if remembered is not None and remembered[0] == study.finished_at:
+        return remembered[1]
+    counts = trials.count_by_state(study.id)
+    remember(session, study.id, study.finished_at, counts)
+    return counts
 
 
 def find_study(session: Session, study_id: int) -> Study:

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.db.models import Trial, TrialState
-from service.db.repositories import SortOrder, StudyRepository, TrialRepository, TrialSort
+from service.db.repositories import (
+    JsonTextPage,
+    SortOrder,
+    StudyRepository,
+    TrialRepository,
+    TrialSort,
+)
 from service.studies._reads import reading
 from service.studies.errors import ForbiddenError, NotFoundError
-from service.studies.schemas import EpochRead, Page, TrialDetail, TrialRead, TrialRef
+from service.studies.schemas import EpochRead, TrialDetail, TrialRead, TrialRef
+from service.studies.settled_counts import is_settled, recall, remember
+from service.studies.trial_json import trial_page_json
 
 
 @dataclass(frozen=True)
@@ -21,7 +30,7 @@ class CheckpointFile:
     download_name: str
 
 
-def list_trials(
+def list_trials_json(
     session: Session,
     study_id: int,
     *,
@@ -30,16 +39,48 @@ def list_trials(
     order: SortOrder,
     limit: int,
     offset: int,
-) -> Page[TrialRead]:
-    """A page of the study's trials, without their epochs."""
+) -> bytes:
+    """A page of the study's trials, without their epochs, as the JSON of `Page[TrialRead]`:
+    one round trip, whose count is left out when the study has settled and its counts are
+    remembered."""
     with reading(session):
-        rows, total = TrialRepository(session).page(
-            study_id, state=state, sort=sort, order=order, limit=limit, offset=offset
+        trials = TrialRepository(session)
+        remembered = recall(session, study_id)
+        page = trials.page_json_text(
+            study_id,
+            state=state,
+            sort=sort,
+            order=order,
+            limit=limit,
+            offset=offset,
+            with_total=remembered is None,
         )
+        total = _page_total(session, trials, study_id, state, page, remembered)
+    return trial_page_json(page.rows, total, limit, offset)
+
+
+def _page_total(
+    session: Session,
+    trials: TrialRepository,
+    study_id: int,
+    state: TrialState | None,
+    page: JsonTextPage,
+    remembered: tuple[datetime, dict[str, int]] | None,
+) -> int:
+    if not page.rows:  # an empty page: past the end, or no such study
+        total = trials.count(study_id, state)
         if total == 0:  # trials imply their study; only an empty page needs the check
             _require_study(session, study_id)
-        items = [TrialRead.model_validate(row) for row in rows]
-    return Page[TrialRead](items=items, total=total, limit=limit, offset=offset)
+        return total
+    finished_at = page.study_finished_at
+    if finished_at is None or not is_settled(page.study_status, finished_at):
+        return page.total if page.total is not None else trials.count(study_id, state)
+    if remembered is not None and remembered[0] == finished_at:
+        counts = remembered[1]
+    else:
+        counts = trials.count_by_state(study_id)
+        remember(session, study_id, finished_at, counts)
+    return sum(counts.values()) if state is None else counts.get(state.value, 0)
 
 
 def get_trial(session: Session, study_id: int, number: int) -> TrialDetail:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from service.api.deps import PageDep, ReadAccess, SessionDep, SettingsDep
 from service.api.paths import API_PREFIX, StudyId, TrialNumber
@@ -14,7 +14,7 @@ from service.studies import (
     TrialSort,
     TrialState,
     get_trial,
-    list_trials,
+    list_trials_json,
     trial_checkpoint,
 )
 from service.studies.schemas import Page, TrialDetail, TrialRead
@@ -24,7 +24,7 @@ router = APIRouter(
 )
 
 
-@router.get("")
+@router.get("", response_model=Page[TrialRead])
 def list_(
     study_id: StudyId,
     session: SessionDep,
@@ -32,9 +32,9 @@ def list_(
     state: Annotated[TrialState | None, Query(description="only trials in this state")] = None,
     sort: Annotated[TrialSort, Query(description="number, or value (no value: last)")] = "number",
     order: Annotated[SortOrder, Query()] = "asc",
-) -> Page[TrialRead]:
+) -> Response:
     """A page of the study's trials, without their learning curves."""
-    return list_trials(
+    body = list_trials_json(
         session,
         study_id,
         state=state,
@@ -43,6 +43,7 @@ def list_(
         limit=page.limit,
         offset=page.offset,
     )
+    return Response(body, media_type="application/json")
 
 
 @router.get("/{number}")

@@ -11,6 +11,7 @@ from service.db.repositories._studies import StudyRepository
 from service.db.repositories._trials import (
     DurationHistogram,
     ExportRow,
+    JsonTextPage,
     SortOrder,
     TrialRepository,
     TrialSort,
@@ -21,6 +22,7 @@ __all__ = [
     "DatasetRepository",
     "DurationHistogram",
     "ExportRow",
+    "JsonTextPage",
     "SortOrder",
     "StudyRepository",
     "TrialRepository",

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
-from sqlalchemy import ColumnElement, RowMapping, UnaryExpression, case, func, select
+from sqlalchemy import ColumnElement, RowMapping, Text, UnaryExpression, case, cast, func, select
 from sqlalchemy.orm import Session, load_only, selectinload
 
-from service.db.models import Trial, TrialState
+from service.db.models import Study, Trial, TrialState
 
 TrialSort = Literal["number", "value"]
 SortOrder = Literal["asc", "desc"]
@@ -37,6 +38,13 @@ LISTED_COLUMNS = (
 )
 """The columns a trial list shows (no texts, no checkpoint paths)."""
 _LISTED = load_only(*LISTED_COLUMNS)
+
+_JSON_TEXT_COLUMNS = (
+    *(column for column in LISTED_COLUMNS if column not in (Trial.params, Trial.metrics)),
+    cast(Trial.params, Text).label("params"),
+    cast(Trial.metrics, Text).label("metrics"),
+)
+"""`LISTED_COLUMNS` with params and metrics as the JSON text stored (not decoded)."""
 
 
 def listed_page(
@@ -65,6 +73,18 @@ def listed_page(
     if rows:
         return rows, int(rows[0]["total"])
     return rows, session.scalar(count) or 0  # a page past the end: count alone
+
+
+@dataclass(frozen=True)
+class JsonTextPage:
+    """A page of trials whose params and metrics are JSON text, with the study's status and
+    end time read in the same statement (None when the page is empty)."""
+
+    rows: Sequence[RowMapping]
+    total: int | None
+    """How many trials match, when it was asked for and the page has rows."""
+    study_status: str | None
+    study_finished_at: datetime | None
 
 
 class ExportRow(NamedTuple):
@@ -130,7 +150,7 @@ class TrialRepository:
             .limit(1)
         )
 
-    def page(
+    def page_json_text(
         self,
         study_id: int,
         *,
@@ -139,20 +159,47 @@ class TrialRepository:
         order: SortOrder,
         limit: int,
         offset: int,
-    ) -> tuple[Sequence[RowMapping], int]:
-        """A page of a study's trials as plain rows of `LISTED_COLUMNS` (a list is read-only:
-        no ORM identity or change tracking to pay for), and the total. By value, trials
-        without one come last either way, and ties go by number."""
-        filters = [Trial.study_id == study_id]
-        if state is not None:
-            filters.append(Trial.state == state)
-        ordering: list[UnaryExpression[Any]]
-        if sort == "value":
-            value = Trial.value.asc() if order == "asc" else Trial.value.desc()
-            ordering = [value.nulls_last(), Trial.number.asc()]
-        else:
-            ordering = [Trial.number.asc() if order == "asc" else Trial.number.desc()]
-        return listed_page(self._session, filters, ordering, limit, offset)
+        with_total: bool,
+    ) -> JsonTextPage:
+        """`page` for a caller that passes params and metrics on as JSON, in one round trip:
+        the rows (params and metrics as their stored JSON text), the study's status and end
+        time (a settled study's total may be known already), and the total if asked."""
+        filters = _study_filters(study_id, state)
+        columns = [
+            *_JSON_TEXT_COLUMNS,
+            select(Study.status).where(Study.id == study_id).scalar_subquery().label("_status"),
+            select(Study.finished_at)
+            .where(Study.id == study_id)
+            .scalar_subquery()
+            .label("_finished_at"),
+        ]
+        if with_total:
+            count = select(func.count()).select_from(Trial).where(*filters)
+            columns.append(count.scalar_subquery().label("_total"))
+        rows = (
+            self._session.execute(
+                select(*columns)
+                .where(*filters)
+                .order_by(*_page_order(sort, order))
+                .limit(limit)
+                .offset(offset)
+            )
+            .mappings()
+            .all()
+        )
+        if not rows:
+            return JsonTextPage(rows, None, None, None)
+        first = rows[0]
+        return JsonTextPage(
+            rows,
+            int(first["_total"]) if with_total else None,
+            first["_status"],
+            first["_finished_at"],
+        )
+
+    def count(self, study_id: int, state: TrialState | None = None) -> int:
+        statement = select(func.count()).select_from(Trial).where(*_study_filters(study_id, state))
+        return self._session.scalar(statement) or 0
 
     def export_rows(self, study_id: int) -> list[ExportRow]:
         """Every trial of a study, by number, with the columns an export shows."""
@@ -188,3 +235,18 @@ class TrialRepository:
             count=int(row[0]),
             total_s=float(row[1] or 0.0),
         )
+
+
+def _study_filters(study_id: int, state: TrialState | None) -> list[ColumnElement[bool]]:
+    filters = [Trial.study_id == study_id]
+    if state is not None:
+        filters.append(Trial.state == state)
+    return filters
+
+
+def _page_order(sort: TrialSort, order: SortOrder) -> list[UnaryExpression[Any]]:
+    """By number, or by value with trials without one last either way and ties by number."""
+    if sort == "value":
+        value = Trial.value.asc() if order == "asc" else Trial.value.desc()
+        return [value.nulls_last(), Trial.number.asc()]
+    return [Trial.number.asc() if order == "asc" else Trial.number.desc()]
