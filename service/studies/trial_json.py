@@ -11,44 +11,32 @@ the splicing by hand.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic_core import to_json
-from sqlalchemy import RowMapping
 
-_SCALARS = (
-    "id",
-    "number",
-    "state",
-    "value",
-    "epochs_run",
-    "best_epoch",
-    "stopped_early",
-    "diagnosis",
-    "device",
-    "duration_s",
-    "retry_of_id",
-    "started_at",
-    "finished_at",
-)
+from service.db.repositories import JSON_TEXT_SCALARS
 
 
-def trial_page_json(rows: Sequence[RowMapping], total: int, limit: int, offset: int) -> bytes:
+def trial_page_json(rows: Sequence[tuple[Any, ...]], total: int, limit: int, offset: int) -> bytes:
     """`{"items": [...], "total", "limit", "offset"}` as `Page[TrialRead]` would encode it."""
     items = b",".join(_trial_json(row) for row in rows)
     tail = to_json({"total": total, "limit": limit, "offset": offset})
     return b'{"items":[' + items + b"]," + tail[1:]
 
 
-def _trial_json(row: RowMapping) -> bytes:
+def _trial_json(row: tuple[Any, ...]) -> bytes:
+    """One row of `JsonTextPage.rows`: the scalars, then params and metrics as JSON text."""
     # Non-finite floats become null, as pydantic models encode them (the stored JSON never
     # holds any: the worker writes only finite metrics).
-    scalars = to_json({name: row[name] for name in _SCALARS}, inf_nan_mode="null")
-    metrics: str | None = row["metrics"]
+    scalars = to_json(dict(zip(JSON_TEXT_SCALARS, row, strict=False)), inf_nan_mode="null")
+    params: str = row[-2]
+    metrics: str | None = row[-1]
     return b"".join(
         (
             scalars[:-1],
             b',"params":',
-            row["params"].encode(),
+            params.encode(),
             b',"metrics":',
             b"null" if metrics is None else metrics.encode(),
             b"}",

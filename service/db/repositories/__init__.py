@@ -9,6 +9,7 @@ from service.db.repositories._datasets import DatasetRepository
 from service.db.repositories._health import ping
 from service.db.repositories._studies import StudyRepository
 from service.db.repositories._trials import (
+    JSON_TEXT_SCALARS,
     DurationHistogram,
     ExportRow,
     JsonTextPage,
@@ -19,6 +20,7 @@ from service.db.repositories._trials import (
 from service.db.repositories._workers import WorkerRepository
 
 __all__ = [
+    "JSON_TEXT_SCALARS",
     "DatasetRepository",
     "DurationHistogram",
     "ExportRow",

@@ -5,12 +5,25 @@ Lists use the (study_id, state) and (study_id, value) indexes and never load epo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
-from sqlalchemy import ColumnElement, RowMapping, Text, UnaryExpression, case, cast, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    RowMapping,
+    Select,
+    Text,
+    UnaryExpression,
+    bindparam,
+    case,
+    cast,
+    func,
+    select,
+)
 from sqlalchemy.orm import Session, load_only, selectinload
 
 from service.db.models import Study, Trial, TrialState
@@ -39,12 +52,11 @@ LISTED_COLUMNS = (
 """The columns a trial list shows (no texts, no checkpoint paths)."""
 _LISTED = load_only(*LISTED_COLUMNS)
 
-_JSON_TEXT_COLUMNS = (
-    *(column for column in LISTED_COLUMNS if column not in (Trial.params, Trial.metrics)),
-    cast(Trial.params, Text).label("params"),
-    cast(Trial.metrics, Text).label("metrics"),
+_TRIALS = Trial.__table__
+JSON_TEXT_SCALARS = tuple(
+    column.key for column in LISTED_COLUMNS if column.key not in ("study_id", "params", "metrics")
 )
-"""`LISTED_COLUMNS` with params and metrics as the JSON text stored (not decoded)."""
+"""The plain columns of a `JsonTextPage` row, in order; params and metrics (JSON text) follow."""
 
 
 def listed_page(
@@ -80,7 +92,8 @@ class JsonTextPage:
     """A page of trials whose params and metrics are JSON text, with the study's status and
     end time read in the same statement (None when the page is empty)."""
 
-    rows: Sequence[RowMapping]
+    rows: Sequence[tuple[Any, ...]]
+    """`JSON_TEXT_SCALARS`, then params and metrics as JSON text (metrics may be None)."""
     total: int | None
     """How many trials match, when it was asked for and the page has rows."""
     study_status: str | None
@@ -161,37 +174,20 @@ class TrialRepository:
         offset: int,
         with_total: bool,
     ) -> JsonTextPage:
-        """`page` for a caller that passes params and metrics on as JSON, in one round trip:
-        the rows (params and metrics as their stored JSON text), the study's status and end
-        time (a settled study's total may be known already), and the total if asked."""
-        filters = _study_filters(study_id, state)
-        columns = [
-            *_JSON_TEXT_COLUMNS,
-            select(Study.status).where(Study.id == study_id).scalar_subquery().label("_status"),
-            select(Study.finished_at)
-            .where(Study.id == study_id)
-            .scalar_subquery()
-            .label("_finished_at"),
-        ]
-        if with_total:
-            count = select(func.count()).select_from(Trial).where(*filters)
-            columns.append(count.scalar_subquery().label("_total"))
-        rows = (
-            self._session.execute(
-                select(*columns)
-                .where(*filters)
-                .order_by(*_page_order(sort, order))
-                .limit(limit)
-                .offset(offset)
-            )
-            .mappings()
-            .all()
-        )
+        """A page for a caller that passes params and metrics on as JSON, in one round trip:
+        rows of `JSON_TEXT_SCALARS` then params and metrics as their stored JSON text, the
+        study's status and end time (a settled study's total may be known already), and the
+        total if asked. By value, trials without one come last either way; ties by number."""
+        statement = _json_text_page(state is not None, sort, order, with_total)
+        values: dict[str, Any] = {"study_id": study_id, "limit": limit, "offset": offset}
+        if state is not None:
+            values["state"] = str(state)
+        rows = self._session.execute(statement, values).all()
         if not rows:
-            return JsonTextPage(rows, None, None, None)
-        first = rows[0]
+            return JsonTextPage([], None, None, None)
+        first = rows[0]._mapping
         return JsonTextPage(
-            rows,
+            [row[: len(JSON_TEXT_SCALARS) + 2] for row in rows],
             int(first["_total"]) if with_total else None,
             first["_status"],
             first["_finished_at"],
@@ -244,9 +240,39 @@ def _study_filters(study_id: int, state: TrialState | None) -> list[ColumnElemen
     return filters
 
 
-def _page_order(sort: TrialSort, order: SortOrder) -> list[UnaryExpression[Any]]:
-    """By number, or by value with trials without one last either way and ties by number."""
+@functools.cache
+def _json_text_page(
+    by_state: bool, sort: TrialSort, order: SortOrder, with_total: bool
+) -> Select[Any]:
+    """The page statement of `page_json_text`, built once per shape with bound parameters: a
+    Core select (no ORM row loading) whose SQL cache key is computed once, not per request."""
+    trials, studies = _TRIALS.c, Study.__table__.c
+    study_id = bindparam("study_id", type_=Integer)
+    filters = [trials.study_id == study_id]
+    if by_state:
+        filters.append(trials.state == bindparam("state"))
     if sort == "value":
-        value = Trial.value.asc() if order == "asc" else Trial.value.desc()
-        return [value.nulls_last(), Trial.number.asc()]
-    return [Trial.number.asc() if order == "asc" else Trial.number.desc()]
+        value = trials.value.asc() if order == "asc" else trials.value.desc()
+        ordering = [value.nulls_last(), trials.number.asc()]
+    else:
+        ordering = [trials.number.asc() if order == "asc" else trials.number.desc()]
+    columns: list[Any] = [
+        *(trials[name] for name in JSON_TEXT_SCALARS),
+        cast(trials.params, Text).label("params"),
+        cast(trials.metrics, Text).label("metrics"),
+        select(studies.status).where(studies.id == study_id).scalar_subquery().label("_status"),
+        select(studies.finished_at)
+        .where(studies.id == study_id)
+        .scalar_subquery()
+        .label("_finished_at"),
+    ]
+    if with_total:
+        count = select(func.count()).select_from(_TRIALS).where(*filters)
+        columns.append(count.scalar_subquery().label("_total"))
+    return (
+        select(*columns)
+        .where(*filters)
+        .order_by(*ordering)
+        .limit(bindparam("limit", type_=Integer))
+        .offset(bindparam("offset", type_=Integer))
+    )
