@@ -6,7 +6,7 @@ from typing import Literal, cast
 
 from sqlalchemy.orm import Session
 
-from service.db.models import Study, StudyStatus, Trial, TrialState
+from service.db.models import Study, StudyStatus, TrialState
 from service.db.repositories import StudyRepository, TrialRepository
 from service.studies._reads import reading
 from service.studies.errors import NotFoundError
@@ -26,10 +26,15 @@ def list_studies(
 def get_study(session: Session, study_id: int) -> StudyDetail:
     """One study with its trials counted by state (one GROUP BY) and its best trial."""
     with reading(session):
-        study = find_study(session, study_id)
+        found = StudyRepository(session).find_with_best_trial(study_id)
+        if found is None:
+            raise NotFoundError(f"no study has id {study_id}")
+        study, best = found
         trials = TrialRepository(session)
         counts = _trial_counts(session, trials, study)
-        best = _best_trial(trials, study)
+        if best is None:  # no best recorded (yet): the best complete trial by value
+            direction = cast(Literal["minimize", "maximize"], study.direction)
+            best = trials.find_best(study.id, direction)
         return StudyDetail.model_validate(
             {
                 **StudyRead.model_validate(study).model_dump(),
@@ -59,13 +64,3 @@ def find_study(session: Session, study_id: int) -> Study:
     if study is None:
         raise NotFoundError(f"no study has id {study_id}")
     return study
-
-
-def _best_trial(trials: TrialRepository, study: Study) -> Trial | None:
-    """The worker's record of the best trial, or the best complete trial by value."""
-    if study.best_trial_id is not None:
-        best = trials.find_listed(study.best_trial_id)
-        if best is not None and best.study_id == study.id:
-            return best
-    direction = cast(Literal["minimize", "maximize"], study.direction)
-    return trials.find_best(study.id, direction)

@@ -7,9 +7,10 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, delete, func, select, update
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session, defer, load_only
 
-from service.db.models import Study, StudyStatus
+from service.db.models import Study, StudyStatus, Trial
+from service.db.repositories._trials import LISTED_COLUMNS
 
 
 class StudyRepository:
@@ -25,6 +26,18 @@ class StudyRepository:
     def find(self, study_id: int) -> Study | None:
         """The study as the database has it now (state changes bypass the identity map)."""
         return self._session.get(Study, study_id, populate_existing=True)
+
+    def find_with_best_trial(self, study_id: int) -> tuple[Study, Trial | None] | None:
+        """The study as `find` reads it, with the trial its `best_trial_id` names (only the
+        columns a list shows; None if unset or not one of its trials), in one round trip."""
+        row = self._session.execute(
+            select(Study, Trial)
+            .outerjoin(Trial, (Trial.id == Study.best_trial_id) & (Trial.study_id == Study.id))
+            .options(load_only(*LISTED_COLUMNS))
+            .where(Study.id == study_id)
+            .execution_options(populate_existing=True)
+        ).first()
+        return None if row is None else (row[0], row[1])
 
     def exists(self, study_id: int) -> bool:
         return self._session.scalar(select(Study.id).where(Study.id == study_id)) is not None
