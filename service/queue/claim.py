@@ -45,6 +45,9 @@ class Claim:
     resume_from: str | None = None
     seed_number: int | None = None
     """The number of the first trial of a retry chain: a retry trains with its seed."""
+    ended: int | None = None
+    """For a study that runs one trial at a time: how many of its trials had ended (complete,
+    pruned or failed) when this one was claimed (see `OptunaMirror.sync`)."""
 
     @property
     def seed_offset(self) -> int:
@@ -116,8 +119,18 @@ def _past_timeout(study: Study) -> bool:
     return utcnow() - study.started_at > timedelta(seconds=study.timeout_s)
 
 
+ENDED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
+
+
 def _reserve(session: Session, study: Study, worker_id: int) -> Claim:
     now = utcnow()
+    ended = None
+    if study.max_parallel_trials == 1:
+        ended = session.scalar(
+            select(func.count())
+            .select_from(Trial)
+            .where(Trial.study_id == study.id, Trial.state.in_(ENDED_STATES))
+        )
     if study.status == StudyStatus.QUEUED:
         study.status = StudyStatus.RUNNING
         study.started_at = now
@@ -144,6 +157,7 @@ def _reserve(session: Session, study: Study, worker_id: int) -> Claim:
             params=dict(waiting.params),
             resume_from=waiting.last_checkpoint_path,
             seed_number=_chain_root(session, waiting).number,
+            ended=ended,
         )
     number = session.scalar(
         select(func.coalesce(func.max(Trial.number), -1) + 1).where(Trial.study_id == study.id)
@@ -165,4 +179,5 @@ def _reserve(session: Session, study: Study, worker_id: int) -> Claim:
         optuna_study_name=study.optuna_study_name,
         spec=dict(study.spec),
         direction=study.direction,
+        ended=ended,
     )

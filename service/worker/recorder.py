@@ -55,10 +55,11 @@ class TrialRecorder:
 
     @retried("record the trial start")
     def started(
-        self, optuna_trial_id: int, params: dict[str, Any], device: str, resume_file: str
+        self, optuna_trial_id: int | None, params: dict[str, Any], device: str, resume_file: str
     ) -> None:
         """`resume_file`: where the trial's resume checkpoint will be, so a retry finds it
-        even when this worker dies before the trial ends."""
+        even when this worker dies before the trial ends. `optuna_trial_id` (the Optuna trial's
+        number) is None for a mirrored study's trial, which Optuna's storage gets at its end."""
         with transaction(self.factory) as session:
             trial = session.get_one(Trial, self.trial_id)
             trial.optuna_trial_id = optuna_trial_id
@@ -98,11 +99,12 @@ class TrialRecorder:
         self._last_flush = time.monotonic()
 
     @retried("record the result")
-    def finished(self, result: TrialResult, state: TrialState) -> None:
+    def finished(self, result: TrialResult, state: TrialState, optuna_trial_id: int) -> None:
         with transaction(self.factory) as session:
             # the epochs not written yet, a resumed trial's first ones (from its checkpoint) too
             _upsert_epochs(session, self.trial_id, self._unwritten(result.history))
             trial = session.get_one(Trial, self.trial_id)
+            trial.optuna_trial_id = optuna_trial_id
             trial.resumed_from_epoch = result.resumed_from_epoch
             trial.state = state
             trial.value = _finite(result.objective_value) if state == TrialState.COMPLETE else None
@@ -124,12 +126,15 @@ class TrialRecorder:
             _update_study(session, trial)
 
     @retried("hand the trial over")
-    def handed_over(self, result: TrialResult, reason: str, max_retries: int) -> None:
+    def handed_over(
+        self, result: TrialResult, reason: str, max_retries: int, optuna_trial_id: int
+    ) -> None:
         """The worker stops (SIGTERM): fail this trial and queue a retry resuming from its
         last checkpoint, for whichever worker comes next."""
         with transaction(self.factory) as session:
             _upsert_epochs(session, self.trial_id, self._unwritten(result.history))
             trial = session.get_one(Trial, self.trial_id)
+            trial.optuna_trial_id = optuna_trial_id
             trial.epochs_run = result.epochs_run
             trial.last_checkpoint_path = result.last_checkpoint
             trial.duration_s = result.wall_time_s
@@ -138,10 +143,12 @@ class TrialRecorder:
             _update_study(session, trial)
 
     @retried("record the failure")
-    def failed(self, reason: str) -> None:
+    def failed(self, reason: str, optuna_trial_id: int | None = None) -> None:
         with transaction(self.factory) as session:
             _upsert_epochs(session, self.trial_id, self._pending)  # its curve up to the failure
             trial = session.get_one(Trial, self.trial_id)
+            if optuna_trial_id is not None:
+                trial.optuna_trial_id = optuna_trial_id
             trial.state = TrialState.FAILED
             trial.error = reason
             trial.finished_at = utcnow()

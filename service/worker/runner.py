@@ -17,6 +17,7 @@ from service.queue.claim import Claim
 from service.studies.spec import StudySpec, UploadedDataset
 from service.worker.db_retry import with_db_retry
 from service.worker.optuna_bridge import OptunaReporter, make_pruner, make_sampler
+from service.worker.optuna_mirror import OptunaMirror
 from service.worker.recorder import TrialRecorder, fail_study
 from trainer import DatasetConfig, DatasetError, TrialResult, run_trial
 
@@ -43,7 +44,7 @@ class TrialRunner:
     def __init__(
         self,
         factory: sessionmaker[Session],
-        storage: optuna.storages.BaseStorage,
+        storage: optuna.storages.RDBStorage,
         worker_id: int,
         options: RunOptions,
         stop_requested: Callable[[], bool],
@@ -57,6 +58,7 @@ class TrialRunner:
         # trips (and create_study's duplicate-name probe), and each Study carries its own
         # cache of the finished trials the sampler reads.
         self._studies: dict[str, optuna.Study] = {}
+        self._mirrors: dict[str, OptunaMirror] = {}
 
     def run(self, claim: Claim) -> TrialResult | None:
         patience_s = self.options.db_retry_s
@@ -74,18 +76,22 @@ class TrialRunner:
             fail_study(self.factory, claim.study_id, str(error), patience_s)
             return None
 
-        study = self._study(claim, spec)
+        mirror = self._mirror(claim, spec)
+        study = self._study(claim, spec) if mirror is None else mirror.study
         study.sampler, study.pruner = sampler, pruner
         # A lost answer to a committed ask would leave one orphan Optuna trial behind; that
-        # rare case is better than a worker that dies with its claimed slot.
+        # rare case is better than a worker that dies with its claimed slot. (In memory, for a
+        # mirrored study, nothing here touches the database.)
         trial = with_db_retry(study.ask, "ask Optuna for a trial", patience_s=patience_s)
 
-        def tell(value: float | None = None, state: OptunaState | None = None) -> None:
-            with_db_retry(
+        def tell(value: float | None = None, state: OptunaState | None = None) -> int:
+            """Tell Optuna; the trial's number in the shared storage."""
+            finished = with_db_retry(
                 lambda: study.tell(trial, value, state=state, skip_if_finished=True),
                 "tell Optuna the result",
                 patience_s=patience_s,
             )
+            return trial.number if mirror is None else mirror.persist(finished)
 
         params = with_db_retry(
             lambda: template.search_space.sample(trial), "sample", patience_s=patience_s
@@ -97,7 +103,10 @@ class TrialRunner:
             self.options.checkpoint_root / f"study-{claim.study_id}" / f"trial-{claim.number}"
         )
         recorder.started(
-            trial.number, params, self.options.device, str(checkpoint_dir / "last.ckpt")
+            None if mirror is not None else trial.number,
+            params,
+            self.options.device,
+            str(checkpoint_dir / "last.ckpt"),
         )
         resume_from = claim.resume_from
         if resume_from is not None and not Path(resume_from).is_file():
@@ -117,27 +126,47 @@ class TrialRunner:
                 on_epoch=recorder.epoch,
             )
         except DatasetError as error:
-            recorder.failed(f"bad dataset: {error}")
-            tell(state=OptunaState.FAIL)
+            recorder.failed(f"bad dataset: {error}", tell(state=OptunaState.FAIL))
             return None
         except Exception as error:  # a trial's crash (OOM, a bug) must not take the worker down
             logger.exception("trial %s of study %s failed", claim.number, claim.study_id)
-            recorder.failed(f"{type(error).__name__}: {error}")
-            tell(state=OptunaState.FAIL)
+            recorder.failed(f"{type(error).__name__}: {error}", tell(state=OptunaState.FAIL))
             return None
         if result.status == "interrupted":
             recorder.handed_over(
-                result, "worker stopped (SIGTERM); retry queued", self.options.max_retries
+                result,
+                "worker stopped (SIGTERM); retry queued",
+                self.options.max_retries,
+                tell(state=OptunaState.FAIL),
             )
-            tell(state=OptunaState.FAIL)
             return result
         state, optuna_state = _STATES[result.status]
-        recorder.finished(result, state)
         if optuna_state == OptunaState.COMPLETE and result.objective_value is not None:
-            tell(result.objective_value)
+            optuna_number = tell(result.objective_value)
         else:
-            tell(state=optuna_state)
+            optuna_number = tell(state=optuna_state)
+        recorder.finished(result, state, optuna_number)
         return result
+
+    def _mirror(self, claim: Claim, spec: StudySpec) -> OptunaMirror | None:
+        """The in-memory Optuna copy of a study that runs one trial at a time (None for one
+        that runs several), made current."""
+        if claim.ended is None:
+            return None
+        mirror = self._mirrors.get(claim.optuna_study_name)
+        if mirror is None:
+            self._study(claim, spec)  # creates the shared study on its first trial
+            mirror = OptunaMirror(
+                self.storage,
+                claim.optuna_study_name,
+                spec.objective.resolved_direction,
+                self.options.db_retry_s,
+            )
+            if len(self._mirrors) >= 16:  # a long-lived worker sees many studies
+                self._mirrors.clear()
+            self._mirrors[claim.optuna_study_name] = mirror
+        mirror.sync(claim.ended)
+        return mirror
 
     def _study(self, claim: Claim, spec: StudySpec) -> optuna.Study:
         study = self._studies.get(claim.optuna_study_name)

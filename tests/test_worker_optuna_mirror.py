@@ -1,0 +1,202 @@
+"""Studies that run one trial at a time: Optuna works on an in-memory copy in the worker and
+the shared storage receives each finished trial whole (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState as OptunaState
+from sqlalchemy import Engine, event, select
+from sqlalchemy.orm import Session, sessionmaker
+
+import service.worker.runner as runner_module
+from service.db.engine import transaction
+from service.db.models import Study, StudyStatus, Trial, TrialEpoch, Worker
+from service.queue.claim import claim_trial
+from service.worker.loop import WorkerOptions, WorkerProcess, _optuna_storage
+from service.worker.optuna_mirror import OptunaMirror
+from service.worker.runner import RunOptions, TrialRunner
+from tests.test_worker import add_study, sessions, settings_for, spec
+
+__all__ = ["sessions"]  # the fixture, used by name
+
+
+def shared_trials(url: str, study_name: str) -> list[optuna.trial.FrozenTrial]:
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage).trials
+    finally:
+        storage.engine.dispose()
+
+
+def test_a_one_at_a_time_study_leaves_optuna_alone_while_its_trials_train(
+    migrated_database_url: str,
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reports, pruning and sampling happen in memory; each finished trial reaches the shared
+    storage whole: params, value, every intermediate value, linked to hpsearch's trial."""
+    url = migrated_database_url
+    study_spec = spec(
+        sampler={"name": "tpe", "seed": 3},
+        pruner={"name": "median", "n_startup_trials": 1},
+        budget={"n_trials": 4, "max_epochs": 3, "max_parallel_trials": 1},
+    )
+    study_id = add_study(sessions, study_spec)
+    worker = WorkerProcess(
+        settings_for(url, tmp_path), WorkerOptions(device="cpu", exit_when_idle=True)
+    )
+    training = [False]
+    during_training: list[str] = []
+
+    def record(*args: Any) -> None:
+        if training[0]:
+            during_training.append(str(args[2]))
+
+    real_run_trial = runner_module.run_trial
+
+    def run_trial(*args: Any, **kwargs: Any) -> Any:
+        training[0] = True
+        try:
+            return real_run_trial(*args, **kwargs)
+        finally:
+            training[0] = False
+
+    monkeypatch.setattr(runner_module, "run_trial", run_trial)
+    optuna_engine: Engine = worker.storage.engine
+    event.listen(optuna_engine, "before_cursor_execute", record)
+    try:
+        assert worker.run() == 0
+    finally:
+        event.remove(optuna_engine, "before_cursor_execute", record)
+
+    assert during_training == []  # no report, prune or heartbeat went to Optuna's storage
+    with sessions() as session:
+        study = session.get_one(Study, study_id)
+        trials = session.scalars(select(Trial).where(Trial.study_id == study_id)).all()
+        epochs = {
+            trial.id: session.scalars(
+                select(TrialEpoch.val_loss)
+                .where(TrialEpoch.trial_id == trial.id)
+                .order_by(TrialEpoch.epoch)
+            ).all()
+            for trial in trials
+        }
+    assert study.status == StudyStatus.COMPLETED
+    frozen = {trial.number: trial for trial in shared_trials(url, study.optuna_study_name)}
+    assert sorted(frozen) == [0, 1, 2, 3]
+    assert all(trial.state.is_finished() for trial in frozen.values())
+    assert sorted(trial.optuna_trial_id or 0 for trial in trials) == [0, 1, 2, 3]
+    for trial in trials:
+        assert trial.optuna_trial_id is not None
+        shared = frozen[trial.optuna_trial_id]
+        assert shared.params == trial.params
+        if trial.state == "complete":
+            assert shared.state == OptunaState.COMPLETE
+            assert shared.value == pytest.approx(trial.value)
+        else:
+            assert shared.state == OptunaState.PRUNED
+        # the median pruner's reports: val_loss at every epoch trained, epochs numbered from 1
+        reported = [shared.intermediate_values[step] for step in sorted(shared.intermediate_values)]
+        assert reported == pytest.approx(epochs[trial.id][: len(reported)])
+        assert len(reported) == trial.epochs_run
+
+
+def add_finished(study: optuna.Study, x: float) -> None:
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"x": x}, distributions={"x": FloatDistribution(0.0, 1.0)}, value=x
+        )
+    )
+
+
+def test_the_copy_is_reread_only_when_someone_else_ended_a_trial(
+    migrated_database_url: str,
+) -> None:
+    storage = _optuna_storage(migrated_database_url)
+    try:
+        shared = optuna.create_study(study_name="mirrored", storage=storage)
+        add_finished(shared, 0.5)
+        mirror = OptunaMirror(storage, "mirrored", "minimize")
+        mirror.sync(ended=1)
+        assert [trial.value for trial in mirror.study.trials] == [0.5]
+
+        add_finished(shared, 0.25)  # another worker's trial...
+        reads: list[str] = []
+        event.listen(storage.engine, "before_cursor_execute", lambda *a: reads.append(a[2]))
+        mirror.sync(ended=1)  # ...not ended yet as far as the claim counted: no read
+        assert reads == []
+        assert len(mirror.study.trials) == 1
+        mirror.sync(ended=2)  # now it has: the copy is rebuilt from the shared study
+        assert [trial.value for trial in mirror.study.trials] == [0.5, 0.25]
+
+        trial = mirror.study.ask({"x": FloatDistribution(0.0, 1.0)})
+        trial.report(0.9, 1)
+        trial.report(0.4, 2)
+        trial.report(float("nan"), 3)
+        trial.set_user_attr("note", {"epochs": [1, 2]})
+        finished = mirror.study.tell(trial, 0.125)
+        assert mirror.persist(finished) == 2  # its number in the shared study
+        assert mirror.ended_seen == 3  # its own trial's end will not force a re-read
+        written = optuna.load_study(study_name="mirrored", storage=storage).trials[2]
+        assert written.params == finished.params
+        assert written.distributions == finished.distributions
+        assert written.value == 0.125
+        assert {step: written.intermediate_values[step] for step in (1, 2)} == {1: 0.9, 2: 0.4}
+        assert math.isnan(written.intermediate_values[3])
+        assert written.user_attrs == {"note": {"epochs": [1, 2]}}
+        assert written.system_attrs == finished.system_attrs
+        assert written.state == OptunaState.COMPLETE
+        assert written.datetime_start == finished.datetime_start
+        assert written.datetime_complete == finished.datetime_complete
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+
+
+def test_workers_taking_turns_on_a_study_see_each_others_trials(
+    migrated_database_url: str, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """Two workers alternate on a one-at-a-time study: each one's copy is made current from
+    the shared storage before it samples, so the sampler sees every finished trial."""
+    url = migrated_database_url
+    study_spec = spec(
+        sampler={"name": "tpe", "seed": 5},
+        budget={"n_trials": 4, "max_epochs": 2, "max_parallel_trials": 1},
+    )
+    study_id = add_study(sessions, study_spec)
+    with transaction(sessions) as session:
+        workers = [Worker(host="test", pid=pid, device="cpu") for pid in (1, 2)]
+        session.add_all(workers)
+        session.flush()
+        worker_ids = [worker.id for worker in workers]
+    storage = _optuna_storage(url)
+    options = RunOptions(device="cpu", checkpoint_root=tmp_path / "checkpoints")
+    runners = [
+        TrialRunner(sessions, storage, worker_id, options, lambda: False)
+        for worker_id in worker_ids
+    ]
+    seen_before_sampling: list[int] = []
+    try:
+        for turn in range(4):
+            runner = runners[turn % 2]
+            claim = claim_trial(sessions, worker_ids[turn % 2])
+            assert claim is not None
+            mirror = runner._mirror(claim, study_spec)
+            assert mirror is not None
+            seen_before_sampling.append(len(mirror.study.trials))
+            runner.run(claim)
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+    assert seen_before_sampling == [0, 1, 2, 3]
+    with sessions() as session:
+        assert session.get_one(Study, study_id).status == StudyStatus.COMPLETED
+        study_name = session.get_one(Study, study_id).optuna_study_name
+    assert [trial.number for trial in shared_trials(url, study_name)] == [0, 1, 2, 3]
