@@ -18,15 +18,12 @@ def finish_study_if_done(session: Session, study: Study) -> None:
     (with a note) when the time budget ran out; only when no trial is running any more."""
     if study.status not in (StudyStatus.QUEUED, StudyStatus.RUNNING):
         return
-    running = session.scalar(select(running_count(study.id))) or 0
-    finished = (
-        session.scalar(
-            select(func.count(Trial.id)).where(
-                Trial.study_id == study.id, Trial.state.in_(_FINAL_STATES), not_retried()
-            )
-        )
-        or 0
+    finished_count = (
+        select(func.count(Trial.id))
+        .where(Trial.study_id == study.id, Trial.state.in_(_FINAL_STATES), not_retried())
+        .scalar_subquery()
     )
+    running, finished = session.execute(select(running_count(study.id), finished_count)).one()
     now = utcnow()
     timed_out = (
         study.timeout_s is not None
