@@ -8,7 +8,9 @@ The worker path is everything a trial costs in the service: the claim, Optuna's 
 the conditional space), the trial and epoch rows written as it trains, the result, Optuna's
 tell and the study's bookkeeping. The plain loop then runs each trial's own TrialConfig (same
 params, same seed) with `run_trial` and nothing else. Both use one torch thread; the data
-splits are cached per process and warmed first. Prints both totals and their ratio.
+splits are cached per process and warmed first. Rounds alternate which side runs first
+(the plain loop, when first, runs the previous round's configs: the seeded study samples the
+same ones each round). Prints both totals and their ratio.
 
     .venv/bin/python bench/service_overhead.py [--trials 20] [--repeats 3] [--pruner none]
         [--sampler tpe|random] [--url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
@@ -129,6 +131,10 @@ def plain_loop(spec: StudySpec, trials: list[Trial], checkpoints: Path) -> float
     return time.perf_counter() - started
 
 
+def _configs(trials: list[Trial]) -> list[tuple[int, dict[str, Any]]]:
+    return [(trial.number, trial.params) for trial in trials]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -141,19 +147,31 @@ def main() -> None:
     torch.set_num_threads(1)
     spec = study_spec(args.trials, args.pruner, args.sampler)
     service_times, plain_times, ratios = [], [], []
+    previous: list[Trial] | None = None
     for repeat in range(args.repeats + 1):  # the first round warms caches and is not counted
+        # Odd rounds run the plain loop first, on the previous round's configs (a seeded study
+        # samples the same ones every round), so neither side always runs on warmer caches.
+        plain_first = previous is not None and repeat % 2 == 1
         url = fresh_database(args.url)
         data_dir = Path(tempfile.mkdtemp(prefix="hps-bench-"))
         try:
-            service_s, trials = through_the_service(url, spec, data_dir)
-            plain_s = plain_loop(spec, trials, data_dir)
+            if plain_first and previous is not None:
+                plain_s = plain_loop(spec, previous, data_dir)
+                service_s, trials = through_the_service(url, spec, data_dir)
+                if _configs(trials) != _configs(previous):
+                    print("note: this round's study sampled other configs than the last one")
+            else:
+                service_s, trials = through_the_service(url, spec, data_dir)
+                plain_s = plain_loop(spec, trials, data_dir)
         finally:
             drop_database(args.url, url)
             shutil.rmtree(data_dir, ignore_errors=True)
+        previous = trials
         epochs = sum(trial.epochs_run for trial in trials)
         label = "warm-up" if repeat == 0 else f"run {repeat}"
+        order = "plain first" if plain_first else "service first"
         print(
-            f"{label}: service {service_s:.2f} s, plain run_trial loop {plain_s:.2f} s, "
+            f"{label} ({order}): service {service_s:.2f} s, plain run_trial loop {plain_s:.2f} s, "
             f"ratio {service_s / plain_s:.3f} ({len(trials)} trials, {epochs} epochs)"
         )
         if repeat:
