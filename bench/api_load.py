@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import httpx
 import psycopg
@@ -136,14 +137,16 @@ def seed(url: str, n_trials: int, n_epochs: int) -> int:
         for start in range(0, len(epochs), 20_000):
             connection.execute(insert(TrialEpoch), epochs[start : start + 20_000])
         # The best trial, as the worker keeps it current for a real study.
-        best = min(
-            (row for row in zip(ids, trials, strict=True) if row[1]["state"] == "complete"),
-            key=lambda row: row[1]["value"],
-        )
+        complete = [
+            (trial_id, float(cast(float, trial["value"])))
+            for trial_id, trial in zip(ids, trials, strict=True)
+            if trial["state"] == "complete"
+        ]
+        best = min(complete, key=lambda row: row[1])
         connection.execute(
             update(Study)
             .where(Study.id == study_id)
-            .values(best_trial_id=best[0], best_value=best[1]["value"])
+            .values(best_trial_id=best[0], best_value=best[1])
         )
     # Fresh planner statistics, as autovacuum would have after a real study's inserts.
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:

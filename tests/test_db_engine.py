@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -20,11 +21,11 @@ pytestmark = pytest.mark.postgres
 def pings(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Calls of the dialect's ping, recorded."""
     calls: list[float] = []
-    original = PGDialect_psycopg.do_ping
+    original = cast(Callable[[Any, Any], bool], PGDialect_psycopg.do_ping)
 
     def counted(self: Any, dbapi_connection: Any) -> bool:
         calls.append(1.0)
-        return bool(original(self, dbapi_connection))
+        return original(self, dbapi_connection)
 
     monkeypatch.setattr(PGDialect_psycopg, "do_ping", counted)
     return calls

@@ -22,6 +22,7 @@ from service.worker.loop import WorkerOptions, WorkerProcess, _optuna_storage
 from service.worker.optuna_mirror import OptunaMirror
 from service.worker.runner import RunOptions, TrialRunner
 from tests.test_worker import add_study, sessions, settings_for, spec
+from trainer import run_trial as real_run_trial
 
 __all__ = ["sessions"]  # the fixture, used by name
 
@@ -58,8 +59,6 @@ def test_a_one_at_a_time_study_leaves_optuna_alone_while_its_trials_train(
     def record(*args: Any) -> None:
         if training[0]:
             during_training.append(str(args[2]))
-
-    real_run_trial = runner_module.run_trial
 
     def run_trial(*args: Any, **kwargs: Any) -> Any:
         training[0] = True
@@ -155,22 +154,23 @@ def test_the_copy_is_reread_only_when_someone_else_ended_a_trial(
         assert written.state == OptunaState.COMPLETE
         assert written.datetime_start == finished.datetime_start
         assert written.datetime_complete == finished.datetime_complete
+
+        add_finished(shared, 0.75)  # written behind the copy's back, while the counts agree
+        trial = mirror.study.ask({"x": FloatDistribution(0.0, 1.0)})
+        assert mirror.persist(mirror.study.tell(trial, 0.0625)) == 4
+        assert mirror.ended_seen is None  # the number gave it away: re-read before next trial
+        mirror.sync(ended=5)
+        assert len(mirror.study.trials) == 5
     finally:
         storage.remove_session()
         storage.engine.dispose()
 
 
-def test_workers_taking_turns_on_a_study_see_each_others_trials(
-    migrated_database_url: str, sessions: sessionmaker[Session], tmp_path: Path
-) -> None:
-    """Two workers alternate on a one-at-a-time study: each one's copy is made current from
-    the shared storage before it samples, so the sampler sees every finished trial."""
-    url = migrated_database_url
-    study_spec = spec(
-        sampler={"name": "tpe", "seed": 5},
-        budget={"n_trials": 4, "max_epochs": 2, "max_parallel_trials": 1},
-    )
-    study_id = add_study(sessions, study_spec)
+def take_turns(
+    url: str, sessions: sessionmaker[Session], tmp_path: Path, study_spec: Any, turns: int
+) -> list[int]:
+    """Two workers alternate on a study, one trial each turn; how many finished trials each
+    one's in-memory copy held before sampling (-1: no copy, Optuna's storage is used)."""
     with transaction(sessions) as session:
         workers = [Worker(host="test", pid=pid, device="cpu") for pid in (1, 2)]
         session.add_all(workers)
@@ -184,19 +184,50 @@ def test_workers_taking_turns_on_a_study_see_each_others_trials(
     ]
     seen_before_sampling: list[int] = []
     try:
-        for turn in range(4):
+        for turn in range(turns):
             runner = runners[turn % 2]
             claim = claim_trial(sessions, worker_ids[turn % 2])
             assert claim is not None
             mirror = runner._mirror(claim, study_spec)
-            assert mirror is not None
-            seen_before_sampling.append(len(mirror.study.trials))
+            seen_before_sampling.append(-1 if mirror is None else len(mirror.study.trials))
             runner.run(claim)
     finally:
         storage.remove_session()
         storage.engine.dispose()
-    assert seen_before_sampling == [0, 1, 2, 3]
+    return seen_before_sampling
+
+
+def test_workers_taking_turns_on_a_study_see_each_others_trials(
+    migrated_database_url: str, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """Each worker's copy is made current from the shared storage before it samples, so the
+    sampler sees every finished trial."""
+    url = migrated_database_url
+    study_spec = spec(
+        sampler={"name": "tpe", "seed": 5},
+        budget={"n_trials": 4, "max_epochs": 2, "max_parallel_trials": 1},
+    )
+    study_id = add_study(sessions, study_spec)
+    assert take_turns(url, sessions, tmp_path, study_spec, 4) == [0, 1, 2, 3]
     with sessions() as session:
         assert session.get_one(Study, study_id).status == StudyStatus.COMPLETED
         study_name = session.get_one(Study, study_id).optuna_study_name
     assert [trial.number for trial in shared_trials(url, study_name)] == [0, 1, 2, 3]
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_qmc_study_moves_along_its_sequence_whoever_runs_it(
+    migrated_database_url: str, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """QMC keeps its position in the study's attributes, which an in-memory copy would lose
+    (every trial would get the sequence's first point): its studies use Optuna's storage."""
+    study_spec = spec(
+        sampler={"name": "qmc", "seed": 5},
+        budget={"n_trials": 4, "max_epochs": 1, "max_parallel_trials": 1},
+    )
+    study_id = add_study(sessions, study_spec)
+    copies = take_turns(migrated_database_url, sessions, tmp_path, study_spec, 4)
+    with sessions() as session:
+        params = session.scalars(select(Trial.params).where(Trial.study_id == study_id)).all()
+    assert len({repr(sorted(p.items())) for p in params}) == 4
+    assert copies == [-1] * 4

@@ -78,8 +78,11 @@ class OptunaMirror:
             "write the trial to Optuna",
             patience_s=self._patience_s,
         )
-        if self.ended_seen is not None:
+        expected = len(self.study.get_trials(deepcopy=False)) - 1  # the trials before this one
+        if self.ended_seen is not None and number == expected:
             self.ended_seen += 1
+        else:  # the shared study holds trials the copy lacks: re-read it before the next trial
+            self.ended_seen = None
         return number
 
 

@@ -226,8 +226,8 @@ def _metrics(result: TrialResult) -> dict[str, Any]:
             metrics[f"{split}_accuracy"] = _finite(values.accuracy)
             metrics[f"{split}_error"] = _finite(values.error)
     if result.folds is not None:
-        metrics["cv_mean"] = result.folds.mean
-        metrics["cv_std"] = result.folds.std
+        metrics["cv_mean"] = _finite(result.folds.mean)
+        metrics["cv_std"] = _finite(result.folds.std)
     return metrics
 
 

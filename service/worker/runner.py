@@ -30,6 +30,11 @@ _STATES = {
 }
 
 
+_STUDY_STATE_SAMPLERS = ("qmc",)
+"""Samplers that keep state in the study's own attributes (QMC's position in its sequence),
+which the in-memory copy neither reads nor writes back: their studies use Optuna's storage."""
+
+
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
     device: str = "auto"
@@ -164,7 +169,7 @@ class TrialRunner:
     def _mirror(self, claim: Claim, spec: StudySpec) -> OptunaMirror | None:
         """The in-memory Optuna copy of a study that runs one trial at a time (None for one
         that runs several), made current."""
-        if claim.ended is None:
+        if claim.ended is None or spec.sampler.name in _STUDY_STATE_SAMPLERS:
             return None
         mirror = self._mirrors.get(claim.optuna_study_name)
         if mirror is None:
