@@ -16,11 +16,12 @@ from service.config import Settings
 from service.db.engine import create_db_engine, make_session_factory, transaction
 from service.db.models import Study, StudyStatus, Trial, TrialEpoch, TrialState, Worker
 from service.queue.claim import claim_trial
+from service.queue.reaper import hand_over
 from service.studies.spec import StudySpec
 from service.worker.loop import WorkerOptions, WorkerProcess
 from service.worker.optuna_bridge import make_sampler
 from service.worker.recorder import TrialRecorder
-from trainer import EpochRecord
+from trainer import EpochRecord, TrialResult
 
 SPACE: dict[str, Any] = {
     "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]},
@@ -257,3 +258,61 @@ def test_tpe_lies_about_running_trials_only_when_trials_run_in_parallel() -> Non
     assert isinstance(parallel, optuna.samplers.TPESampler)
     assert alone._constant_liar is False
     assert parallel._constant_liar is True
+
+
+def test_a_result_that_comes_back_after_its_trial_was_handed_over_is_dropped(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A worker silent past the grace period (a network split) finds its trial handed over
+    to a retry: its late result must not overwrite the failed original's record."""
+    study_id = add_study(sessions, spec())
+    with transaction(sessions) as session:
+        worker = Worker(host="h", pid=1, device="cpu", status="idle")
+        session.add(worker)
+        session.flush()
+        worker_id = worker.id
+    claim = claim_trial(sessions, worker_id)
+    assert claim is not None
+    recorder = TrialRecorder(sessions, claim.trial_id, worker_id)
+    recorder.started(None, {"optimizer": "adam"}, "cpu", "/nowhere/last.ckpt")
+    with transaction(sessions) as session:  # what the reaper does to a lost trial
+        retry = hand_over(session, session.get_one(Trial, claim.trial_id), "worker lost", 2)
+        assert retry is not None
+        retry_id = retry.id
+    late = TrialResult(
+        status="completed",
+        objective="val_loss",
+        objective_value=0.125,
+        train=None,
+        val=None,
+        test=None,
+        best_epoch=2,
+        best=None,
+        history=(
+            EpochRecord(1, 1.0, 0.5, 0.5, 0.5, 0.01),
+            EpochRecord(2, 0.5, 0.7, 0.125, 0.8, 0.01),
+        ),
+        epochs_run=2,
+        stopped_early=False,
+        diagnosis=None,
+        best_checkpoint=None,
+        last_checkpoint=None,
+        resumed_from_epoch=None,
+        device="cpu",
+        seed=0,
+        wall_time_s=1.0,
+        data_fingerprint="x",
+    )
+    recorder.finished(late, TrialState.COMPLETE, 0)
+    with sessions() as session:
+        original = session.get_one(Trial, claim.trial_id)
+        study = session.get_one(Study, study_id)
+        worker_row = session.get_one(Worker, worker_id)
+        assert (original.state, original.error, original.value) == ("failed", "worker lost", None)
+        assert session.get_one(Trial, retry_id).state == TrialState.WAITING
+        assert (study.best_trial_id, study.best_value) == (None, None)
+        epochs = session.scalars(
+            select(TrialEpoch).where(TrialEpoch.trial_id == claim.trial_id)
+        ).all()
+        assert epochs == []
+        assert (worker_row.status, worker_row.current_trial_id) == ("idle", None)

@@ -11,6 +11,7 @@ status are brought up to date in the same transaction as the result that changes
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -26,6 +27,8 @@ from service.queue.reaper import hand_over
 from service.queue.study_status import finish_study_if_done
 from service.worker.db_retry import retried, with_db_retry
 from trainer import EpochRecord, TrialResult
+
+logger = logging.getLogger(__name__)
 
 
 def _finite(value: float | None) -> float | None:
@@ -101,9 +104,11 @@ class TrialRecorder:
     @retried("record the result")
     def finished(self, result: TrialResult, state: TrialState, optuna_trial_id: int) -> None:
         with transaction(self.factory) as session:
+            trial = self._still_ours(session)
+            if trial is None:
+                return
             # the epochs not written yet, a resumed trial's first ones (from its checkpoint) too
             _upsert_epochs(session, self.trial_id, self._unwritten(result.history))
-            trial = session.get_one(Trial, self.trial_id)
             trial.optuna_trial_id = optuna_trial_id
             trial.resumed_from_epoch = result.resumed_from_epoch
             trial.state = state
@@ -132,8 +137,10 @@ class TrialRecorder:
         """The worker stops (SIGTERM): fail this trial and queue a retry resuming from its
         last checkpoint, for whichever worker comes next."""
         with transaction(self.factory) as session:
+            trial = self._still_ours(session)
+            if trial is None:
+                return
             _upsert_epochs(session, self.trial_id, self._unwritten(result.history))
-            trial = session.get_one(Trial, self.trial_id)
             trial.optuna_trial_id = optuna_trial_id
             trial.epochs_run = result.epochs_run
             trial.last_checkpoint_path = result.last_checkpoint
@@ -145,8 +152,10 @@ class TrialRecorder:
     @retried("record the failure")
     def failed(self, reason: str, optuna_trial_id: int | None = None) -> None:
         with transaction(self.factory) as session:
+            trial = self._still_ours(session)
+            if trial is None:
+                return
             _upsert_epochs(session, self.trial_id, self._pending)  # its curve up to the failure
-            trial = session.get_one(Trial, self.trial_id)
             if optuna_trial_id is not None:
                 trial.optuna_trial_id = optuna_trial_id
             trial.state = TrialState.FAILED
@@ -154,6 +163,22 @@ class TrialRecorder:
             trial.finished_at = utcnow()
             self._release_worker(session)
             _update_study(session, trial)
+
+    def _still_ours(self, session: Session) -> Trial | None:
+        """The trial, locked, if it still runs; None (and the worker released) if the reaper
+        handed it over while this worker was silent past the grace period (a network split, a
+        stopped process): its retry owns the result now, so this one is dropped, not written
+        over the retry's bookkeeping."""
+        trial = session.get_one(Trial, self.trial_id, with_for_update=True)
+        if trial.state == TrialState.RUNNING:
+            return trial
+        logger.warning(
+            "trial %s was handed over while this worker was silent (%s); its result is dropped",
+            self.trial_id,
+            trial.error or trial.state,
+        )
+        self._release_worker(session)
+        return None
 
     def _unwritten(self, history: Sequence[EpochRecord]) -> list[EpochRecord]:
         return [record for record in history if record.epoch not in self._written]
