@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, null, or_, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from service.db.engine import transaction
@@ -124,22 +124,30 @@ ENDED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
 
 def _reserve(session: Session, study: Study, worker_id: int) -> Claim:
     now = utcnow()
-    ended = None
-    if study.max_parallel_trials == 1:
-        ended = session.scalar(
-            select(func.count())
-            .select_from(Trial)
-            .where(Trial.study_id == study.id, Trial.state.in_(ENDED_STATES))
-        )
     if study.status == StudyStatus.QUEUED:
         study.status = StudyStatus.RUNNING
         study.started_at = now
-    waiting = session.scalars(
-        select(Trial)
-        .where(Trial.study_id == study.id, Trial.state == TrialState.WAITING)
-        .order_by(Trial.number)
-        .limit(1)
-    ).first()
+    # What the slot needs to know about the study's trials, in one round trip: the oldest
+    # waiting retry, the next free number, and (one trial at a time) how many have ended.
+    of_study = Trial.study_id == study.id
+    one_at_a_time = study.max_parallel_trials == 1
+    waiting_id, number, ended = session.execute(
+        select(
+            select(Trial.id)
+            .where(of_study, Trial.state == TrialState.WAITING)
+            .order_by(Trial.number)
+            .limit(1)
+            .scalar_subquery(),
+            select(func.coalesce(func.max(Trial.number), -1) + 1).where(of_study).scalar_subquery(),
+            select(func.count())
+            .select_from(Trial)
+            .where(of_study, Trial.state.in_(ENDED_STATES))
+            .scalar_subquery()
+            if one_at_a_time
+            else null(),
+        )
+    ).one()
+    waiting = None if waiting_id is None else session.get_one(Trial, waiting_id)
     if waiting is not None:  # a retry first: it holds a slot already
         waiting.state = TrialState.RUNNING
         waiting.worker_id = worker_id
@@ -159,9 +167,6 @@ def _reserve(session: Session, study: Study, worker_id: int) -> Claim:
             seed_number=_chain_root(session, waiting).number,
             ended=ended,
         )
-    number = session.scalar(
-        select(func.coalesce(func.max(Trial.number), -1) + 1).where(Trial.study_id == study.id)
-    )
     trial = Trial(
         study_id=study.id,
         number=int(number or 0),

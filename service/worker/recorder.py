@@ -64,16 +64,22 @@ class TrialRecorder:
         even when this worker dies before the trial ends. `optuna_trial_id` (the Optuna trial's
         number) is None for a mirrored study's trial, which Optuna's storage gets at its end."""
         with transaction(self.factory) as session:
-            trial = session.get_one(Trial, self.trial_id)
-            trial.optuna_trial_id = optuna_trial_id
-            trial.params = params
-            trial.device = device
-            trial.last_checkpoint_path = resume_file
-            session.flush()  # the trial's row before the worker's: one lock order everywhere
-            worker = session.get(Worker, self.worker_id)
-            if worker is not None:
-                worker.current_trial_id = self.trial_id
-                worker.status = "busy"
+            # the trial's row before the worker's: one lock order everywhere
+            session.execute(
+                update(Trial)
+                .where(Trial.id == self.trial_id)
+                .values(
+                    optuna_trial_id=optuna_trial_id,
+                    params=params,
+                    device=device,
+                    last_checkpoint_path=resume_file,
+                )
+            )
+            session.execute(
+                update(Worker)
+                .where(Worker.id == self.worker_id)
+                .values(current_trial_id=self.trial_id, status="busy")
+            )
 
     def epoch(self, record: EpochRecord) -> None:
         self._pending.append(record)
@@ -185,10 +191,11 @@ class TrialRecorder:
 
     def _release_worker(self, session: Session) -> None:
         session.flush()  # the trial's row before the worker's: one lock order everywhere
-        worker = session.get(Worker, self.worker_id)
-        if worker is not None:
-            worker.current_trial_id = None
-            worker.status = "idle"
+        session.execute(
+            update(Worker)
+            .where(Worker.id == self.worker_id)
+            .values(current_trial_id=None, status="idle")
+        )
 
 
 def fail_study(
