@@ -70,6 +70,15 @@ def add_study(factory: sessionmaker[Session], study_spec: StudySpec, **columns: 
         return row.id
 
 
+def add_worker(factory: sessionmaker[Session], pid: int = 1) -> int:
+    """A registered, idle worker's id."""
+    with transaction(factory) as session:
+        worker = Worker(host="test", pid=pid, device="cpu", status="idle")
+        session.add(worker)
+        session.flush()
+        return worker.id
+
+
 def settings_for(url: str, tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(
         database_url=url, data_dir=tmp_path / "data", heartbeat_interval_s=0.2, **overrides
@@ -206,11 +215,7 @@ def test_epochs_are_written_at_once_then_at_most_every_flush_interval(
 ) -> None:
 
     study_id = add_study(sessions, spec())
-    with transaction(sessions) as session:
-        worker = Worker(host="h", pid=1, device="cpu", status="idle")
-        session.add(worker)
-        session.flush()
-        worker_id = worker.id
+    worker_id = add_worker(sessions)
     claim = claim_trial(sessions, worker_id)
     assert claim is not None
     assert claim.study_id == study_id
@@ -266,11 +271,7 @@ def test_a_result_that_comes_back_after_its_trial_was_handed_over_is_dropped(
     """A worker silent past the grace period (a network split) finds its trial handed over
     to a retry: its late result must not overwrite the failed original's record."""
     study_id = add_study(sessions, spec())
-    with transaction(sessions) as session:
-        worker = Worker(host="h", pid=1, device="cpu", status="idle")
-        session.add(worker)
-        session.flush()
-        worker_id = worker.id
+    worker_id = add_worker(sessions)
     claim = claim_trial(sessions, worker_id)
     assert claim is not None
     recorder = TrialRecorder(sessions, claim.trial_id, worker_id)

@@ -15,13 +15,12 @@ from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 import service.worker.runner as runner_module
-from service.db.engine import transaction
-from service.db.models import Study, StudyStatus, Trial, TrialEpoch, Worker
+from service.db.models import Study, StudyStatus, Trial, TrialEpoch
 from service.queue.claim import claim_trial
 from service.worker.loop import WorkerOptions, WorkerProcess, _optuna_storage
 from service.worker.optuna_mirror import OptunaMirror
 from service.worker.runner import RunOptions, TrialRunner
-from tests.test_worker import add_study, sessions, settings_for, spec
+from tests.test_worker import add_study, add_worker, sessions, settings_for, spec
 from trainer import run_trial as real_run_trial
 
 __all__ = ["sessions"]  # the fixture, used by name
@@ -171,11 +170,7 @@ def take_turns(
 ) -> list[int]:
     """Two workers alternate on a study, one trial each turn; how many finished trials each
     one's in-memory copy held before sampling (-1: no copy, Optuna's storage is used)."""
-    with transaction(sessions) as session:
-        workers = [Worker(host="test", pid=pid, device="cpu") for pid in (1, 2)]
-        session.add_all(workers)
-        session.flush()
-        worker_ids = [worker.id for worker in workers]
+    worker_ids = [add_worker(sessions, pid) for pid in (1, 2)]
     storage = _optuna_storage(url)
     options = RunOptions(device="cpu", checkpoint_root=tmp_path / "checkpoints")
     runners = [

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import optuna
 from optuna.trial import TrialState as OptunaState
@@ -33,6 +34,19 @@ _STATES = {
 _STUDY_STATE_SAMPLERS = ("qmc",)
 """Samplers that keep state in the study's own attributes (QMC's position in its sequence),
 which the in-memory copy neither reads nor writes back: their studies use Optuna's storage."""
+
+
+_PER_STUDY_CACHE = 16
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _keep(cache: dict[_K, _V], key: _K, value: _V) -> None:
+    """Remember `value` for a study; a long-lived worker sees many studies, so a full cache
+    starts over."""
+    if len(cache) >= _PER_STUDY_CACHE:
+        cache.clear()
+    cache[key] = value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,9 +175,7 @@ class TrialRunner:
         if prepared is None:
             spec = StudySpec.model_validate(claim.spec)
             prepared = (spec, spec.template(self._dataset(spec)))
-            if len(self._templates) >= 16:  # a long-lived worker sees many studies
-                self._templates.clear()
-            self._templates[key] = prepared
+            _keep(self._templates, key, prepared)
         return prepared
 
     def _mirror(self, claim: Claim, spec: StudySpec) -> OptunaMirror | None:
@@ -180,9 +192,7 @@ class TrialRunner:
                 spec.objective.resolved_direction,
                 self.options.db_retry_s,
             )
-            if len(self._mirrors) >= 16:  # a long-lived worker sees many studies
-                self._mirrors.clear()
-            self._mirrors[claim.optuna_study_name] = mirror
+            _keep(self._mirrors, claim.optuna_study_name, mirror)
         mirror.sync(claim.ended)
         return mirror
 
@@ -201,9 +211,7 @@ class TrialRunner:
 
         patience_s = self.options.db_retry_s
         study = with_db_retry(open_study, "load the Optuna study", patience_s=patience_s)
-        if len(self._studies) >= 16:  # a long-lived worker sees many studies
-            self._studies.clear()
-        self._studies[claim.optuna_study_name] = study
+        _keep(self._studies, claim.optuna_study_name, study)
         return study
 
     def _dataset(self, spec: StudySpec) -> DatasetConfig | None:
