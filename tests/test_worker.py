@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from service.db.engine import create_db_engine, make_session_factory, transactio
 from service.db.models import Study, StudyStatus, Trial, TrialEpoch, TrialState, Worker
 from service.queue.claim import claim_trial
 from service.queue.reaper import hand_over
+from service.queue.study_status import StudyProgress, study_outcome
 from service.studies.spec import StudySpec
 from service.worker.loop import WorkerOptions, WorkerProcess
 from service.worker.optuna_bridge import make_sampler
@@ -265,6 +268,34 @@ def test_tpe_lies_about_running_trials_only_when_trials_run_in_parallel() -> Non
     assert parallel._constant_liar is True
 
 
+def completed_result(value: float) -> TrialResult:
+    """A two-epoch trial's result whose val_loss (the objective) ended at `value`."""
+    return TrialResult(
+        status="completed",
+        objective="val_loss",
+        objective_value=value,
+        train=None,
+        val=None,
+        test=None,
+        best_epoch=2,
+        best=None,
+        history=(
+            EpochRecord(1, 1.0, 0.5, 0.5, 0.5, 0.01),
+            EpochRecord(2, 0.5, 0.7, value, 0.8, 0.01),
+        ),
+        epochs_run=2,
+        stopped_early=False,
+        diagnosis=None,
+        best_checkpoint=None,
+        last_checkpoint=None,
+        resumed_from_epoch=None,
+        device="cpu",
+        seed=0,
+        wall_time_s=1.0,
+        data_fingerprint="x",
+    )
+
+
 def test_a_result_that_comes_back_after_its_trial_was_handed_over_is_dropped(
     sessions: sessionmaker[Session],
 ) -> None:
@@ -280,31 +311,8 @@ def test_a_result_that_comes_back_after_its_trial_was_handed_over_is_dropped(
         retry = hand_over(session, session.get_one(Trial, claim.trial_id), "worker lost", 2)
         assert retry is not None
         retry_id = retry.id
-    late = TrialResult(
-        status="completed",
-        objective="val_loss",
-        objective_value=0.125,
-        train=None,
-        val=None,
-        test=None,
-        best_epoch=2,
-        best=None,
-        history=(
-            EpochRecord(1, 1.0, 0.5, 0.5, 0.5, 0.01),
-            EpochRecord(2, 0.5, 0.7, 0.125, 0.8, 0.01),
-        ),
-        epochs_run=2,
-        stopped_early=False,
-        diagnosis=None,
-        best_checkpoint=None,
-        last_checkpoint=None,
-        resumed_from_epoch=None,
-        device="cpu",
-        seed=0,
-        wall_time_s=1.0,
-        data_fingerprint="x",
-    )
-    recorder.finished(late, TrialState.COMPLETE, 0)
+    late = completed_result(0.125)
+    assert recorder.finished(late, TrialState.COMPLETE, 0) is None
     with sessions() as session:
         original = session.get_one(Trial, claim.trial_id)
         study = session.get_one(Study, study_id)
@@ -317,3 +325,80 @@ def test_a_result_that_comes_back_after_its_trial_was_handed_over_is_dropped(
         ).all()
         assert epochs == []
         assert (worker_row.status, worker_row.current_trial_id) == ("idle", None)
+
+
+@pytest.mark.parametrize(
+    ("objective", "best"),
+    [
+        ({"metric": "val_loss", "direction": "minimize"}, 0.25),
+        ({"metric": "val_accuracy", "direction": "maximize"}, 0.75),
+    ],
+)
+def test_the_study_keeps_its_best_completed_trial_and_completes_on_budget(
+    sessions: sessionmaker[Session], objective: dict[str, str], best: float
+) -> None:
+    """A pruned trial's objective (here 0.0 and 1.0, better than any in either direction)
+    never makes it the best; the study completes when its last trial ends."""
+    study_id = add_study(sessions, spec(objective=objective, budget={"n_trials": 6}))
+    worker_id = add_worker(sessions)
+    ended: dict[int, float | None] = {}
+    for value, state in [
+        (0.5, TrialState.COMPLETE),
+        (0.25, TrialState.COMPLETE),
+        (0.0, TrialState.PRUNED),
+        (0.75, TrialState.COMPLETE),
+        (1.0, TrialState.PRUNED),
+        (0.5, TrialState.COMPLETE),
+    ]:
+        claim = claim_trial(sessions, worker_id)
+        assert claim is not None
+        recorder = TrialRecorder(sessions, claim.trial_id, worker_id)
+        recorder.started(claim.number, {"optimizer": "adam"}, "cpu", "/nowhere/last.ckpt")
+        with sessions() as session:
+            assert session.get_one(Study, study_id).status == StudyStatus.RUNNING
+            assert session.get_one(Worker, worker_id).current_trial_id == claim.trial_id
+        result = completed_result(value)
+        if state == TrialState.PRUNED:
+            result = dataclasses.replace(result, status="pruned")
+        assert recorder.finished(result, state, claim.number) == claim.number
+        ended[claim.trial_id] = value if state == TrialState.COMPLETE else None
+    with sessions() as session:
+        study = session.get_one(Study, study_id)
+        trials = {trial.id: trial.value for trial in session.scalars(select(Trial))}
+        worker = session.get_one(Worker, worker_id)
+    assert trials == ended
+    first_best = next(trial_id for trial_id, value in ended.items() if value == best)
+    assert (study.best_trial_id, study.best_value) == (first_best, best)
+    assert study.status == StudyStatus.COMPLETED
+    assert study.finished_at is not None
+    assert (worker.status, worker.current_trial_id) == ("idle", None)
+
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("progress", "running", "finished", "outcome"),
+    [
+        (StudyProgress("running", False, 4, None, None), 0, 3, None),
+        (StudyProgress("running", False, 4, None, None), 0, 4, ("completed", None)),
+        (StudyProgress("running", False, 4, None, None), 1, 4, None),  # one still runs
+        (StudyProgress("running", True, 4, None, None), 0, 1, ("cancelled", None)),
+        (StudyProgress("queued", True, 4, None, None), 0, 0, ("cancelled", None)),
+        (StudyProgress("cancelled", True, 4, None, None), 0, 0, None),  # already over
+        (StudyProgress("running", False, 4, 60.0, NOW - timedelta(seconds=59)), 0, 2, None),
+        (
+            StudyProgress("running", False, 4, 60.0, NOW - timedelta(seconds=61)),
+            0,
+            2,
+            ("completed", "time budget of 60 s ran out after 2 trials"),
+        ),
+    ],
+)
+def test_a_study_is_over_when_its_budget_cancel_or_time_says_so(
+    progress: StudyProgress,
+    running: int,
+    finished: int,
+    outcome: tuple[str, str | None] | None,
+) -> None:
+    assert study_outcome(progress, running, finished, NOW) == outcome

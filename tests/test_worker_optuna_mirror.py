@@ -10,17 +10,29 @@ from typing import Any
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 import service.worker.runner as runner_module
-from service.db.models import Study, StudyStatus, Trial, TrialEpoch
+from service.db.engine import transaction
+from service.db.models import Study, StudyStatus, Trial, TrialEpoch, TrialState
 from service.queue.claim import claim_trial
+from service.queue.reaper import hand_over
 from service.worker.loop import WorkerOptions, WorkerProcess, _optuna_storage
 from service.worker.optuna_mirror import OptunaMirror
+from service.worker.recorder import TrialRecorder
 from service.worker.runner import RunOptions, TrialRunner
-from tests.test_worker import add_study, add_worker, sessions, settings_for, spec
+from tests.test_worker import (
+    add_study,
+    add_worker,
+    completed_result,
+    sessions,
+    settings_for,
+    spec,
+)
 from trainer import run_trial as real_run_trial
 
 __all__ = ["sessions"]  # the fixture, used by name
@@ -114,6 +126,15 @@ def add_finished(study: optuna.Study, x: float) -> None:
     )
 
 
+def persist(storage: RDBStorage, mirror: OptunaMirror, finished: FrozenTrial) -> int:
+    """What the recorder does with a mirrored trial's end: the write in a transaction of its
+    own, then the mirror's bookkeeping."""
+    with storage.engine.begin() as connection:
+        number = mirror.writer(finished)(connection)
+    mirror.recorded(number)
+    return number
+
+
 def test_the_copy_is_reread_only_when_someone_else_ended_a_trial(
     migrated_database_url: str,
 ) -> None:
@@ -140,7 +161,7 @@ def test_the_copy_is_reread_only_when_someone_else_ended_a_trial(
         trial.report(float("nan"), 3)
         trial.set_user_attr("note", {"epochs": [1, 2]})
         finished = mirror.study.tell(trial, 0.125)
-        assert mirror.persist(finished) == 2  # its number in the shared study
+        assert persist(storage, mirror, finished) == 2  # its number in the shared study
         assert mirror.ended_seen == 3  # its own trial's end will not force a re-read
         written = optuna.load_study(study_name="mirrored", storage=storage).trials[2]
         assert written.params == finished.params
@@ -156,7 +177,7 @@ def test_the_copy_is_reread_only_when_someone_else_ended_a_trial(
 
         add_finished(shared, 0.75)  # written behind the copy's back, while the counts agree
         trial = mirror.study.ask({"x": FloatDistribution(0.0, 1.0)})
-        assert mirror.persist(mirror.study.tell(trial, 0.0625)) == 4
+        assert persist(storage, mirror, mirror.study.tell(trial, 0.0625)) == 4
         assert mirror.ended_seen is None  # the number gave it away: re-read before next trial
         mirror.sync(ended=5)
         assert len(mirror.study.trials) == 5
@@ -226,3 +247,58 @@ def test_a_qmc_study_moves_along_its_sequence_whoever_runs_it(
         params = session.scalars(select(Trial.params).where(Trial.study_id == study_id)).all()
     assert len({repr(sorted(p.items())) for p in params}) == 4
     assert copies == [-1] * 4
+
+
+def test_a_trial_end_is_in_optuna_only_if_its_result_is_recorded(
+    migrated_database_url: str, sessions: sessionmaker[Session]
+) -> None:
+    """The mirrored trial's Optuna write rides in its result's transaction: a result that is
+    dropped (its trial was handed over meanwhile) leaves no Optuna trial behind, so the retry
+    cannot end up counted twice there; a recorded one is in both, with one number."""
+    add_study(sessions, spec(budget={"n_trials": 3, "max_parallel_trials": 1}))
+    worker_id = add_worker(sessions)
+    storage = _optuna_storage(migrated_database_url)
+    try:
+        first = claim_trial(sessions, worker_id)
+        assert first is not None
+        assert first.ended == 0
+        optuna.create_study(study_name=first.optuna_study_name, storage=storage)
+        mirror = OptunaMirror(storage, first.optuna_study_name, "minimize")
+        mirror.sync(first.ended)
+
+        def told(value: float) -> FrozenTrial:
+            trial = mirror.study.ask({"x": FloatDistribution(0.0, 1.0)})
+            return mirror.study.tell(trial, value)
+
+        with transaction(sessions) as session:  # the reaper takes the trial from its worker
+            hand_over(session, session.get_one(Trial, first.trial_id), "worker lost", 2)
+        recorder = TrialRecorder(sessions, first.trial_id, worker_id)
+        dropped = recorder.finished(
+            completed_result(0.5), TrialState.COMPLETE, mirror.writer(told(0.5))
+        )
+        mirror.recorded(dropped)
+        shared = optuna.load_study(study_name=first.optuna_study_name, storage=storage)
+        assert dropped is None
+        assert shared.trials == []
+        assert mirror.ended_seen is None  # the copy holds a trial the shared study lacks
+
+        retry = claim_trial(sessions, worker_id)
+        assert retry is not None
+        assert retry.retry_of_id == first.trial_id
+        assert retry.ended == 1  # the handed-over original
+        mirror.sync(1)
+        assert mirror.study.trials == []  # re-read: the dropped trial is gone from the copy too
+        recorder = TrialRecorder(sessions, retry.trial_id, worker_id)
+        number = recorder.finished(
+            completed_result(0.25), TrialState.COMPLETE, mirror.writer(told(0.25))
+        )
+        mirror.recorded(number)
+        assert number == 0
+        assert mirror.ended_seen == 2
+        [written] = optuna.load_study(study_name=first.optuna_study_name, storage=storage).trials
+        with sessions() as session:
+            row = session.get_one(Trial, retry.trial_id)
+            assert (written.number, written.value) == (row.optuna_trial_id, row.value) == (0, 0.25)
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()

@@ -2,43 +2,104 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import functools
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, Integer, Select, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from service.db.models import Study, StudyStatus, Trial, TrialState, utcnow
 from service.queue.claim import not_retried, running_count
 
 _FINAL_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
+_ACTIVE = (StudyStatus.QUEUED, StudyStatus.RUNNING)
 
 
-def finish_study_if_done(session: Session, study: Study) -> None:
-    """Completed when n_trials trials finished, cancelled once a cancel took effect, completed
-    (with a note) when the time budget ran out; only when no trial is running any more."""
-    if study.status not in (StudyStatus.QUEUED, StudyStatus.RUNNING):
-        return
-    finished_count = (
-        select(func.count(Trial.id))
-        .where(Trial.study_id == study.id, Trial.state.in_(_FINAL_STATES), not_retried())
-        .scalar_subquery()
-    )
-    running, finished = session.execute(select(running_count(study.id), finished_count)).one()
-    now = utcnow()
+@dataclass(frozen=True)
+class StudyProgress:
+    """What decides whether a study is over, besides its trials."""
+
+    status: str
+    cancel_requested: bool
+    n_trials: int
+    timeout_s: float | None
+    started_at: datetime | None
+
+
+PROGRESS_COLUMNS = (
+    Study.status,
+    Study.cancel_requested,
+    Study.n_trials,
+    Study.timeout_s,
+    Study.started_at,
+)
+
+
+def study_outcome(
+    study: StudyProgress, running: int, finished: int, now: datetime
+) -> tuple[str, str | None] | None:
+    """The status a study ends with and a note on why (or None for no note), or None while
+    it goes on: completed when n_trials trials finished, cancelled once a cancel took effect,
+    completed (with a note) when the time budget ran out; only when no trial runs any more."""
+    if study.status not in _ACTIVE or running:
+        return None
+    if study.cancel_requested:
+        return StudyStatus.CANCELLED, None
+    if finished >= study.n_trials:
+        return StudyStatus.COMPLETED, None
     timed_out = (
         study.timeout_s is not None
         and study.started_at is not None
         and now - study.started_at > timedelta(seconds=study.timeout_s)
     )
-    if running:
+    if timed_out:
+        note = f"time budget of {study.timeout_s:g} s ran out after {finished} trials"
+        return StudyStatus.COMPLETED, note
+    return None
+
+
+def finish_study_if_done(session: Session, study: Study) -> None:
+    """End `study` (a loaded, locked row) if it is over (see `study_outcome`)."""
+    if study.status not in _ACTIVE:
         return
-    if study.cancel_requested:
-        study.status = StudyStatus.CANCELLED
-    elif finished >= study.n_trials:
-        study.status = StudyStatus.COMPLETED
-    elif timed_out:
-        study.status = StudyStatus.COMPLETED
-        study.error = f"time budget of {study.timeout_s:g} s ran out after {finished} trials"
-    else:
+    running, finished = session.execute(_trial_counts(), {"study_id": study.id}).one()
+    now = utcnow()
+    progress = StudyProgress(
+        study.status, study.cancel_requested, study.n_trials, study.timeout_s, study.started_at
+    )
+    outcome = study_outcome(progress, running, finished, now)
+    if outcome is None:
         return
+    study.status, note = outcome
+    if note is not None:
+        study.error = note
     study.finished_at = now
+
+
+def finish_if_done(connection: Connection, study_id: int, progress: StudyProgress) -> None:
+    """`finish_study_if_done` for a study row the caller has locked and read `progress` of
+    (`PROGRESS_COLUMNS`), in Core statements: the worker's hot path."""
+    if progress.status not in _ACTIVE:
+        return
+    running, finished = connection.execute(_trial_counts(), {"study_id": study_id}).one()
+    now = utcnow()
+    outcome = study_outcome(progress, running, finished, now)
+    if outcome is None:
+        return
+    status, note = outcome
+    values = {"status": status, "finished_at": now, **({} if note is None else {"error": note})}
+    connection.execute(update(Study).where(Study.id == study_id).values(values))
+
+
+@functools.cache
+def _trial_counts() -> Select[int, int]:
+    """A study's running trials and its finished ones that hold a slot (built once: see
+    `service.queue.claim`)."""
+    study_id = bindparam("study_id", type_=Integer)
+    finished_count = (
+        select(func.count(Trial.id))
+        .where(Trial.study_id == study_id, Trial.state.in_(_FINAL_STATES), not_retried())
+        .scalar_subquery()
+    )
+    return select(running_count(study_id), finished_count)

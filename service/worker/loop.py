@@ -25,7 +25,7 @@ from service.config import Settings
 from service.db.engine import create_db_engine, make_session_factory, transaction
 from service.db.models import Trial, TrialState, Worker, utcnow
 from service.process import freeze_startup_objects
-from service.queue.claim import claim_trial
+from service.queue.claim import Claim, claim_trial
 from service.queue.reaper import reap_lost_trials
 from service.worker.db_retry import RETRYABLE, with_db_retry
 from service.worker.runner import RunOptions, TrialRunner
@@ -79,7 +79,33 @@ class WorkerProcess:
         freeze_startup_objects()
         heartbeat = threading.Thread(target=self._heartbeat, daemon=True)
         heartbeat.start()
-        runner = TrialRunner(
+        runner = self.make_runner()
+        done = 0
+        try:
+            while not self.stopping.is_set():
+                try:
+                    claim = self.claim_next()
+                except RETRYABLE as error:  # the database restarts: wait for it, then go on
+                    self._database_away(error)
+                    continue
+                self._away_delay = 0.1
+                if claim is None:
+                    if self.options.exit_when_idle:
+                        break
+                    self.stopping.wait(self.options.poll_interval_s)
+                    continue
+                self.run_claimed(runner, claim)
+                done += 1
+                if self.options.max_trials is not None and done >= self.options.max_trials:
+                    break
+        finally:
+            self.stopping.set()
+            heartbeat.join(timeout=5)
+            self.close()
+        return 0
+
+    def make_runner(self) -> TrialRunner:
+        return TrialRunner(
             self.factory,
             self.storage,
             self.worker_id,
@@ -93,35 +119,25 @@ class WorkerProcess:
             ),
             self.stopping.is_set,
         )
-        done = 0
+
+    def claim_next(self) -> Claim | None:
+        """Hand over lost trials (now and then), then claim the next trial slot, if any."""
+        self._reap()
+        return claim_trial(self.factory, self.worker_id)
+
+    def run_claimed(self, runner: TrialRunner, claim: Claim) -> None:
+        self.current_trial_id = claim.trial_id
         try:
-            while not self.stopping.is_set():
-                try:
-                    self._reap()
-                    claim = claim_trial(self.factory, self.worker_id)
-                except RETRYABLE as error:  # the database restarts: wait for it, then go on
-                    self._database_away(error)
-                    continue
-                self._away_delay = 0.1
-                if claim is None:
-                    if self.options.exit_when_idle:
-                        break
-                    self.stopping.wait(self.options.poll_interval_s)
-                    continue
-                self.current_trial_id = claim.trial_id
-                runner.run(claim)
-                self.current_trial_id = None
-                done += 1
-                if self.options.max_trials is not None and done >= self.options.max_trials:
-                    break
+            runner.run(claim)
         finally:
-            self.stopping.set()
-            heartbeat.join(timeout=5)
-            self._deregister()
-            self.engine.dispose()
-            self.storage.remove_session()
-            self.storage.engine.dispose()
-        return 0
+            self.current_trial_id = None
+
+    def close(self) -> None:
+        """Deregister and release the process's connections."""
+        self._deregister()
+        self.engine.dispose()
+        self.storage.remove_session()
+        self.storage.engine.dispose()
 
     def _database_away(self, error: Exception) -> None:
         delay = self._away_delay = min(2 * self._away_delay, 5.0)

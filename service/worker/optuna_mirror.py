@@ -4,10 +4,11 @@ A study with `max_parallel_trials == 1` never has two trials running, so nothing
 could read from Optuna's shared storage while a trial runs. Its worker therefore asks, samples,
 prunes and tells against an in-memory copy of the study (Optuna's own `InMemoryStorage`,
 holding the finished trials of the shared one) and writes each finished trial to the shared RDB
-study once, in one transaction: `RDBStorage.create_new_trial` with the finished trial as its
-template (params, distributions, values, intermediate values, attributes). On PostgreSQL that
-replaces about 20 round trips per trial (ask, one write per suggested parameter, the sampler's
-reads of the history, one or two per reported epoch, tell) with two.
+study once (params, distributions, values, intermediate values, attributes), in the same
+transaction as hpsearch's record of the trial's result (`write_finished_trial`). On PostgreSQL
+that replaces about 20 round trips per trial (ask, one write per suggested parameter, the
+sampler's reads of the history, one or two per reported epoch, tell) with a few statements in
+a transaction the result needed anyway.
 
 What an Optuna client of the shared storage sees changes in one way: such a study's trial
 appears there when it has finished, not while it runs (hpsearch's own tables and dashboard still
@@ -18,6 +19,7 @@ that this worker did not end itself (another worker ran it, or it was lost and r
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -25,7 +27,7 @@ import optuna
 from optuna.distributions import distribution_to_json
 from optuna.storages._rdb import models as optuna_models
 from optuna.trial import FrozenTrial
-from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy import Connection, bindparam, func, insert, select
 
 from service.worker.db_retry import with_db_retry
 
@@ -51,7 +53,8 @@ class OptunaMirror:
         self.study = optuna.create_study(direction=direction)
         self.ended_seen: int | None = None
         """How many of the study's trials had ended (in hpsearch's tables) when this copy was
-        last current; None before the first `sync`."""
+        last current; None before the first `sync` or when the copy may be stale."""
+        self._ended_before: int | None = None
 
     def sync(self, ended: int) -> None:
         """Make the copy current, unless exactly the trials this worker ended have ended
@@ -68,26 +71,26 @@ class OptunaMirror:
         self.study = study
         self.ended_seen = ended
 
-    def persist(self, finished: FrozenTrial) -> int:
-        """Write a trial that has finished in the copy to the shared study; its number there.
+    def writer(self, finished: FrozenTrial) -> Callable[[Connection], int]:
+        """The write of a trial that has finished in the copy to the shared study, to run on
+        the connection of the transaction that records its result; it returns the trial's
+        number there. Tell `recorded` what came of it."""
+        self._ended_before, self.ended_seen = self.ended_seen, None  # until `recorded`
+        study_id = self._study_id
+        return lambda connection: write_finished_trial(connection, study_id, finished)
 
-        A lost answer to a committed write is retried and so leaves a duplicate behind: a rare
-        case, better than a worker that dies holding its finished trial."""
-        number = with_db_retry(
-            lambda: write_finished_trial(self._storage.engine, self._study_id, finished),
-            "write the trial to Optuna",
-            patience_s=self._patience_s,
-        )
+    def recorded(self, number: int | None) -> None:
+        """The write from `writer` committed with this number (None: it was rolled back)."""
         expected = len(self.study.get_trials(deepcopy=False)) - 1  # the trials before this one
-        if self.ended_seen is not None and number == expected:
-            self.ended_seen += 1
-        else:  # the shared study holds trials the copy lacks: re-read it before the next trial
-            self.ended_seen = None
-        return number
+        if self._ended_before is not None and number == expected:
+            self.ended_seen = self._ended_before + 1
+        # else the shared study holds trials the copy lacks, or lacks this one: `ended_seen`
+        # stays None, so the copy is re-read before the next trial
 
 
-def write_finished_trial(engine: Engine, study_id: int, trial: FrozenTrial) -> int:
-    """Insert a finished trial into Optuna's RDB tables in one transaction; its number.
+def write_finished_trial(connection: Connection, study_id: int, trial: FrozenTrial) -> int:
+    """Insert a finished trial into Optuna's RDB tables, in the connection's transaction; its
+    number.
 
     Written by hand because Optuna has no bulk path: `RDBStorage.create_new_trial` with a
     template reads before each parameter, attribute and intermediate value it writes (two
@@ -97,46 +100,55 @@ def write_finished_trial(engine: Engine, study_id: int, trial: FrozenTrial) -> i
     copy when they were suggested. Trial numbers are assigned as Optuna assigns them: under
     the study row's lock, the count of the study's earlier trials.
     """
-    trials = optuna_models.TrialModel.__table__
-    with engine.begin() as connection:
-        studies = optuna_models.StudyModel.__table__
-        connection.execute(
-            select(studies.c.study_id).where(studies.c.study_id == study_id).with_for_update()
-        )
-        earlier = (
-            select(func.count())
-            .select_from(trials)
-            .where(trials.c.study_id == study_id)
-            .scalar_subquery()
-        )
-        trial_id, number = connection.execute(
-            insert(trials)
-            .values(
-                number=earlier,
-                study_id=study_id,
-                state=trial.state,
-                datetime_start=_naive_utc(trial.datetime_start),
-                datetime_complete=_naive_utc(trial.datetime_complete),
-            )
-            .returning(trials.c.trial_id, trials.c.number)
-        ).one()
-        _insert(connection, optuna_models.TrialParamModel, _params(trial_id, trial))
-        _insert(connection, optuna_models.TrialValueModel, _values(trial_id, trial))
-        _insert(
-            connection,
-            optuna_models.TrialIntermediateValueModel,
-            _intermediate_values(trial_id, trial),
-        )
-        for model, attrs in (
-            (optuna_models.TrialUserAttributeModel, trial.user_attrs),
-            (optuna_models.TrialSystemAttributeModel, trial.system_attrs),
-        ):
-            rows = [
-                {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
-                for key, value in attrs.items()
-            ]
-            _insert(connection, model, rows)
+    connection.execute(_STUDY_LOCKED, {"study_id": study_id})
+    trial_id, number = connection.execute(
+        _TRIAL_INSERTED,
+        {
+            "of_study": study_id,
+            "study_id": study_id,
+            "state": trial.state,
+            "datetime_start": _naive_utc(trial.datetime_start),
+            "datetime_complete": _naive_utc(trial.datetime_complete),
+        },
+    ).one()
+    _insert(connection, optuna_models.TrialParamModel, _params(trial_id, trial))
+    _insert(connection, optuna_models.TrialValueModel, _values(trial_id, trial))
+    _insert(
+        connection,
+        optuna_models.TrialIntermediateValueModel,
+        _intermediate_values(trial_id, trial),
+    )
+    for model, attrs in (
+        (optuna_models.TrialUserAttributeModel, trial.user_attrs),
+        (optuna_models.TrialSystemAttributeModel, trial.system_attrs),
+    ):
+        rows = [
+            {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+            for key, value in attrs.items()
+        ]
+        _insert(connection, model, rows)
     return int(number)
+
+
+_TRIALS = optuna_models.TrialModel.__table__
+_STUDIES = optuna_models.StudyModel.__table__
+_STUDY_LOCKED = (
+    select(_STUDIES.c.study_id)
+    .where(_STUDIES.c.study_id == bindparam("study_id"))
+    .with_for_update()
+)
+_TRIAL_INSERTED = (
+    insert(_TRIALS)
+    .values(
+        number=select(func.count())
+        .select_from(_TRIALS)
+        .where(_TRIALS.c.study_id == bindparam("of_study"))
+        .scalar_subquery()
+    )
+    .returning(_TRIALS.c.trial_id, _TRIALS.c.number)
+)
+"""A trial numbered as Optuna numbers them: the count of its study's earlier trials (under the
+study row's lock); its other columns come from the execution's parameters."""
 
 
 def _insert(connection: Connection, model: Any, rows: list[dict[str, Any]]) -> None:

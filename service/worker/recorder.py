@@ -6,33 +6,63 @@ upsert. The dashboard sees a running trial's curve grow with at most that delay,
 trial pays one or two round trips for its curve instead of one per epoch (each epoch's write was
 most of the service's overhead per trial). A crash loses at most the epochs not yet written; a
 retry resumes from the resume checkpoint and writes them again. The study's best trial and
-status are brought up to date in the same transaction as the result that changes them.
+status are brought up to date in the same transaction as the result that changes them, and so
+is Optuna's record of the trial where the worker keeps the study in memory (`OptunaMirror`):
+the trial's end is in both or in neither, whatever stops the worker.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import (
+    Connection,
+    Executable,
+    Float,
+    Integer,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.engine import transaction
-from service.db.models import Study, StudyStatus, Trial, TrialEpoch, TrialState, Worker, utcnow
+from service.db.models import Study, StudyStatus, Trial, TrialEpoch, TrialState, utcnow
+from service.queue.claim import set_worker_trial
 from service.queue.reaper import hand_over
-from service.queue.study_status import finish_study_if_done
+from service.queue.study_status import PROGRESS_COLUMNS, StudyProgress, finish_if_done
 from service.worker.db_retry import retried, with_db_retry
 from trainer import EpochRecord, TrialResult
 
 logger = logging.getLogger(__name__)
 
 
+OptunaTrial = int | Callable[[Connection], int]
+"""A trial's Optuna number, or the write that records its end in Optuna's tables (on the
+result's own connection, in its transaction) and returns its number."""
+
+
+class _TrialHandedOverError(Exception):
+    """The trial no longer runs (the reaper handed it over): roll back what was written."""
+
+
 def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
+
+
+def _optuna_number(connection: Connection, optuna_trial: OptunaTrial) -> int:
+    return optuna_trial if isinstance(optuna_trial, int) else optuna_trial(connection)
 
 
 class TrialRecorder:
@@ -63,22 +93,16 @@ class TrialRecorder:
         """`resume_file`: where the trial's resume checkpoint will be, so a retry finds it
         even when this worker dies before the trial ends. `optuna_trial_id` (the Optuna trial's
         number) is None for a mirrored study's trial, which Optuna's storage gets at its end."""
-        with transaction(self.factory) as session:
-            # the trial's row before the worker's: one lock order everywhere
-            session.execute(
-                update(Trial)
-                .where(Trial.id == self.trial_id)
-                .values(
-                    optuna_trial_id=optuna_trial_id,
-                    params=params,
-                    device=device,
-                    last_checkpoint_path=resume_file,
-                )
-            )
-            session.execute(
-                update(Worker)
-                .where(Worker.id == self.worker_id)
-                .values(current_trial_id=self.trial_id, status="busy")
+        with transaction(self.factory) as session:  # (the claim marked the worker busy)
+            session.connection().execute(
+                _TRIAL_UPDATE,
+                {
+                    "trial_id": self.trial_id,
+                    "optuna_trial_id": optuna_trial_id,
+                    "params": params,
+                    "device": device,
+                    "last_checkpoint_path": resume_file,
+                },
             )
 
     def epoch(self, record: EpochRecord) -> None:
@@ -92,110 +116,134 @@ class TrialRecorder:
         if not self._pending:
             return
         with transaction(self.factory) as session:
-            _upsert_epochs(session, self.trial_id, self._pending)
-            session.execute(
-                update(Trial)
-                .where(Trial.id == self.trial_id)
-                .values(
-                    epochs_run=func.max(Trial.epochs_run, self._pending[-1].epoch)
-                    if session.get_bind().dialect.name == "sqlite"
-                    else func.greatest(Trial.epochs_run, self._pending[-1].epoch),
-                    heartbeat_at=utcnow(),
-                )
+            connection = session.connection()
+            _upsert_epochs(connection, self.trial_id, self._pending)
+            connection.execute(
+                _epochs_run_raised(connection.dialect.name),
+                {"trial_id": self.trial_id, "epoch": self._pending[-1].epoch, "now": utcnow()},
             )
         self._written.update(record.epoch for record in self._pending)
         self._pending = []
         self._last_flush = time.monotonic()
 
     @retried("record the result")
-    def finished(self, result: TrialResult, state: TrialState, optuna_trial_id: int) -> None:
-        with transaction(self.factory) as session:
-            trial = self._still_ours(session)
-            if trial is None:
-                return
-            # the epochs not written yet, a resumed trial's first ones (from its checkpoint) too
-            _upsert_epochs(session, self.trial_id, self._unwritten(result.history))
-            trial.optuna_trial_id = optuna_trial_id
-            trial.resumed_from_epoch = result.resumed_from_epoch
-            trial.state = state
-            trial.value = _finite(result.objective_value) if state == TrialState.COMPLETE else None
-            trial.metrics = _metrics(result)
-            trial.best_metrics = None if result.best is None else _clean(vars(result.best))
-            trial.epochs_run = result.epochs_run
-            trial.best_epoch = result.best_epoch
-            trial.stopped_early = result.stopped_early
-            if result.diagnosis is not None:
-                trial.diagnosis = result.diagnosis.label
-                trial.diagnosis_detail = result.diagnosis.explanation
-            trial.device = result.device
-            trial.duration_s = result.wall_time_s
-            trial.checkpoint_path = result.best_checkpoint
-            trial.last_checkpoint_path = result.last_checkpoint
-            trial.error = result.message or None
-            trial.finished_at = utcnow()
-            self._release_worker(session)
-            _update_study(session, trial)
+    def finished(
+        self, result: TrialResult, state: TrialState, optuna_trial: OptunaTrial
+    ) -> int | None:
+        """Record the trial's end; its Optuna number, or None if its result was dropped."""
+        value = _finite(result.objective_value) if state == TrialState.COMPLETE else None
+        diagnosis = result.diagnosis
+        try:
+            with transaction(self.factory) as session:
+                connection = session.connection()
+                number = _optuna_number(connection, optuna_trial)
+                study_id = connection.execute(
+                    _RUNNING_TRIAL_ENDED,
+                    {
+                        "trial_id": self.trial_id,
+                        "optuna_trial_id": number,
+                        "resumed_from_epoch": result.resumed_from_epoch,
+                        "state": state,
+                        "value": value,
+                        "metrics": _metrics(result),
+                        "best_metrics": None if result.best is None else _clean(vars(result.best)),
+                        "epochs_run": result.epochs_run,
+                        "best_epoch": result.best_epoch,
+                        "stopped_early": result.stopped_early,
+                        "diagnosis": None if diagnosis is None else diagnosis.label,
+                        "diagnosis_detail": None if diagnosis is None else diagnosis.explanation,
+                        "device": result.device,
+                        "duration_s": result.wall_time_s,
+                        "checkpoint_path": result.best_checkpoint,
+                        "last_checkpoint_path": result.last_checkpoint,
+                        "error": result.message or None,
+                        "finished_at": utcnow(),
+                    },
+                ).scalar_one_or_none()
+                if study_id is None:
+                    raise _TrialHandedOverError
+                # the epochs not written yet, a resumed trial's first ones (from its checkpoint)
+                _upsert_epochs(connection, self.trial_id, self._unwritten(result.history))
+                set_worker_trial(connection, self.worker_id, None)
+                _update_study(connection, study_id, self.trial_id, value)
+        except _TrialHandedOverError:
+            self._drop()
+            return None
+        return number
 
     @retried("hand the trial over")
     def handed_over(
-        self, result: TrialResult, reason: str, max_retries: int, optuna_trial_id: int
-    ) -> None:
+        self, result: TrialResult, reason: str, max_retries: int, optuna_trial: OptunaTrial
+    ) -> int | None:
         """The worker stops (SIGTERM): fail this trial and queue a retry resuming from its
         last checkpoint, for whichever worker comes next."""
-        with transaction(self.factory) as session:
-            trial = self._still_ours(session)
-            if trial is None:
-                return
-            _upsert_epochs(session, self.trial_id, self._unwritten(result.history))
-            trial.optuna_trial_id = optuna_trial_id
-            trial.epochs_run = result.epochs_run
-            trial.last_checkpoint_path = result.last_checkpoint
-            trial.duration_s = result.wall_time_s
-            hand_over(session, trial, reason, max_retries)
-            self._release_worker(session)
-            _update_study(session, trial)
+        try:
+            with transaction(self.factory) as session:
+                number = _optuna_number(session.connection(), optuna_trial)
+                trial = self._still_ours(session)
+                _upsert_epochs(session.connection(), self.trial_id, self._unwritten(result.history))
+                trial.optuna_trial_id = number
+                trial.epochs_run = result.epochs_run
+                trial.last_checkpoint_path = result.last_checkpoint
+                trial.duration_s = result.wall_time_s
+                hand_over(session, trial, reason, max_retries)
+                self._ended(session, trial)
+        except _TrialHandedOverError:
+            self._drop()
+            return None
+        return number
 
     @retried("record the failure")
-    def failed(self, reason: str, optuna_trial_id: int | None = None) -> None:
-        with transaction(self.factory) as session:
-            trial = self._still_ours(session)
-            if trial is None:
-                return
-            _upsert_epochs(session, self.trial_id, self._pending)  # its curve up to the failure
-            if optuna_trial_id is not None:
-                trial.optuna_trial_id = optuna_trial_id
-            trial.state = TrialState.FAILED
-            trial.error = reason
-            trial.finished_at = utcnow()
-            self._release_worker(session)
-            _update_study(session, trial)
+    def failed(self, reason: str, optuna_trial: OptunaTrial | None = None) -> int | None:
+        try:
+            with transaction(self.factory) as session:
+                number = (
+                    None
+                    if optuna_trial is None
+                    else _optuna_number(session.connection(), optuna_trial)
+                )
+                trial = self._still_ours(session)
+                # its curve up to the failure
+                _upsert_epochs(session.connection(), self.trial_id, self._pending)
+                if number is not None:
+                    trial.optuna_trial_id = number
+                trial.state = TrialState.FAILED
+                trial.error = reason
+                trial.finished_at = utcnow()
+                self._ended(session, trial)
+        except _TrialHandedOverError:
+            self._drop()
+            return None
+        return number
 
-    def _still_ours(self, session: Session) -> Trial | None:
-        """The trial, locked, if it still runs; None (and the worker released) if the reaper
-        handed it over while this worker was silent past the grace period (a network split, a
-        stopped process): its retry owns the result now, so this one is dropped, not written
-        over the retry's bookkeeping."""
+    def _still_ours(self, session: Session) -> Trial:
+        """The trial, locked, if it still runs; else `_TrialHandedOverError`."""
         trial = session.get_one(Trial, self.trial_id, with_for_update=True)
-        if trial.state == TrialState.RUNNING:
-            return trial
-        logger.warning(
-            "trial %s was handed over while this worker was silent (%s); its result is dropped",
-            self.trial_id,
-            trial.error or trial.state,
-        )
-        self._release_worker(session)
-        return None
+        if trial.state != TrialState.RUNNING:
+            raise _TrialHandedOverError
+        return trial
+
+    def _ended(self, session: Session, trial: Trial) -> None:
+        """After the trial's row: the worker's, then the study's (one lock order)."""
+        session.flush()
+        set_worker_trial(session.connection(), self.worker_id, None)
+        _update_study(session.connection(), trial.study_id, trial.id, None)
+
+    def _drop(self) -> None:
+        """The reaper handed this trial over while this worker was silent past the grace
+        period (a network split, a stopped process): its retry owns the result now, so this
+        one is dropped, not written over the retry's bookkeeping; the worker is released."""
+        with transaction(self.factory) as session:
+            trial = session.get_one(Trial, self.trial_id)
+            logger.warning(
+                "trial %s was handed over while this worker was silent (%s); its result is dropped",
+                self.trial_id,
+                trial.error or trial.state,
+            )
+            set_worker_trial(session.connection(), self.worker_id, None)
 
     def _unwritten(self, history: Sequence[EpochRecord]) -> list[EpochRecord]:
         return [record for record in history if record.epoch not in self._written]
-
-    def _release_worker(self, session: Session) -> None:
-        session.flush()  # the trial's row before the worker's: one lock order everywhere
-        session.execute(
-            update(Worker)
-            .where(Worker.id == self.worker_id)
-            .values(current_trial_id=None, status="idle")
-        )
 
 
 def fail_study(
@@ -221,9 +269,59 @@ def _fail_study(factory: sessionmaker[Session], study_id: int, reason: str) -> N
             trial.finished_at = utcnow()
 
 
-def _upsert_epochs(session: Session, trial_id: int, records: Sequence[EpochRecord]) -> None:
-    """Insert or overwrite the epochs' rows in one statement (PostgreSQL's and SQLite's
-    INSERT ... ON CONFLICT DO UPDATE; a retry or a resumed trial writes some epochs again)."""
+# The recorder's statements are Core statements built once per process, values bound at
+# execution: ORM-enabled DML through the session, and compiling a multi-row INSERT anew for
+# each flush, cost more Python time per trial (~8 ms in all) than running the statements.
+
+_TRIAL_UPDATE = update(Trial).where(Trial.id == bindparam("trial_id"))
+"""SET takes the columns named in the execution's parameters."""
+
+_RUNNING_TRIAL_ENDED = (
+    update(Trial)
+    .where(Trial.id == bindparam("trial_id"), Trial.state == TrialState.RUNNING)
+    .returning(Trial.study_id)
+)
+"""A trial's end, if it still runs (none returned: the reaper handed it over)."""
+
+_CANDIDATE = cast(bindparam("value", type_=Float), Float)  # typed for PostgreSQL even when NULL
+_BETTER = and_(
+    _CANDIDATE.is_not(None),
+    or_(
+        Study.best_value.is_(None),
+        and_(Study.direction == "minimize", Study.best_value > _CANDIDATE),
+        and_(Study.direction == "maximize", Study.best_value < _CANDIDATE),
+    ),
+)
+_BEST_TRIAL_KEPT = (
+    update(Study)
+    .where(Study.id == bindparam("study_id"))
+    .values(
+        best_value=case((_BETTER, _CANDIDATE), else_=Study.best_value),
+        best_trial_id=case(
+            (_BETTER, bindparam("trial_id", type_=Integer)), else_=Study.best_trial_id
+        ),
+    )
+    .returning(*PROGRESS_COLUMNS)
+)
+"""The study's best trial after one of its trials ended with `value` (NULL: no objective);
+it locks the study's row and returns what decides whether the study is over."""
+
+
+def _update_study(
+    connection: Connection, study_id: int, trial_id: int, completed_value: float | None
+) -> None:
+    """The study's best trial and status, after a trial of it ended (`completed_value`: its
+    objective if it completed with one)."""
+    progress = connection.execute(
+        _BEST_TRIAL_KEPT,
+        {"study_id": study_id, "trial_id": trial_id, "value": completed_value},
+    ).one()
+    finish_if_done(connection, study_id, StudyProgress(*progress))
+
+
+def _upsert_epochs(connection: Connection, trial_id: int, records: Sequence[EpochRecord]) -> None:
+    """Insert or overwrite the epochs' rows in one batch (a retry or a resumed trial writes
+    some epochs again)."""
     if not records:
         return
     rows = [
@@ -238,13 +336,32 @@ def _upsert_epochs(session: Session, trial_id: int, records: Sequence[EpochRecor
         }
         for record in records
     ]
-    dialect = sqlite if session.get_bind().dialect.name == "sqlite" else postgresql
-    statement = dialect.insert(TrialEpoch).values(rows)
+    connection.execute(_epoch_upsert(connection.dialect.name), rows)
+
+
+@functools.cache
+def _epoch_upsert(dialect_name: str) -> Executable:
+    """PostgreSQL's and SQLite's INSERT ... ON CONFLICT DO UPDATE on an epoch's row."""
+    dialect = sqlite if dialect_name == "sqlite" else postgresql
+    statement = dialect.insert(TrialEpoch)
     values = ("loss", "accuracy", "val_loss", "val_accuracy", "lr")
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["trial_id", "epoch"],
-            set_={name: statement.excluded[name] for name in values},
+    upsert: Executable = statement.on_conflict_do_update(
+        index_elements=["trial_id", "epoch"],
+        set_={name: statement.excluded[name] for name in values},
+    )
+    return upsert
+
+
+@functools.cache
+def _epochs_run_raised(dialect_name: str) -> Executable:
+    """A running trial's epoch count raised to :epoch (never lowered) and its heartbeat."""
+    greatest = func.max if dialect_name == "sqlite" else func.greatest
+    return (
+        update(Trial)
+        .where(Trial.id == bindparam("trial_id"))
+        .values(
+            epochs_run=greatest(Trial.epochs_run, bindparam("epoch")),
+            heartbeat_at=bindparam("now"),
         )
     )
 
@@ -265,19 +382,3 @@ def _metrics(result: TrialResult) -> dict[str, Any]:
 
 def _clean(values: dict[str, Any]) -> dict[str, Any]:
     return {k: _finite(v) if isinstance(v, float) else v for k, v in values.items()}
-
-
-def _update_study(session: Session, trial: Trial) -> None:
-    session.flush()
-    study = session.get_one(Study, trial.study_id, with_for_update=True)
-    if trial.state == TrialState.COMPLETE and trial.value is not None:
-        better = (
-            study.best_value is None
-            or (study.direction == "minimize" and trial.value < study.best_value)
-            or (study.direction == "maximize" and trial.value > study.best_value)
-        )
-        if better:
-            study.best_value = trial.value
-            study.best_trial_id = trial.id
-    session.flush()
-    finish_study_if_done(session, study)

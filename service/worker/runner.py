@@ -19,7 +19,7 @@ from service.studies.spec import StudySpec, UploadedDataset
 from service.worker.db_retry import with_db_retry
 from service.worker.optuna_bridge import OptunaReporter, make_pruner, make_sampler
 from service.worker.optuna_mirror import OptunaMirror
-from service.worker.recorder import TrialRecorder, fail_study
+from service.worker.recorder import OptunaTrial, TrialRecorder, fail_study
 from trainer import DatasetConfig, DatasetError, TrialResult, TrialTemplate, run_trial
 
 logger = logging.getLogger(__name__)
@@ -105,14 +105,19 @@ class TrialRunner:
         # mirrored study, nothing here touches the database.)
         trial = with_db_retry(study.ask, "ask Optuna for a trial", patience_s=patience_s)
 
-        def tell(value: float | None = None, state: OptunaState | None = None) -> int:
-            """Tell Optuna; the trial's number in the shared storage."""
+        def tell(value: float | None = None, state: OptunaState | None = None) -> OptunaTrial:
+            """Tell Optuna; the trial's number in the shared storage, or (for a mirrored
+            study) the write that puts it there in the result's transaction."""
             finished = with_db_retry(
                 lambda: study.tell(trial, value, state=state, skip_if_finished=True),
                 "tell Optuna the result",
                 patience_s=patience_s,
             )
-            return trial.number if mirror is None else mirror.persist(finished)
+            return trial.number if mirror is None else mirror.writer(finished)
+
+        def recorded(number: int | None) -> None:
+            if mirror is not None:
+                mirror.recorded(number)
 
         params = with_db_retry(
             lambda: template.search_space.sample(trial), "sample", patience_s=patience_s
@@ -147,26 +152,29 @@ class TrialRunner:
                 on_epoch=recorder.epoch,
             )
         except DatasetError as error:
-            recorder.failed(f"bad dataset: {error}", tell(state=OptunaState.FAIL))
+            recorded(recorder.failed(f"bad dataset: {error}", tell(state=OptunaState.FAIL)))
             return None
         except Exception as error:  # a trial's crash (OOM, a bug) must not take the worker down
             logger.exception("trial %s of study %s failed", claim.number, claim.study_id)
-            recorder.failed(f"{type(error).__name__}: {error}", tell(state=OptunaState.FAIL))
+            reason = f"{type(error).__name__}: {error}"
+            recorded(recorder.failed(reason, tell(state=OptunaState.FAIL)))
             return None
         if result.status == "interrupted":
-            recorder.handed_over(
-                result,
-                "worker stopped (SIGTERM); retry queued",
-                self.options.max_retries,
-                tell(state=OptunaState.FAIL),
+            recorded(
+                recorder.handed_over(
+                    result,
+                    "worker stopped (SIGTERM); retry queued",
+                    self.options.max_retries,
+                    tell(state=OptunaState.FAIL),
+                )
             )
             return result
         state, optuna_state = _STATES[result.status]
         if optuna_state == OptunaState.COMPLETE and result.objective_value is not None:
-            optuna_number = tell(result.objective_value)
+            optuna_trial = tell(result.objective_value)
         else:
-            optuna_number = tell(state=optuna_state)
-        recorder.finished(result, state, optuna_number)
+            optuna_trial = tell(state=optuna_state)
+        recorded(recorder.finished(result, state, optuna_trial))
         return result
 
     def _prepared(self, claim: Claim) -> tuple[StudySpec, TrialTemplate]:
