@@ -13,7 +13,16 @@ splits are cached per process and warmed first. Rounds alternate which side runs
 same ones each round). Prints both totals and their ratio.
 
     .venv/bin/python bench/service_overhead.py [--trials 20] [--repeats 3] [--pruner none]
-        [--sampler tpe|random] [--url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
+        [--sampler tpe|random] [--mode study|paired]
+        [--url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
+
+`--mode paired` measures the same thing trial by trial, so that this machine's drifts (the
+same code here runs 20-40 % slower for tens of seconds at a time) hit both sides alike: a
+started worker claims and runs one trial (everything the service does per trial: the claim,
+Optuna, the rows, the result), then the plain loop runs that trial's config, or the other way
+round (alternating, the plain side on the previous round's configs); the ratio is over the
+sums, with the median of the per-pair ratios beside it. The worker's start (engines, Optuna's
+storage, registration: once per worker process, not per study) is reported on its own.
 
 Target: ratio <= 1.03.
 """
@@ -42,6 +51,7 @@ from service.config import Settings
 from service.db.engine import create_db_engine, make_session_factory, transaction
 from service.db.migrate import upgrade
 from service.db.models import Study, Trial
+from service.process import freeze_startup_objects
 from service.studies.spec import StudySpec
 from service.worker.loop import WorkerOptions, WorkerProcess
 from trainer import run_trial
@@ -131,6 +141,92 @@ def plain_loop(spec: StudySpec, trials: list[Trial], checkpoints: Path) -> float
     return time.perf_counter() - started
 
 
+def paired_round(
+    url: str, spec: StudySpec, data_dir: Path, previous: list[Trial] | None
+) -> tuple[float, list[float], list[float], list[Trial]]:
+    """The worker's start, then per trial the service's time and the plain loop's time (see
+    the module's doc), and the trials as stored."""
+    engine = create_db_engine(url)
+    factory = make_session_factory(engine)
+    study_id = queue_study(factory, spec)
+    template = spec.template()
+    started = time.perf_counter()
+    worker = WorkerProcess(
+        Settings(database_url=url, data_dir=data_dir),
+        WorkerOptions(device="cpu", num_threads=1, exit_when_idle=True),
+    )
+    runner = worker.make_runner()
+    start_s = time.perf_counter() - started
+    service_times: list[float] = []
+    plain_times: list[float] = []
+
+    def plain(index: int, trial: Trial) -> None:
+        config = dataclasses.replace(
+            template.config_for(trial.params), seed=spec.seed + trial.number
+        )
+        started = time.perf_counter()
+        run_trial(config, NoReporter(), data_dir / f"plain-{index}", device="cpu", num_threads=1)
+        plain_times.append(time.perf_counter() - started)
+
+    try:
+        for index in range(spec.budget.n_trials):
+            plain_first = previous is not None and index % 2 == 1
+            if plain_first and previous is not None:
+                plain(index, previous[index])
+            started = time.perf_counter()
+            claim = worker.claim_next()
+            assert claim is not None, "the study ran out of trials early"
+            worker.run_claimed(runner, claim)
+            service_times.append(time.perf_counter() - started)
+            if not plain_first:
+                with factory() as session:
+                    plain(index, session.get_one(Trial, claim.trial_id))
+    finally:
+        worker.close()
+    with factory() as session:
+        trials = list(
+            session.scalars(select(Trial).where(Trial.study_id == study_id).order_by(Trial.number))
+        )
+    engine.dispose()
+    return start_s, service_times, plain_times, trials
+
+
+def paired(args: argparse.Namespace, spec: StudySpec) -> None:
+    ratios, per_pair, starts = [], [], []
+    previous: list[Trial] | None = None
+    for repeat in range(args.repeats + 1):  # the first round warms caches and is not counted
+        url = fresh_database(args.url)
+        data_dir = Path(tempfile.mkdtemp(prefix="hps-bench-"))
+        try:
+            start_s, service, plain, trials = paired_round(url, spec, data_dir, previous)
+        finally:
+            drop_database(args.url, url)
+            shutil.rmtree(data_dir, ignore_errors=True)
+        if previous is not None and _configs(trials) != _configs(previous):
+            print("note: this round's study sampled other configs than the last one")
+        previous = trials
+        pairs = [s / p for s, p in zip(service, plain, strict=True)]
+        label = "warm-up" if repeat == 0 else f"run {repeat}"
+        print(
+            f"{label}: worker start {start_s * 1000:.0f} ms; per trial: service "
+            f"{sum(service):.2f} s, plain {sum(plain):.2f} s, "
+            f"ratio {sum(service) / sum(plain):.3f} "
+            f"(median pair {statistics.median(pairs):.3f}); "
+            f"service - plain {1000 * (sum(service) - sum(plain)) / len(service):.1f} ms per trial"
+        )
+        if repeat:
+            ratios.append(sum(service) / sum(plain))
+            per_pair.append(statistics.median(pairs))
+            starts.append(start_s)
+    print(
+        f"ratio of sums median {statistics.median(ratios):.3f} [{min(ratios):.3f}-"
+        f"{max(ratios):.3f}], per-pair median {statistics.median(per_pair):.3f} "
+        f"[{min(per_pair):.3f}-{max(per_pair):.3f}], worker start "
+        f"{1000 * statistics.median(starts):.0f} ms [{1000 * min(starts):.0f}-"
+        f"{1000 * max(starts):.0f}]"
+    )
+
+
 def _configs(trials: list[Trial]) -> list[tuple[int, dict[str, Any]]]:
     return [(trial.number, trial.params) for trial in trials]
 
@@ -142,10 +238,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pruner", default="none", help="the study's pruner (median reports)")
     parser.add_argument("--sampler", default="tpe", help="tpe (the example's) or random")
+    parser.add_argument("--mode", choices=("study", "paired"), default="study")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
+    freeze_startup_objects()  # as a worker process does, for both sides
     spec = study_spec(args.trials, args.pruner, args.sampler)
+    if args.mode == "paired":
+        paired(args, spec)
+        return
     service_times, plain_times, ratios = [], [], []
     previous: list[Trial] | None = None
     for repeat in range(args.repeats + 1):  # the first round warms caches and is not counted
