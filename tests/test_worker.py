@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,11 +15,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+import service.worker.recorder as recorder_module
 from service.config import Settings
 from service.db.engine import create_db_engine, make_session_factory, transaction
-from service.db.models import Study, StudyStatus, Trial, TrialEpoch, TrialState, Worker
+from service.db.models import Study, StudyStatus, Trial, TrialEpoch, TrialState, Worker, utcnow
+from service.queue import study_status
 from service.queue.claim import claim_trial
-from service.queue.reaper import hand_over
+from service.queue.reaper import hand_over, reap_lost_trials
 from service.queue.study_status import StudyProgress, study_outcome
 from service.studies.spec import StudySpec
 from service.worker.loop import WorkerOptions, WorkerProcess
@@ -339,16 +342,17 @@ def test_the_study_keeps_its_best_completed_trial_and_completes_on_budget(
 ) -> None:
     """A pruned trial's objective (here 0.0 and 1.0, better than any in either direction)
     never makes it the best; the study completes when its last trial ends."""
-    study_id = add_study(sessions, spec(objective=objective, budget={"n_trials": 6}))
+    study_id = add_study(sessions, spec(objective=objective, budget={"n_trials": 7}))
     worker_id = add_worker(sessions)
     ended: dict[int, float | None] = {}
     for value, state in [
+        (0.0, TrialState.PRUNED),  # no objective: the study has no best trial after it
         (0.5, TrialState.COMPLETE),
         (0.25, TrialState.COMPLETE),
-        (0.0, TrialState.PRUNED),
         (0.75, TrialState.COMPLETE),
         (1.0, TrialState.PRUNED),
-        (0.5, TrialState.COMPLETE),
+        (0.25, TrialState.COMPLETE),  # ties keep the first trial that reached the value
+        (0.75, TrialState.COMPLETE),
     ]:
         claim = claim_trial(sessions, worker_id)
         assert claim is not None
@@ -362,6 +366,9 @@ def test_the_study_keeps_its_best_completed_trial_and_completes_on_budget(
             result = dataclasses.replace(result, status="pruned")
         assert recorder.finished(result, state, claim.number) == claim.number
         ended[claim.trial_id] = value if state == TrialState.COMPLETE else None
+        if len(ended) == 1:
+            with sessions() as session:
+                assert session.get_one(Study, study_id).best_trial_id is None
     with sessions() as session:
         study = session.get_one(Study, study_id)
         trials = {trial.id: trial.value for trial in session.scalars(select(Trial))}
@@ -402,3 +409,57 @@ def test_a_study_is_over_when_its_budget_cancel_or_time_says_so(
     outcome: tuple[str, str | None] | None,
 ) -> None:
     assert study_outcome(progress, running, finished, NOW) == outcome
+
+
+def test_a_trial_ending_while_the_reaper_hands_over_another_still_ends_the_study(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancelled study's last two trials end at once: one recorded by its worker, one
+    handed over by the reaper. Each counts the trials after the other has committed (the
+    reaper waits for the study row), so the second of them ends the study; were both to count
+    the other's trial as still running, the study would stay running for good."""
+    study_id = add_study(sessions, spec(budget={"n_trials": 4, "max_parallel_trials": 2}))
+    alive, lost = add_worker(sessions, pid=1), add_worker(sessions, pid=2)
+    ending, lost_claim = claim_trial(sessions, alive), claim_trial(sessions, lost)
+    assert ending is not None
+    assert lost_claim is not None
+    with transaction(sessions) as session:
+        session.get_one(Study, study_id).cancel_requested = True
+        session.get_one(Trial, lost_claim.trial_id).heartbeat_at = utcnow() - timedelta(hours=1)
+
+    holding_the_study, go_on = threading.Event(), threading.Event()
+    real_finish_if_done = study_status.finish_if_done
+
+    def finish_when_told(*args: Any) -> None:
+        holding_the_study.set()  # the result's transaction holds the study's row here
+        assert go_on.wait(10)
+        real_finish_if_done(*args)
+
+    monkeypatch.setattr(recorder_module, "finish_if_done", finish_when_told)
+    recorder = TrialRecorder(sessions, ending.trial_id, alive)
+    result = threading.Thread(
+        target=recorder.finished, args=(completed_result(0.5), TrialState.COMPLETE, 0)
+    )
+    reaped: list[int] = []
+    reaper = threading.Thread(
+        target=lambda: reaped.extend(
+            reap_lost_trials(sessions, optuna.storages.InMemoryStorage(), 60.0, 2)
+        )
+    )
+    result.start()
+    assert holding_the_study.wait(10)
+    reaper.start()
+    reaper.join(0.5)
+    waited = reaper.is_alive()
+    go_on.set()
+    result.join(10)
+    reaper.join(10)
+    assert waited  # the reaper waited for the study's row
+    assert reaped == [lost_claim.trial_id]
+    with sessions() as session:
+        study = session.get_one(Study, study_id)
+        states = {trial.id: trial.state for trial in session.scalars(select(Trial))}
+    assert states[ending.trial_id] == TrialState.COMPLETE
+    assert states[lost_claim.trial_id] == TrialState.FAILED
+    assert study.status == StudyStatus.CANCELLED
+    assert study.finished_at is not None

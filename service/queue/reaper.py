@@ -78,13 +78,16 @@ def reap_lost_trials(
             .with_for_update(skip_locked=True)
         ).all()
         for trial in trials:
+            # The study's row locked before its trials are counted: a worker recording another
+            # trial's end locks it too, so one of the two counts after the other has committed
+            # and the last one to end a trial of a cancelled or timed-out study ends the study.
+            study = session.get_one(Study, trial.study_id, with_for_update=True)
             silent = (utcnow() - (trial.heartbeat_at or trial.started_at)).total_seconds()
             hand_over(session, trial, f"worker lost: no heartbeat for {silent:.0f} s", max_retries)
-            finish_study_if_done(session, session.get_one(Study, trial.study_id))
+            finish_study_if_done(session, study)
             if trial.worker_id is not None and (worker := session.get(Worker, trial.worker_id)):
                 worker.status = "lost"
                 worker.current_trial_id = None
-            study = session.get_one(Study, trial.study_id)
             lost.append((trial.id, study.optuna_study_name, trial.optuna_trial_id))
     for trial_id, study_name, optuna_number in lost:
         logger.warning("trial %s: worker lost, retry queued", trial_id)

@@ -162,8 +162,9 @@ class WorkerProcess:
     def _heartbeat(self) -> None:
         while not self.stopping.wait(self.settings.heartbeat_interval_s):
             try:
-                # Rows are always locked trial first, then worker, then study (the recorder
-                # and the reaper do the same), so concurrent transactions cannot deadlock.
+                # The trial's row before the worker's, as the recorder locks them, and never a
+                # study's: no cycle with the claim (study, trial, worker), the recorder (trial,
+                # worker, study) or the reaper (trial, study, lost worker).
                 with transaction(self.factory) as session:
                     now = utcnow()
                     if self.current_trial_id is not None:

@@ -230,15 +230,18 @@ class TrialRecorder:
         _update_study(session.connection(), trial.study_id, trial.id, None)
 
     def _drop(self) -> None:
-        """The reaper handed this trial over while this worker was silent past the grace
-        period (a network split, a stopped process): its retry owns the result now, so this
-        one is dropped, not written over the retry's bookkeeping; the worker is released."""
+        """The trial no longer runs: the reaper handed it over while this worker was silent
+        past the grace period (a network split, a stopped process), and its retry owns the
+        result now, so this one is dropped, not written over the retry's bookkeeping (or this
+        is the retry of a write that committed but whose answer was lost). The worker is
+        released."""
         with transaction(self.factory) as session:
             trial = session.get_one(Trial, self.trial_id)
             logger.warning(
-                "trial %s was handed over while this worker was silent (%s); its result is dropped",
+                "trial %s no longer runs (%s: %s); this worker's result is not written",
                 self.trial_id,
-                trial.error or trial.state,
+                trial.state,
+                trial.error or "no error",
             )
             set_worker_trial(session.connection(), self.worker_id, None)
 
@@ -360,7 +363,7 @@ def _epochs_run_raised(dialect_name: str) -> Executable:
         update(Trial)
         .where(Trial.id == bindparam("trial_id"))
         .values(
-            epochs_run=greatest(Trial.epochs_run, bindparam("epoch")),
+            epochs_run=greatest(Trial.epochs_run, bindparam("epoch", type_=Integer)),
             heartbeat_at=bindparam("now"),
         )
     )
