@@ -6,7 +6,7 @@ on loopback for `--seconds` against `GET /api/v1/studies/{id}/trials?limit=50` a
 `GET /api/v1/studies/{id}`, and prints requests/s, p50 and p99 for each.
 
     .venv/bin/python bench/api_load.py [--url postgresql+psycopg://postgres@127.0.0.1/postgres]
-        [--seconds 30] [--connections 8] [--server-workers 1]
+        [--seconds 30] [--connections 8] [--server-workers 1] [--warmup 3]
 
 Needs wrk (Debian: apt-get install wrk). Target: p99 <= 50 ms at >= 300 req/s on 2 cores.
 """
@@ -190,6 +190,13 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--trials", type=int, default=10_000)
     parser.add_argument(
+        "--warmup",
+        type=int,
+        default=3,
+        help="seconds of unmeasured load per endpoint first (each server process's first "
+        "requests compile statements and fill caches)",
+    )
+    parser.add_argument(
         "--server-workers", type=int, default=1, help="uvicorn processes (hpsearch serve --workers)"
     )
     args = parser.parse_args()
@@ -207,6 +214,8 @@ def main() -> None:
                 ("trials?limit=50", f"/studies/{study_id}/trials?limit=50"),
                 ("study", f"/studies/{study_id}"),
             ):
+                if args.warmup > 0:
+                    wrk(base + path, args.warmup, args.connections)
                 rate, p50, p99 = wrk(base + path, args.seconds, args.connections)
                 print(f"GET {name:<16} {rate:8.1f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
     finally:
