@@ -463,3 +463,40 @@ def test_a_trial_ending_while_the_reaper_hands_over_another_still_ends_the_study
     assert states[lost_claim.trial_id] == TrialState.FAILED
     assert study.status == StudyStatus.CANCELLED
     assert study.finished_at is not None
+
+
+def test_a_retry_queued_while_another_trial_is_claimed_takes_the_next_free_number(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A worker stopping (SIGTERM) queues its trial's retry while another worker claims a
+    trial of the same study: the retry waits for the claim and numbers itself after it."""
+    study_id = add_study(sessions, spec(budget={"n_trials": 4, "max_parallel_trials": 2}))
+    worker_id = add_worker(sessions)
+    claim = claim_trial(sessions, worker_id)
+    assert claim is not None
+    recorder = TrialRecorder(sessions, claim.trial_id, worker_id)
+    stopped = completed_result(0.5)
+    failures: list[BaseException] = []
+
+    def hand_it_over() -> None:
+        try:
+            recorder.handed_over(stopped, "worker stopped (SIGTERM); retry queued", 2, 0)
+        except BaseException as error:  # reported below, not as a thread's stray exception
+            failures.append(error)
+
+    stopping = threading.Thread(target=hand_it_over)
+    with transaction(sessions) as session:  # a claim in flight: the study locked, a trial added
+        session.get_one(Study, study_id, with_for_update=True)
+        session.add(
+            Trial(study_id=study_id, number=1, state=TrialState.RUNNING, started_at=utcnow())
+        )
+        session.flush()
+        stopping.start()
+        stopping.join(0.5)
+        waited = stopping.is_alive()
+    stopping.join(10)
+    assert failures == []
+    assert waited
+    with sessions() as session:
+        retry = session.scalars(select(Trial).where(Trial.retry_of_id == claim.trial_id)).one()
+    assert (retry.number, retry.state) == (2, TrialState.WAITING)

@@ -41,7 +41,9 @@ def hand_over(session: Session, trial: Trial, reason: str, max_retries: int) -> 
     trial.state = TrialState.FAILED
     trial.error = reason
     trial.finished_at = utcnow()
-    study = session.get_one(Study, trial.study_id)
+    # The study's row locked, as a claim locks it, before the retry takes the next number: a
+    # trial claimed meanwhile would otherwise get the same one.
+    study = session.get_one(Study, trial.study_id, with_for_update=True)
     if retries_before(session, trial) >= max_retries or study.status not in (
         StudyStatus.QUEUED,
         StudyStatus.RUNNING,
