@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -167,6 +168,14 @@ class Trial(Base):
         UniqueConstraint("study_id", "number"),
         Index("ix_hps_trials_study_state", "study_id", "state"),
         Index("ix_hps_trials_study_value", "study_id", "value"),
+        # A study's retries, counted at every claim and every trial's end (see
+        # `service.queue.claim.slots_taken`): only the few rows that are retries.
+        Index(
+            "ix_hps_trials_study_retries",
+            "study_id",
+            postgresql_where=text("retry_of_id IS NOT NULL"),
+            sqlite_where=text("retry_of_id IS NOT NULL"),
+        ),
     )
 
 

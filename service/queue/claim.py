@@ -17,19 +17,10 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Select, bindparam, func, insert, null, or_, select, update
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.engine import transaction
 from service.db.models import Study, StudyStatus, Trial, TrialState, Worker, utcnow
-
-#: Trial states that hold one of the study's `n_trials` slots.
-COUNTED_STATES = (
-    TrialState.RUNNING,
-    TrialState.WAITING,
-    TrialState.COMPLETE,
-    TrialState.PRUNED,
-    TrialState.FAILED,
-)
 
 
 @dataclass(frozen=True)
@@ -56,21 +47,27 @@ class Claim:
 
 
 # Statements here are built once per process (`functools.cache`, values as bound parameters):
-# building them, an alias above all, cost more Python time (~2-5 ms per claim) than running them.
-_RETRY = aliased(Trial, name="retry")
+# building them cost more Python time (~2-5 ms per claim) than running them.
 
 
-def not_retried() -> Any:
-    """A failed trial that was retried gives its slot to the retry."""
-    return ~select(_RETRY.id).where(_RETRY.retry_of_id == Trial.id).exists()
+def retries(study_id: Any) -> Any:
+    """How many of the study's trials are retries (each takes the slot of the trial it
+    retries; an index holds only these rows)."""
+    return (
+        select(func.count())
+        .select_from(Trial)
+        .where(Trial.study_id == study_id, Trial.retry_of_id.is_not(None))
+        .scalar_subquery()
+    )
 
 
 def slots_taken(study_id: Any) -> Any:
-    return (
-        select(func.count(Trial.id))
-        .where(Trial.study_id == study_id, Trial.state.in_(COUNTED_STATES), not_retried())
-        .scalar_subquery()
-    )
+    """Trials holding one of the study's `n_trials` slots: every trial of it (all states
+    count), less the retried ones, whose retries hold their slots. A trial is retried at
+    most once (only a running trial is handed over), so that is its trials less its retries,
+    from two index scans (an anti-join over all of its trials cost 9 ms per claim at 10,000)."""
+    every = select(func.count()).select_from(Trial).where(Trial.study_id == study_id)
+    return every.scalar_subquery() - retries(study_id)
 
 
 def running_count(study_id: Any) -> Any:

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Integer, Select, bindparam, func, select, upd
 from sqlalchemy.orm import Session
 
 from service.db.models import Study, StudyStatus, Trial, TrialState, utcnow
-from service.queue.claim import not_retried, running_count
+from service.queue.claim import retries, running_count
 
 _FINAL_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
 _ACTIVE = (StudyStatus.QUEUED, StudyStatus.RUNNING)
@@ -94,12 +94,14 @@ def finish_if_done(connection: Connection, study_id: int, progress: StudyProgres
 
 @functools.cache
 def _trial_counts() -> Select[int, int]:
-    """A study's running trials and its finished ones that hold a slot (built once: see
-    `service.queue.claim`)."""
+    """A study's running trials, and its finished ones that hold a slot: those less the
+    retried ones (each retried trial failed, and its retry holds its slot; see
+    `service.queue.claim.slots_taken`). Built once: see `service.queue.claim`."""
     study_id = bindparam("study_id", type_=Integer)
-    finished_count = (
-        select(func.count(Trial.id))
-        .where(Trial.study_id == study_id, Trial.state.in_(_FINAL_STATES), not_retried())
+    ended = (
+        select(func.count())
+        .select_from(Trial)
+        .where(Trial.study_id == study_id, Trial.state.in_(_FINAL_STATES))
         .scalar_subquery()
     )
-    return select(running_count(study_id), finished_count)
+    return select(running_count(study_id), ended - retries(study_id))
