@@ -13,6 +13,7 @@ from typing import Any
 import optuna
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 import service.worker.recorder as recorder_module
@@ -500,3 +501,20 @@ def test_a_retry_queued_while_another_trial_is_claimed_takes_the_next_free_numbe
     with sessions() as session:
         retry = session.scalars(select(Trial).where(Trial.retry_of_id == claim.trial_id)).one()
     assert (retry.number, retry.state) == (2, TrialState.WAITING)
+
+
+def test_the_database_refuses_a_second_retry_of_one_trial(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Slots are counted as a study's trials less its retries, which holds while each trial
+    is retried at most once: the database enforces it."""
+    add_study(sessions, spec())
+    claim = claim_trial(sessions, add_worker(sessions))
+    assert claim is not None
+    with transaction(sessions) as session:
+        assert hand_over(session, session.get_one(Trial, claim.trial_id), "worker lost", 2)
+    with pytest.raises(IntegrityError), transaction(sessions) as session:
+        hand_over(session, session.get_one(Trial, claim.trial_id), "worker lost again", 2)
+    with sessions() as session:
+        retried = select(Trial).where(Trial.retry_of_id == claim.trial_id)
+        assert len(session.scalars(retried).all()) == 1

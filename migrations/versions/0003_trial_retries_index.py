@@ -6,7 +6,8 @@ Create Date: 2026-11-27 10:20:00
 
 A partial index on the few trials that are retries: a claim and every trial's end count a
 study's trial slots as its trials less its retries (each retry takes its original's slot), which
-was an anti-join over all of the study's trials (9 ms per claim at 10,000 trials).
+was an anti-join over all of the study's trials (9 ms per claim at 10,000 trials). Unique,
+because that count relies on it: a trial is retried at most once.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ def upgrade() -> None:
     with op.batch_alter_table("hps_trials", schema=None) as batch_op:
         batch_op.create_index(
             "ix_hps_trials_study_retries",
-            ["study_id"],
-            unique=False,
+            ["study_id", "retry_of_id"],
+            unique=True,
             postgresql_where=sa.text("retry_of_id IS NOT NULL"),
             sqlite_where=sa.text("retry_of_id IS NOT NULL"),
         )

@@ -169,10 +169,13 @@ class Trial(Base):
         Index("ix_hps_trials_study_state", "study_id", "state"),
         Index("ix_hps_trials_study_value", "study_id", "value"),
         # A study's retries, counted at every claim and every trial's end (see
-        # `service.queue.claim.slots_taken`): only the few rows that are retries.
+        # `service.queue.claim.slots_taken`): only the few rows that are retries. Unique, as
+        # that count relies on: a trial is retried at most once.
         Index(
             "ix_hps_trials_study_retries",
             "study_id",
+            "retry_of_id",
+            unique=True,
             postgresql_where=text("retry_of_id IS NOT NULL"),
             sqlite_where=text("retry_of_id IS NOT NULL"),
         ),

@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import optuna
 from optuna.trial import TrialState as OptunaState
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.engine import transaction
@@ -49,7 +49,8 @@ def hand_over(session: Session, trial: Trial, reason: str, max_retries: int) -> 
         StudyStatus.RUNNING,
     ):
         return None
-    number = max(session.scalars(select(Trial.number).where(Trial.study_id == study.id))) + 1
+    latest = select(func.max(Trial.number)).where(Trial.study_id == study.id)
+    number = session.execute(latest).scalar_one() + 1  # the study has `trial`, at least
     retry = Trial(
         study_id=study.id,
         number=number,
@@ -77,6 +78,7 @@ def reap_lost_trials(
         trials = session.scalars(
             select(Trial)
             .where(Trial.state == TrialState.RUNNING, Trial.heartbeat_at < cutoff)
+            .order_by(Trial.study_id, Trial.id)  # two reapers lock studies in one order
             .with_for_update(skip_locked=True)
         ).all()
         for trial in trials:

@@ -163,8 +163,9 @@ class WorkerProcess:
         while not self.stopping.wait(self.settings.heartbeat_interval_s):
             try:
                 # The trial's row before the worker's, as the recorder locks them, and never a
-                # study's: no cycle with the claim (study, trial, worker), the recorder (trial,
-                # worker, study) or the reaper (trial, study, lost worker).
+                # study's: no cycle with the claim (study, trial, worker), a trial's end (trial,
+                # worker, study), a handover (trial, study, worker) or the reaper (trial,
+                # study, lost worker).
                 with transaction(self.factory) as session:
                     now = utcnow()
                     if self.current_trial_id is not None:

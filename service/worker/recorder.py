@@ -224,7 +224,9 @@ class TrialRecorder:
         return trial
 
     def _ended(self, session: Session, trial: Trial) -> None:
-        """After the trial's row: the worker's, then the study's (one lock order)."""
+        """After the trial's row: the worker's, then the study's (as `finished` locks them;
+        `hand_over` has locked the study already, which no other lock holder waits on while
+        holding this worker's row)."""
         session.flush()
         set_worker_trial(session.connection(), self.worker_id, None)
         _update_study(session.connection(), trial.study_id, trial.id, None)
@@ -260,16 +262,21 @@ def fail_study(
 
 def _fail_study(factory: sessionmaker[Session], study_id: int, reason: str) -> None:
     with transaction(factory) as session:
-        study = session.get_one(Study, study_id)
-        study.status = StudyStatus.FAILED
-        study.error = reason
-        study.finished_at = utcnow()
+        # its running trials' rows before the study's, as a trial's end locks them
         for trial in session.scalars(
-            select(Trial).where(Trial.study_id == study_id, Trial.state == TrialState.RUNNING)
+            select(Trial)
+            .where(Trial.study_id == study_id, Trial.state == TrialState.RUNNING)
+            .order_by(Trial.id)
+            .with_for_update()
         ):
             trial.state = TrialState.FAILED
             trial.error = f"study failed: {reason}"
             trial.finished_at = utcnow()
+        session.flush()
+        study = session.get_one(Study, study_id, with_for_update=True)
+        study.status = StudyStatus.FAILED
+        study.error = reason
+        study.finished_at = utcnow()
 
 
 # The recorder's statements are Core statements built once per process, values bound at
