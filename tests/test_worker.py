@@ -21,7 +21,7 @@ from service.config import Settings
 from service.db.engine import create_db_engine, make_session_factory, transaction
 from service.db.models import Study, StudyStatus, Trial, TrialEpoch, TrialState, Worker, utcnow
 from service.queue import study_status
-from service.queue.claim import claim_trial
+from service.queue.claim import claim_trial, work_remains
 from service.queue.reaper import hand_over, reap_lost_trials
 from service.queue.study_status import StudyProgress, study_outcome
 from service.studies.spec import StudySpec
@@ -518,3 +518,24 @@ def test_the_database_refuses_a_second_retry_of_one_trial(
     with sessions() as session:
         retried = select(Trial).where(Trial.retry_of_id == claim.trial_id)
         assert len(session.scalars(retried).all()) == 1
+
+
+def test_a_worker_that_stops_when_idle_does_not_mistake_a_locked_study_for_no_work(
+    sessions: sessionmaker[Session], migrated_database_url: str
+) -> None:
+    """PostgreSQL's claim skips a study another worker is claiming from at that moment;
+    `work_remains` still sees it, so `--exit-when-idle` waits instead of stopping early. A
+    study past its time budget is no work."""
+    assert not work_remains(sessions)
+    study_id = add_study(sessions, spec())
+    assert work_remains(sessions)
+    if migrated_database_url.startswith("postgresql"):
+        with transaction(sessions) as other_claim:
+            other_claim.get_one(Study, study_id, with_for_update=True)
+            assert claim_trial(sessions, add_worker(sessions)) is None  # skipped, locked
+            assert work_remains(sessions)
+    with transaction(sessions) as session:
+        study = session.get_one(Study, study_id)
+        study.timeout_s = 60.0
+        study.started_at = utcnow() - timedelta(seconds=61)
+    assert not work_remains(sessions)

@@ -171,9 +171,11 @@ def test_two_workers_share_a_study_without_duplicates(
     migrated_database_url: str, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     url = migrated_database_url
+    # Trials long enough that the first worker to start cannot run all six before the
+    # second one's first claim (their starts differ by up to a second here).
     study_id = add_study(
         sessions,
-        spec(dataset=SLOW_DATA, budget={"n_trials": 6, "max_epochs": 2, "max_parallel_trials": 2}),
+        spec(dataset=SLOW_DATA, budget={"n_trials": 6, "max_epochs": 6, "max_parallel_trials": 2}),
     )
     workers = [start_worker(url, tmp_path, "--exit-when-idle") for _ in range(2)]
     for worker in workers:

@@ -66,7 +66,9 @@ def test_two_processes_per_device_share_a_study(
 ) -> None:
     study_id = add_study(
         sessions,
-        spec(dataset=SLOW_DATA, budget={"n_trials": 4, "max_epochs": 2, "max_parallel_trials": 2}),
+        # Trials long enough (~1 s) that the first process to start cannot run all four before
+        # the second one's first claim (their starts differ by up to a second here).
+        spec(dataset=SLOW_DATA, budget={"n_trials": 4, "max_epochs": 8, "max_parallel_trials": 2}),
     )
     process = supervisor(migrated_database_url, tmp_path, "--exit-when-idle")
     _, log = process.communicate(timeout=240)
@@ -78,7 +80,7 @@ def test_two_processes_per_device_share_a_study(
     assert study.status == StudyStatus.COMPLETED
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]
     assert all(t.state == TrialState.COMPLETE for t in trials)
-    assert len({t.worker_id for t in trials}) == 2  # both processes trained
+    assert len({t.worker_id for t in trials}) == 2, log.decode()  # both processes trained
     assert devices == ["cpu", "cpu"]
 
 

@@ -88,11 +88,21 @@ def claim_trial(factory: sessionmaker[Session], worker_id: int) -> Claim | None:
         return None
 
 
+def work_remains(factory: sessionmaker[Session]) -> bool:
+    """Whether some study has a free slot, locked or not: a claim that found none may only
+    have skipped studies that other workers were claiming from at that moment (PostgreSQL's
+    SKIP LOCKED), so a worker that stops when idle asks this before it stops."""
+    with factory() as session:
+        candidates = session.scalars(_candidates(locked=False)).all()
+        return any(not _past_timeout(candidate) for candidate in candidates)
+
+
 @functools.cache
-def _candidates() -> Select[Study]:
-    """The studies with a free slot, best first, locked; a few of them, so that one past its
-    time budget does not hide the next."""
-    return (
+def _candidates(locked: bool = True) -> Select[Study]:
+    """The studies with a free slot, best first, locked (skipping those locked by another
+    claim) unless `locked` is False; a few of them, so that one past its time budget does not
+    hide the next."""
+    statement = (
         select(Study)
         .where(
             Study.status.in_((StudyStatus.QUEUED, StudyStatus.RUNNING)),
@@ -102,8 +112,8 @@ def _candidates() -> Select[Study]:
         )
         .order_by(Study.priority.desc(), Study.created_at, Study.id)
         .limit(8)
-        .with_for_update(skip_locked=True, of=Study)
     )
+    return statement.with_for_update(skip_locked=True, of=Study) if locked else statement
 
 
 def waiting_exists(study_id: Any) -> Any:

@@ -25,7 +25,7 @@ from service.config import Settings
 from service.db.engine import create_db_engine, make_session_factory, transaction
 from service.db.models import Trial, TrialState, Worker, utcnow
 from service.process import freeze_startup_objects
-from service.queue.claim import Claim, claim_trial
+from service.queue.claim import Claim, claim_trial, work_remains
 from service.queue.reaper import reap_lost_trials
 from service.worker.db_retry import RETRYABLE, with_db_retry
 from service.worker.runner import RunOptions, TrialRunner
@@ -90,7 +90,8 @@ class WorkerProcess:
                     continue
                 self._away_delay = 0.1
                 if claim is None:
-                    if self.options.exit_when_idle:
+                    if self.options.exit_when_idle and not self._work_remains():
+                        logger.info("worker %s: no work left; exiting", self.worker_id)
                         break
                     self.stopping.wait(self.options.poll_interval_s)
                     continue
@@ -103,6 +104,12 @@ class WorkerProcess:
             heartbeat.join(timeout=5)
             self.close()
         return 0
+
+    def _work_remains(self) -> bool:
+        try:
+            return work_remains(self.factory)
+        except RETRYABLE:  # the database is away: it may well hold work
+            return True
 
     def make_runner(self) -> TrialRunner:
         return TrialRunner(
