@@ -168,19 +168,21 @@ def paired_round(
         run_trial(config, NoReporter(), data_dir / f"plain-{index}", device="cpu", num_threads=1)
         plain_times.append(time.perf_counter() - started)
 
+    claim = None  # the next trial, when the last one's result claimed it (as a worker does)
     try:
         for index in range(spec.budget.n_trials):
             plain_first = previous is not None and index % 2 == 1
             if plain_first and previous is not None:
                 plain(index, previous[index])
             started = time.perf_counter()
-            claim = worker.claim_next()
-            assert claim is not None, "the study ran out of trials early"
-            worker.run_claimed(runner, claim)
+            current = claim or worker.claim_next()
+            assert current is not None, "the study ran out of trials early"
+            claim = worker.run_claimed(runner, current)
             service_times.append(time.perf_counter() - started)
             if not plain_first:
                 with factory() as session:
-                    plain(index, session.get_one(Trial, claim.trial_id))
+                    plain(index, session.get_one(Trial, current.trial_id))
+        assert claim is None, "the study claimed more than its trials"
     finally:
         worker.close()
     with factory() as session:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+import service.queue.claim as claim_module
+import service.worker.loop as loop_module
 import service.worker.recorder as recorder_module
 from service.config import Settings
 from service.db.engine import create_db_engine, make_session_factory, transaction
 from service.db.models import Study, StudyStatus, Trial, TrialEpoch, TrialState, Worker, utcnow
 from service.queue import study_status
-from service.queue.claim import claim_trial, work_remains
+from service.queue.claim import Claim, claim_in, claim_trial, work_remains
 from service.queue.reaper import hand_over, reap_lost_trials
 from service.queue.study_status import StudyProgress, study_outcome
 from service.studies.spec import StudySpec
@@ -165,6 +168,45 @@ def test_claims_never_exceed_the_budget_or_the_parallel_limit(
         assert session.get_one(Study, study_id).status == StudyStatus.RUNNING
 
 
+def test_a_claim_recounts_the_slots_under_the_study_lock(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The candidates' query counts as of its start, and PostgreSQL locks a row only when it
+    # reaches it: a claim committed in between is missing from those counts. Candidates read
+    # with no counts at all stand in for such stale ones here.
+    full = add_study(sessions, spec(name="full", budget={"n_trials": 1}))
+    busy = add_study(sessions, spec(name="busy", budget={"n_trials": 5, "max_parallel_trials": 1}))
+    worker_id = add_worker(sessions)
+    first, second = claim_trial(sessions, worker_id), claim_trial(sessions, worker_id)
+    assert first is not None
+    assert second is not None
+    assert (first.study_id, second.study_id) == (full, busy)
+    with transaction(sessions) as session:
+        session.get_one(Trial, first.trial_id).state = TrialState.COMPLETE
+
+    def stale_candidates(locked: bool = True) -> Any:
+        return (
+            select(*claim_module._CANDIDATE_COLUMNS)
+            .where(Study.status.in_((StudyStatus.QUEUED, StudyStatus.RUNNING)))
+            .order_by(Study.id)
+            .with_for_update(skip_locked=True, of=Study)
+        )
+
+    monkeypatch.setattr(claim_module, "_candidates", stale_candidates)
+    assert claim_trial(sessions, worker_id) is None  # one slot taken of one; one of one running
+    with sessions() as session:
+        counts = [
+            len(session.scalars(select(Trial).where(Trial.study_id == study)).all())
+            for study in (full, busy)
+        ]
+    assert counts == [1, 1]
+    with transaction(sessions) as session:
+        session.get_one(Trial, second.trial_id).state = TrialState.COMPLETE
+    third = claim_trial(sessions, worker_id)  # the busy study's slot is free again
+    assert third is not None
+    assert (third.study_id, third.number) == (busy, 1)
+
+
 def test_higher_priority_then_older_studies_go_first(sessions: sessionmaker[Session]) -> None:
     factory = sessions
     parallel = {"n_trials": 3, "max_epochs": 3, "max_parallel_trials": 3}
@@ -217,7 +259,7 @@ def test_a_diverging_trial_fails_alone_and_the_study_goes_on(
     assert all(t.error is not None and "non-finite" in t.error for t in trials)
 
 
-def test_epochs_are_written_at_once_then_at_most_every_flush_interval(
+def test_epochs_are_written_at_most_once_per_flush_interval_from_the_trial_start(
     sessions: sessionmaker[Session],
 ) -> None:
 
@@ -245,17 +287,28 @@ def test_epochs_are_written_at_once_then_at_most_every_flush_interval(
 
     recorder = TrialRecorder(sessions, claim.trial_id, worker_id, epoch_flush_s=3600)
     recorder.epoch(record(1))
-    assert written() == ([1], 1, 1.0)  # the first epoch shows at once
     recorder.epoch(record(2))
-    recorder.epoch(record(3))
-    assert written() == ([1], 1, 1.0)  # then no more than one write per interval
-    recorder.flush_epochs()
-    assert written() == ([1, 2, 3], 3, 1.0)
+    assert written() == ([], 0, None)  # within the interval from the trial's start: none
+    recorder.flush_epochs()  # (as the result does)
+    assert written() == ([1, 2], 2, 1.0)
+
+    interval = 0.2
+    timed = TrialRecorder(sessions, claim.trial_id, worker_id, epoch_flush_s=interval)
+    timed.epoch(record(3))
+    assert written() == ([1, 2], 2, 1.0)
+    time.sleep(interval)
+    timed.epoch(record(4))  # an interval after the start: epochs 3 and 4 in one write
+    assert written() == ([1, 2, 3, 4], 4, 1.0)
+    timed.epoch(record(5))
+    assert written() == ([1, 2, 3, 4], 4, 1.0)  # then again an interval later
+    time.sleep(interval)
+    timed.epoch(record(6))
+    assert written() == ([1, 2, 3, 4, 5, 6], 6, 1.0)
 
     every_epoch = TrialRecorder(sessions, claim.trial_id, worker_id, epoch_flush_s=0)
     every_epoch.epoch(record(1, val_loss=0.25))  # a resumed trial writes epoch 1 again
     every_epoch.epoch(record(4))
-    assert written() == ([1, 2, 3, 4], 4, 0.25)  # upserted, never duplicated
+    assert written() == ([1, 2, 3, 4, 5, 6], 6, 0.25)  # upserted, never duplicated
     every_epoch.failed("a crash")
     with sessions() as session:
         assert session.get_one(Trial, claim.trial_id).state == TrialState.FAILED
@@ -329,6 +382,82 @@ def test_a_result_that_comes_back_after_its_trial_was_handed_over_is_dropped(
         ).all()
         assert epochs == []
         assert (worker_row.status, worker_row.current_trial_id) == ("idle", None)
+
+
+def test_a_result_claims_the_next_trial_in_its_transaction_until_the_study_is_done(
+    sessions: sessionmaker[Session],
+) -> None:
+    study_id = add_study(sessions, spec(budget={"n_trials": 2}))
+    worker_id = add_worker(sessions)
+    claim = claim_trial(sessions, worker_id)
+    numbers = []
+    while claim is not None:
+        numbers.append(claim.number)
+        recorder = TrialRecorder(sessions, claim.trial_id, worker_id)
+        recorder.started(None, {"optimizer": "adam"}, "cpu", "/nowhere/last.ckpt")
+        recorder.finished(
+            completed_result(0.5), TrialState.COMPLETE, claim.number, claim_next_for(worker_id)
+        )
+        ended, claim = claim, recorder.next_claim
+        with sessions() as session:
+            worker_row = session.get_one(Worker, worker_id)
+            study = session.get_one(Study, study_id)
+            assert session.get_one(Trial, ended.trial_id).state == TrialState.COMPLETE
+        if claim is not None:  # busy with the next one, which runs
+            assert (worker_row.status, worker_row.current_trial_id) == ("busy", claim.trial_id)
+            assert study.status == StudyStatus.RUNNING
+    # the last result completed the study, and its claim did not take it again
+    assert numbers == [0, 1]
+    assert (worker_row.status, worker_row.current_trial_id) == ("idle", None)
+    assert study.status == StudyStatus.COMPLETED
+
+
+def claim_next_for(worker_id: int) -> Callable[[Session], Claim | None]:
+    return lambda session: claim_in(session, worker_id)
+
+
+def test_a_claim_given_back_waits_in_its_slot_and_runs_next_with_fresh_parameters(
+    migrated_database_url: str,
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stop that comes while a trial's result claims the next one: the worker gives that
+    claim back on its way out, and the next worker runs it, in its slot."""
+    study_id = add_study(sessions, spec(budget={"n_trials": 2, "max_epochs": 2}))
+    worker = WorkerProcess(
+        settings_for(migrated_database_url, tmp_path), WorkerOptions(device="cpu")
+    )
+
+    def claim_then_stop(session: Session, worker_id: int) -> Claim | None:
+        claimed = claim_in(session, worker_id)
+        worker.request_stop()
+        return claimed
+
+    monkeypatch.setattr(loop_module, "claim_in", claim_then_stop)
+    assert worker.run() == 0
+    with sessions() as session:
+        trials = session.scalars(
+            select(Trial).where(Trial.study_id == study_id).order_by(Trial.number)
+        ).all()
+        assert [(t.number, t.state, t.worker_id) for t in trials] == [
+            (0, TrialState.COMPLETE, worker.worker_id),
+            (1, TrialState.WAITING, None),
+        ]
+        assert session.get_one(Worker, worker.worker_id).status == "stopped"
+    monkeypatch.undo()
+    run_worker_until_idle(migrated_database_url, tmp_path)
+    with sessions() as session:
+        trials = session.scalars(
+            select(Trial).where(Trial.study_id == study_id).order_by(Trial.number)
+        ).all()
+        assert [(t.number, t.state) for t in trials] == [
+            (0, TrialState.COMPLETE),
+            (1, TrialState.COMPLETE),
+        ]
+        assert trials[1].retry_of_id is None
+        assert set(trials[1].params) == set(SPACE)  # sampled when it ran
+        assert session.get_one(Study, study_id).status == StudyStatus.COMPLETED
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from service.config import Settings
 from service.db.engine import create_db_engine, make_session_factory, transaction
 from service.db.models import Trial, TrialState, Worker, utcnow
 from service.process import freeze_startup_objects
-from service.queue.claim import Claim, claim_trial, work_remains
+from service.queue.claim import Claim, claim_in, claim_trial, release_claim, work_remains
 from service.queue.reaper import reap_lost_trials
 from service.worker.db_retry import RETRYABLE, with_db_retry
 from service.worker.runner import RunOptions, TrialRunner
@@ -81,29 +81,43 @@ class WorkerProcess:
         heartbeat.start()
         runner = self.make_runner()
         done = 0
+        claim: Claim | None = None  # the next trial, when the last one's result claimed it
         try:
             while not self.stopping.is_set():
-                try:
-                    claim = self.claim_next()
-                except RETRYABLE as error:  # the database restarts: wait for it, then go on
-                    self._database_away(error)
-                    continue
-                self._away_delay = 0.1
+                if claim is None:
+                    try:
+                        claim = self.claim_next()
+                    except RETRYABLE as error:  # the database restarts: wait for it, go on
+                        self._database_away(error)
+                        continue
+                    self._away_delay = 0.1
                 if claim is None:
                     if self.options.exit_when_idle and not self._work_remains():
                         logger.info("worker %s: no work left; exiting", self.worker_id)
                         break
                     self.stopping.wait(self.options.poll_interval_s)
                     continue
-                self.run_claimed(runner, claim)
                 done += 1
-                if self.options.max_trials is not None and done >= self.options.max_trials:
+                last = self.options.max_trials is not None and done >= self.options.max_trials
+                current, claim = claim, None
+                claim = self.run_claimed(runner, current, chain=not last)
+                if last:
                     break
         finally:
             self.stopping.set()
             heartbeat.join(timeout=5)
+            if claim is not None:  # claimed with the last result as the stop came
+                self._release(claim)
             self.close()
         return 0
+
+    def _release(self, claim: Claim) -> None:
+        try:
+            with_db_retry(
+                lambda: release_claim(self.factory, claim), "release a claim", patience_s=10
+            )
+        except RETRYABLE:  # the reaper hands it over once its heartbeat is past the grace
+            logger.warning("worker %s: could not release trial %s", self.worker_id, claim.number)
 
     def _work_remains(self) -> bool:
         try:
@@ -132,12 +146,18 @@ class WorkerProcess:
         self._reap()
         return claim_trial(self.factory, self.worker_id)
 
-    def run_claimed(self, runner: TrialRunner, claim: Claim) -> None:
+    def run_claimed(self, runner: TrialRunner, claim: Claim, chain: bool = True) -> Claim | None:
+        """Run a claimed trial; with `chain`, the next one is claimed in the transaction of
+        its result (unless the worker is stopping) and returned."""
+        self._reap()  # (claims made with results would otherwise never reap)
         self.current_trial_id = claim.trial_id
         try:
-            runner.run(claim)
+            return runner.run(claim, self._claim_in if chain else None)
         finally:
             self.current_trial_id = None
+
+    def _claim_in(self, session: Session) -> Claim | None:
+        return None if self.stopping.is_set() else claim_in(session, self.worker_id)
 
     def close(self) -> None:
         """Deregister and release the process's connections."""

@@ -1,10 +1,11 @@
 """Writing a trial's life into the database: start, its epochs as they end, the result.
 
 Each write is its own short transaction. Epochs are written as they end, but at most once per
-`epoch_flush_s` (1 s): the first epoch at once, then whatever ended since the last write, in one
-upsert. The dashboard sees a running trial's curve grow with at most that delay, and a short
-trial pays one or two round trips for its curve instead of one per epoch (each epoch's write was
-most of the service's overhead per trial). A crash loses at most the epochs not yet written; a
+`epoch_flush_s` (1 s) from the trial's start: whatever ended since the last write, in one
+upsert. The dashboard sees a running trial's curve grow with at most that delay (its trial page
+polls every 2.5 s), and a trial pays one round trip per second for its curve instead of one per
+epoch (each epoch's write was most of the service's overhead per trial); a trial shorter than
+that writes its curve with its result. A crash loses at most the epochs not yet written; a
 retry resumes from the resume checkpoint and writes them again. The study's best trial and
 status are brought up to date in the same transaction as the result that changes them, and so
 is Optuna's record of the trial where the worker keeps the study in memory (`OptunaMirror`):
@@ -39,7 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.engine import transaction
 from service.db.models import Study, StudyStatus, Trial, TrialEpoch, TrialState, utcnow
-from service.queue.claim import set_worker_trial
+from service.queue.claim import Claim, set_worker_trial
 from service.queue.reaper import hand_over
 from service.queue.study_status import PROGRESS_COLUMNS, StudyProgress, finish_if_done
 from service.worker.db_retry import retried, with_db_retry
@@ -84,7 +85,9 @@ class TrialRecorder:
         self.epoch_flush_s = epoch_flush_s
         self._pending: list[EpochRecord] = []
         self._written: set[int] = set()  # epochs already in the database
-        self._last_flush = -math.inf
+        self._last_flush = time.monotonic()
+        self.next_claim: Claim | None = None
+        """The claim `finished` made in its transaction (see there)."""
 
     @retried("record the trial start")
     def started(
@@ -128,11 +131,20 @@ class TrialRecorder:
 
     @retried("record the result")
     def finished(
-        self, result: TrialResult, state: TrialState, optuna_trial: OptunaTrial
+        self,
+        result: TrialResult,
+        state: TrialState,
+        optuna_trial: OptunaTrial,
+        claim_next: Callable[[Session], Claim | None] | None = None,
     ) -> int | None:
-        """Record the trial's end; its Optuna number, or None if its result was dropped."""
+        """Record the trial's end; its Optuna number, or None if its result was dropped.
+
+        `claim_next`: the worker's next claim, made in the same transaction after the study's
+        bookkeeping (so a study this result completes is not claimed again); what it got is
+        in `next_claim` once the transaction has committed."""
         value = _finite(result.objective_value) if state == TrialState.COMPLETE else None
         diagnosis = result.diagnosis
+        self.next_claim = None
         try:
             with transaction(self.factory) as session:
                 connection = session.connection()
@@ -164,11 +176,18 @@ class TrialRecorder:
                     raise _TrialHandedOverError
                 # the epochs not written yet, a resumed trial's first ones (from its checkpoint)
                 _upsert_epochs(connection, self.trial_id, self._unwritten(result.history))
-                set_worker_trial(connection, self.worker_id, None)
                 _update_study(connection, study_id, self.trial_id, value)
+                # Locks: the trial's row first (as the heartbeat and the reaper take it
+                # first too), the study's, then a claim's (other studies' without waiting,
+                # the new trial's) and this worker's, which only this worker's own
+                # transactions and a reaper that already holds the trial's row take.
+                claimed = None if claim_next is None else claim_next(session)
+                if claimed is None:
+                    set_worker_trial(connection, self.worker_id, None)
         except _TrialHandedOverError:
             self._drop()
             return None
+        self.next_claim = claimed
         return number
 
     @retried("hand the trial over")
@@ -224,12 +243,11 @@ class TrialRecorder:
         return trial
 
     def _ended(self, session: Session, trial: Trial) -> None:
-        """After the trial's row: the worker's, then the study's (as `finished` locks them;
-        `hand_over` has locked the study already, which no other lock holder waits on while
-        holding this worker's row)."""
+        """After the trial's row: the study's, then the worker's, as `finished` locks them
+        (`hand_over` has locked the study already)."""
         session.flush()
-        set_worker_trial(session.connection(), self.worker_id, None)
         _update_study(session.connection(), trial.study_id, trial.id, None)
+        set_worker_trial(session.connection(), self.worker_id, None)
 
     def _drop(self) -> None:
         """The trial no longer runs: the reaper handed it over while this worker was silent

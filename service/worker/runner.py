@@ -20,7 +20,7 @@ from service.worker.db_retry import with_db_retry
 from service.worker.optuna_bridge import OptunaReporter, make_pruner, make_sampler
 from service.worker.optuna_mirror import OptunaMirror
 from service.worker.recorder import OptunaTrial, TrialRecorder, fail_study
-from trainer import DatasetConfig, DatasetError, TrialResult, TrialTemplate, run_trial
+from trainer import DatasetConfig, DatasetError, TrialTemplate, run_trial
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,12 @@ class TrialRunner:
         # validating it (which builds a template too) cost ~10 ms per trial.
         self._templates: dict[tuple[int, str], tuple[StudySpec, TrialTemplate]] = {}
 
-    def run(self, claim: Claim) -> TrialResult | None:
+    def run(
+        self, claim: Claim, claim_next: Callable[[Session], Claim | None] | None = None
+    ) -> Claim | None:
+        """Run the claimed trial and record it. `claim_next` claims the worker's next trial
+        in the transaction of this one's result, if it ends with one (it completed, was
+        pruned or diverged); what it claimed is returned."""
         patience_s = self.options.db_retry_s
         recorder = TrialRecorder(
             self.factory, claim.trial_id, self.worker_id, patience_s, self.options.epoch_flush_s
@@ -168,14 +173,14 @@ class TrialRunner:
                     tell(state=OptunaState.FAIL),
                 )
             )
-            return result
+            return None
         state, optuna_state = _STATES[result.status]
         if optuna_state == OptunaState.COMPLETE and result.objective_value is not None:
             optuna_trial = tell(result.objective_value)
         else:
             optuna_trial = tell(state=optuna_state)
-        recorded(recorder.finished(result, state, optuna_trial))
-        return result
+        recorded(recorder.finished(result, state, optuna_trial, claim_next))
+        return recorder.next_claim
 
     def _prepared(self, claim: Claim) -> tuple[StudySpec, TrialTemplate]:
         key = (claim.study_id, claim.optuna_study_name)
