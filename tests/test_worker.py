@@ -26,6 +26,7 @@ from service.db.models import Study, StudyStatus, Trial, TrialEpoch, TrialState,
 from service.queue import study_status
 from service.queue.claim import Claim, claim_in, claim_trial, work_remains
 from service.queue.reaper import hand_over, reap_lost_trials
+from service.queue.release import release_claims
 from service.queue.study_status import StudyProgress, study_outcome
 from service.studies.spec import StudySpec
 from service.worker.loop import WorkerOptions, WorkerProcess
@@ -414,6 +415,51 @@ def test_a_result_claims_the_next_trial_in_its_transaction_until_the_study_is_do
 
 def claim_next_for(worker_id: int) -> Callable[[Session], Claim | None]:
     return lambda session: claim_in(session, worker_id)
+
+
+def test_a_result_written_again_after_a_lost_commit_answer_gives_its_claim_back(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The result and the next claim committed, but the answer was lost: the retried write
+    finds the trial ended (and drops itself); the claim it cannot know of must not be left
+    running with no one to run it until the reaper's grace period."""
+    study_id = add_study(sessions, spec(budget={"n_trials": 3}))
+    worker_id = add_worker(sessions)
+    claim = claim_trial(sessions, worker_id)
+    assert claim is not None
+    recorder = TrialRecorder(sessions, claim.trial_id, worker_id)
+    result = completed_result(0.5)
+    recorder.finished(result, TrialState.COMPLETE, claim.number, claim_next_for(worker_id))
+    lost = recorder.next_claim
+    assert lost is not None
+    # what @retried does when the commit's answer does not arrive: the same write again
+    assert recorder.finished(result, TrialState.COMPLETE, 0, claim_next_for(worker_id)) is None
+    assert recorder.next_claim is None
+    with sessions() as session:
+        given_back = session.get_one(Trial, lost.trial_id)
+        assert (given_back.state, given_back.worker_id) == (TrialState.WAITING, None)
+        worker_row = session.get_one(Worker, worker_id)
+        assert (worker_row.status, worker_row.current_trial_id) == ("idle", None)
+    again = claim_trial(sessions, worker_id)  # it runs next, in its own slot and number
+    assert again is not None
+    assert (again.trial_id, again.number, again.params) == (lost.trial_id, 1, None)
+    with sessions() as session:
+        numbers = session.scalars(select(Trial.number).where(Trial.study_id == study_id)).all()
+    assert sorted(numbers) == [0, 1]
+
+
+def test_a_claim_given_back_to_a_cancelled_study_ends_it(sessions: sessionmaker[Session]) -> None:
+    study_id = add_study(sessions, spec(budget={"n_trials": 3}))
+    worker_id = add_worker(sessions)
+    claim = claim_trial(sessions, worker_id)
+    assert claim is not None
+    with transaction(sessions) as session:
+        session.get_one(Study, study_id).cancel_requested = True
+    with transaction(sessions) as session:
+        release_claims(session, worker_id)
+    with sessions() as session:
+        assert session.get_one(Trial, claim.trial_id).state == TrialState.WAITING
+        assert session.get_one(Study, study_id).status == StudyStatus.CANCELLED
 
 
 def test_a_claim_given_back_waits_in_its_slot_and_runs_next_with_fresh_parameters(

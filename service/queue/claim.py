@@ -108,14 +108,6 @@ def claim_in(session: Session, worker_id: int) -> Claim | None:
     return None
 
 
-def release_claim(factory: sessionmaker[Session], claim: Claim) -> None:
-    """Give back a trial claimed but never started (its worker stopped right after a trial's
-    result claimed it): it waits, in its slot, for the next claim, which takes it before any
-    new trial and samples its parameters then (a retry's it keeps)."""
-    with transaction(factory) as session:
-        session.connection().execute(_CLAIM_RELEASED, {"trial_id": claim.trial_id})
-
-
 def work_remains(factory: sessionmaker[Session]) -> bool:
     """Whether some study has a free slot, locked or not: a claim that found none may only
     have skipped studies that other workers were claiming from at that moment (PostgreSQL's
@@ -232,12 +224,6 @@ _STUDY_STARTED = (
     .values(status=StudyStatus.RUNNING, started_at=bindparam("now"))
 )
 
-_CLAIM_RELEASED = (
-    update(Trial)
-    .where(Trial.id == bindparam("trial_id"), Trial.state == TrialState.RUNNING)
-    .values(state=TrialState.WAITING, worker_id=None)
-)
-
 _TRIAL_CLAIMED = insert(Trial).returning(Trial.id)
 """A new trial's row (columns from the execution's parameters, defaults for the rest)."""
 
@@ -269,7 +255,7 @@ def _reserve(session: Session, study: _Candidate, worker_id: int) -> Claim | Non
     if study.status == StudyStatus.QUEUED:
         session.connection().execute(_STUDY_STARTED, {"study_id": study.id, "now": now})
     waiting = None if waiting_id is None else session.get_one(Trial, waiting_id)
-    if waiting is not None:  # a retry (or a released claim) first: it holds a slot already
+    if waiting is not None:  # a retry (or a claim given back) first: it holds a slot already
         waiting.state = TrialState.RUNNING
         waiting.worker_id = worker_id
         waiting.started_at = now
@@ -304,9 +290,9 @@ def _reserve(session: Session, study: _Candidate, worker_id: int) -> Claim | Non
         )
         .scalar_one()
     )
-    # The study's row, then the trial's, then the worker's: the reverse of the recorder's
-    # order (trial, worker, study), but the one transaction that locks a worker's row and
-    # then a study's is that worker's own result, never running beside its claim.
+    # The study's row, then the trial's, then the worker's. A trial's end locks its trial's
+    # row, then its study's, then (with the claim it makes) this worker's: no cycle, as the
+    # trials differ and a claim never waits on a study (SKIP LOCKED).
     set_worker_trial(session.connection(), worker_id, trial_id)
     return Claim(
         study_id=study.id,

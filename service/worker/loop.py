@@ -25,8 +25,9 @@ from service.config import Settings
 from service.db.engine import create_db_engine, make_session_factory, transaction
 from service.db.models import Trial, TrialState, Worker, utcnow
 from service.process import freeze_startup_objects
-from service.queue.claim import Claim, claim_in, claim_trial, release_claim, work_remains
+from service.queue.claim import Claim, claim_in, claim_trial, work_remains
 from service.queue.reaper import reap_lost_trials
+from service.queue.release import release_claims
 from service.worker.db_retry import RETRYABLE, with_db_retry
 from service.worker.runner import RunOptions, TrialRunner
 
@@ -112,12 +113,14 @@ class WorkerProcess:
         return 0
 
     def _release(self, claim: Claim) -> None:
+        def release() -> None:
+            with transaction(self.factory) as session:
+                release_claims(session, self.worker_id)
+
         try:
-            with_db_retry(
-                lambda: release_claim(self.factory, claim), "release a claim", patience_s=10
-            )
+            with_db_retry(release, "give back a claim", patience_s=10)
         except RETRYABLE:  # the reaper hands it over once its heartbeat is past the grace
-            logger.warning("worker %s: could not release trial %s", self.worker_id, claim.number)
+            logger.warning("worker %s: could not give back trial %s", self.worker_id, claim.number)
 
     def _work_remains(self) -> bool:
         try:
@@ -149,7 +152,10 @@ class WorkerProcess:
     def run_claimed(self, runner: TrialRunner, claim: Claim, chain: bool = True) -> Claim | None:
         """Run a claimed trial; with `chain`, the next one is claimed in the transaction of
         its result (unless the worker is stopping) and returned."""
-        self._reap()  # (claims made with results would otherwise never reap)
+        try:  # (a worker whose claims come with its results would otherwise never reap)
+            self._reap()
+        except RETRYABLE as error:  # the next turn reaps; this trial runs
+            logger.warning("worker %s: reaping failed (%s)", self.worker_id, error)
         self.current_trial_id = claim.trial_id
         try:
             return runner.run(claim, self._claim_in if chain else None)
@@ -190,9 +196,8 @@ class WorkerProcess:
         while not self.stopping.wait(self.settings.heartbeat_interval_s):
             try:
                 # The trial's row before the worker's, as the recorder locks them, and never a
-                # study's: no cycle with the claim (study, trial, worker), a trial's end (trial,
-                # worker, study), a handover (trial, study, worker) or the reaper (trial,
-                # study, lost worker).
+                # study's: no cycle with the claim (study, trial, worker), a trial's end or
+                # handover (trial, study, worker) or the reaper (trial, study, lost worker).
                 with transaction(self.factory) as session:
                     now = utcnow()
                     if self.current_trial_id is not None:

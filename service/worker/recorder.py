@@ -42,6 +42,7 @@ from service.db.engine import transaction
 from service.db.models import Study, StudyStatus, Trial, TrialEpoch, TrialState, utcnow
 from service.queue.claim import Claim, set_worker_trial
 from service.queue.reaper import hand_over
+from service.queue.release import release_claims
 from service.queue.study_status import PROGRESS_COLUMNS, StudyProgress, finish_if_done
 from service.worker.db_retry import retried, with_db_retry
 from trainer import EpochRecord, TrialResult
@@ -254,7 +255,7 @@ class TrialRecorder:
         past the grace period (a network split, a stopped process), and its retry owns the
         result now, so this one is dropped, not written over the retry's bookkeeping (or this
         is the retry of a write that committed but whose answer was lost). The worker is
-        released."""
+        released, and so is a claim that such a lost write made (it holds no other trial)."""
         with transaction(self.factory) as session:
             trial = session.get_one(Trial, self.trial_id)
             logger.warning(
@@ -263,6 +264,7 @@ class TrialRecorder:
                 trial.state,
                 trial.error or "no error",
             )
+            release_claims(session, self.worker_id)
             set_worker_trial(session.connection(), self.worker_id, None)
 
     def _unwritten(self, history: Sequence[EpochRecord]) -> list[EpochRecord]:
