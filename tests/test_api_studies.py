@@ -10,7 +10,7 @@ from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
-from service.db.models import Study, Trial, TrialEpoch, utcnow
+from service.db.models import Study, Trial, TrialEpoch, TrialState, utcnow
 from tests.api_fixtures import TestClient, seed_study, seed_trial, valid_spec
 
 pytest_plugins = ["tests.api_fixtures"]
@@ -160,6 +160,7 @@ def test_cancel_a_running_study_asks_the_worker_to_stop(
     client: TestClient, db: sessionmaker[Session]
 ) -> None:
     study_id = seed_study(db, status="running", started_at=utcnow())
+    seed_trial(db, study_id, 0, state=TrialState.RUNNING.value)
     body = client.post(f"{STUDIES}/{study_id}/cancel").json()
     assert (body["status"], body["cancel_requested"], body["finished_at"]) == (
         "running",
@@ -169,6 +170,20 @@ def test_cancel_a_running_study_asks_the_worker_to_stop(
     again = client.post(f"{STUDIES}/{study_id}/cancel")  # asking twice is harmless
     assert again.status_code == 200
     assert again.json()["cancel_requested"] is True
+
+
+def test_cancel_a_running_study_with_no_trial_running_cancels_it_at_once(
+    client: TestClient, db: sessionmaker[Session]
+) -> None:
+    # Only a retry (or a claim a stopping worker gave back) waits: no trial's end would
+    # come to finish the study, so the cancel does.
+    study_id = seed_study(db, status="running", started_at=utcnow())
+    seed_trial(db, study_id, 0)
+    seed_trial(db, study_id, 1, state=TrialState.WAITING.value)
+    body = client.post(f"{STUDIES}/{study_id}/cancel").json()
+    assert (body["status"], body["cancel_requested"]) == ("cancelled", True)
+    assert body["finished_at"] is not None
+    assert client.get(f"{STUDIES}/{study_id}").json()["status"] == "cancelled"
 
 
 @pytest.mark.parametrize("status", ["completed", "failed", "cancelled"])

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from service.config import Settings
 from service.db.models import utcnow
 from service.db.repositories import StudyRepository
+from service.queue.study_status import finish_study_if_done
 from service.studies._optuna import delete_optuna_study
 from service.studies.browse import find_study
 from service.studies.errors import ConflictError
@@ -20,19 +21,22 @@ logger = logging.getLogger(__name__)
 
 def cancel_study(session: Session, study_id: int) -> StudyRead:
     """queued -> cancelled at once; running -> `cancel_requested` (the worker starts no more
-    trials and finishes the study); a finished study -> `ConflictError`."""
+    trials and finishes the study), or cancelled at once when none of its trials runs (only
+    waiting ones: no trial's end would come to finish it); a finished study ->
+    `ConflictError`."""
     with session.begin():
         studies = StudyRepository(session)
         now = utcnow()
-        changed = studies.cancel_if_queued(study_id, now) or studies.request_cancel_if_running(
-            study_id, now
-        )
-        study = find_study(session, study_id)
-        if not changed:
+        cancelled = studies.cancel_if_queued(study_id, now)
+        requested = not cancelled and studies.request_cancel_if_running(study_id, now)
+        study = find_study(session, study_id)  # (the update above holds its row's lock)
+        if not (cancelled or requested):
             raise ConflictError(
                 f"study {study_id} is already {study.status}; "
                 "only a queued or running study can be cancelled"
             )
+        if requested:
+            finish_study_if_done(session, study)
         return StudyRead.model_validate(study)
 
 
