@@ -13,7 +13,7 @@ splits are cached per process and warmed first. Rounds alternate which side runs
 same ones each round). Prints both totals and their ratio.
 
     .venv/bin/python bench/service_overhead.py [--trials 20] [--repeats 3] [--pruner none]
-        [--sampler tpe|random] [--mode study|paired]
+        [--sampler tpe|random] [--mode study|paired] [--epochs N]
         [--url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
 
 `--mode paired` measures the same thing trial by trial, so that this machine's drifts (the
@@ -67,13 +67,18 @@ class NoReporter:
         return False
 
 
-def study_spec(n_trials: int, pruner: str, sampler: str = "tpe") -> StudySpec:
+def study_spec(
+    n_trials: int, pruner: str, sampler: str = "tpe", epochs: int | None = None
+) -> StudySpec:
     """examples/digits-techniques.json with n_trials, one trial at a time, the pruner and
-    the sampler (seeded)."""
+    the sampler (seeded); with `epochs`, every trial runs that many (no early stopping)."""
     spec: dict[str, Any] = json.loads(EXAMPLE.read_text())
     spec["budget"] = {**spec["budget"], "n_trials": n_trials, "max_parallel_trials": 1}
     spec["pruner"] = {"name": pruner}
     spec["sampler"] = {"name": sampler, "seed": 42}
+    if epochs is not None:
+        spec["budget"]["max_epochs"] = epochs
+        spec["early_stopping"] = None
     return StudySpec.model_validate(spec)
 
 
@@ -241,11 +246,14 @@ def main() -> None:
     parser.add_argument("--pruner", default="none", help="the study's pruner (median reports)")
     parser.add_argument("--sampler", default="tpe", help="tpe (the example's) or random")
     parser.add_argument("--mode", choices=("study", "paired"), default="study")
+    parser.add_argument(
+        "--epochs", type=int, help="every trial runs this many epochs (no early stopping)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     freeze_startup_objects()  # as a worker process does, for both sides
-    spec = study_spec(args.trials, args.pruner, args.sampler)
+    spec = study_spec(args.trials, args.pruner, args.sampler, args.epochs)
     if args.mode == "paired":
         paired(args, spec)
         return
