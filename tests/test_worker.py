@@ -714,3 +714,26 @@ def test_a_worker_that_stops_when_idle_does_not_mistake_a_locked_study_for_no_wo
         study.timeout_s = 60.0
         study.started_at = utcnow() - timedelta(seconds=61)
     assert not work_remains(sessions)
+
+
+def test_a_worker_that_met_a_locked_study_claims_it_soon_after_not_a_poll_later(
+    sessions: sessionmaker[Session], migrated_database_url: str, tmp_path: Path
+) -> None:
+    """Another worker's claim or result holds a study's row for a few milliseconds;
+    PostgreSQL's claim skips it (SQLite's waits for the write lock). A worker that found
+    only such work tries again soon instead of sleeping its poll interval."""
+    study_id = add_study(sessions, spec(budget={"n_trials": 1, "max_epochs": 1}))
+    worker = WorkerProcess(
+        settings_for(migrated_database_url, tmp_path),
+        WorkerOptions(device="cpu", poll_interval_s=120.0, max_trials=1),
+    )
+    thread = threading.Thread(target=worker.run)
+    with transaction(sessions) as other_worker:
+        other_worker.get_one(Study, study_id, with_for_update=True)
+        thread.start()
+        time.sleep(0.5)  # its first claim meets the lock
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the worker waited for its poll interval"
+    with sessions() as session:
+        states = session.scalars(select(Trial.state).where(Trial.study_id == study_id)).all()
+    assert states == [TrialState.COMPLETE]

@@ -34,6 +34,9 @@ from service.worker.runner import RunOptions, TrialRunner
 logger = logging.getLogger(__name__)
 
 
+_LOCKED_RETRY_S = 0.02
+
+
 @dataclass(frozen=True)
 class WorkerOptions:
     device: str = "auto"
@@ -56,6 +59,8 @@ class WorkerProcess:
         self.worker_id = self._register()
         self.current_trial_id: int | None = None
         self._away_delay = 0.1  # backoff while the database is unreachable
+        self._poll_s = options.poll_interval_s
+        self._locked_delay = _LOCKED_RETRY_S / 2  # backoff while claimable studies are locked
         self._last_reap = -float("inf")
 
     def _register(self) -> int:
@@ -93,11 +98,19 @@ class WorkerProcess:
                         continue
                     self._away_delay = 0.1
                 if claim is None:
-                    if self.options.exit_when_idle and not self._work_remains():
+                    if self._work_remains():
+                        # Studies with free slots that other workers' claims or results hold
+                        # locked for a few milliseconds (SKIP LOCKED passed them): try again
+                        # soon, not a poll interval later.
+                        self._locked_delay = min(2 * self._locked_delay, self._poll_s)
+                        self.stopping.wait(self._locked_delay)
+                        continue
+                    if self.options.exit_when_idle:
                         logger.info("worker %s: no work left; exiting", self.worker_id)
                         break
-                    self.stopping.wait(self.options.poll_interval_s)
+                    self.stopping.wait(self._poll_s)
                     continue
+                self._locked_delay = _LOCKED_RETRY_S / 2
                 done += 1
                 last = self.options.max_trials is not None and done >= self.options.max_trials
                 current, claim = claim, None
