@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 import service.queue.claim as claim_module
+import service.queue.reaper as reaper_module
 import service.worker.loop as loop_module
 import service.worker.recorder as recorder_module
 from service.config import Settings
@@ -737,3 +738,34 @@ def test_a_worker_that_met_a_locked_study_claims_it_soon_after_not_a_poll_later(
     with sessions() as session:
         states = session.scalars(select(Trial.state).where(Trial.study_id == study_id)).all()
     assert states == [TrialState.COMPLETE]
+
+
+def test_studies_over_with_no_trial_running_are_ended_by_the_reaper(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A trial that ended just before the time budget ran out, then claims that skip the
+    study: no trial's end would finish it. Nor one whose cancel came while only a retry
+    waited. The reaper's round ends both; a study with a trial running is left to it."""
+    past = {"status": StudyStatus.RUNNING, "started_at": utcnow() - timedelta(seconds=61)}
+    minute, hour = ({"n_trials": 3, "timeout_s": seconds} for seconds in (60, 3600))
+    timed_out = add_study(sessions, spec(name="timed-out", budget=minute), **past)
+    cancelled = add_study(sessions, spec(name="cancelled"), cancel_requested=True, **past)
+    still_running = add_study(sessions, spec(name="running", budget=minute), **past)
+    within_budget = add_study(sessions, spec(name="in time", budget=hour), **past)
+    with transaction(sessions) as session:
+        for study_id in (timed_out, cancelled, still_running, within_budget):
+            session.add(Trial(study_id=study_id, number=0, state=TrialState.COMPLETE))
+        session.add(Trial(study_id=timed_out, number=1, state=TrialState.WAITING))
+        session.add(Trial(study_id=still_running, number=1, state=TrialState.RUNNING))
+    reaper_module.end_stalled_studies(sessions)
+    ended = {}
+    with sessions() as session:
+        for study_id in (timed_out, cancelled, still_running, within_budget):
+            study = session.get_one(Study, study_id)
+            ended[study_id] = (study.status, study.error)
+    assert ended == {
+        timed_out: (StudyStatus.COMPLETED, "time budget of 60 s ran out after 1 trials"),
+        cancelled: (StudyStatus.CANCELLED, None),
+        still_running: (StudyStatus.RUNNING, None),
+        within_budget: (StudyStatus.RUNNING, None),
+    }

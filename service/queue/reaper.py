@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import optuna
 from optuna.trial import TrialState as OptunaState
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.engine import transaction
@@ -97,6 +97,25 @@ def reap_lost_trials(
         logger.warning("trial %s: worker lost, retry queued", trial_id)
         _fail_in_optuna(storage, study_name, optuna_number)
     return [trial_id for trial_id, _, _ in lost]
+
+
+def end_stalled_studies(factory: sessionmaker[Session]) -> None:
+    """End the running studies that are over but that no trial's end will finish: cancelled,
+    or past their time budget, with no trial running (a trial that ended just before the
+    budget ran out, then claims that skip the study; only a waiting retry or a claim given
+    back left). Locked as a claim locks them, skipping those another worker holds."""
+    with transaction(factory) as session:
+        studies = session.scalars(
+            select(Study)
+            .where(
+                Study.status == StudyStatus.RUNNING,
+                or_(Study.cancel_requested.is_(True), Study.timeout_s.is_not(None)),
+            )
+            .order_by(Study.id)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for study in studies:
+            finish_study_if_done(session, study)
 
 
 def _fail_in_optuna(

@@ -26,7 +26,7 @@ from service.db.engine import create_db_engine, make_session_factory, transactio
 from service.db.models import Trial, TrialState, Worker, utcnow
 from service.process import freeze_startup_objects
 from service.queue.claim import Claim, claim_in, claim_trial, work_remains
-from service.queue.reaper import reap_lost_trials
+from service.queue.reaper import end_stalled_studies, reap_lost_trials
 from service.queue.release import release_claims
 from service.worker.db_retry import RETRYABLE, with_db_retry
 from service.worker.runner import RunOptions, TrialRunner
@@ -60,6 +60,7 @@ class WorkerProcess:
         self.current_trial_id: int | None = None
         self._away_delay = 0.1  # backoff while the database is unreachable
         self._poll_s = options.poll_interval_s
+        self._skips_locked = self.engine.dialect.name != "sqlite"
         self._locked_delay = _LOCKED_RETRY_S / 2  # backoff while claimable studies are locked
         self._last_reap = -float("inf")
 
@@ -98,13 +99,14 @@ class WorkerProcess:
                         continue
                     self._away_delay = 0.1
                 if claim is None:
-                    if self._work_remains():
+                    if self._skipped_work():
                         # Studies with free slots that other workers' claims or results hold
                         # locked for a few milliseconds (SKIP LOCKED passed them): try again
                         # soon, not a poll interval later.
                         self._locked_delay = min(2 * self._locked_delay, self._poll_s)
                         self.stopping.wait(self._locked_delay)
                         continue
+                    self._locked_delay = _LOCKED_RETRY_S / 2
                     if self.options.exit_when_idle:
                         logger.info("worker %s: no work left; exiting", self.worker_id)
                         break
@@ -135,7 +137,13 @@ class WorkerProcess:
         except RETRYABLE:  # the reaper hands it over once its heartbeat is past the grace
             logger.warning("worker %s: could not give back trial %s", self.worker_id, claim.number)
 
-    def _work_remains(self) -> bool:
+    def _skipped_work(self) -> bool:
+        """Whether a claim that found nothing passed over work (see `work_remains`). Only
+        PostgreSQL's claim skips locked studies (SQLite's waits for the write lock), so on
+        SQLite this is asked only before an idle worker exits: each read there would begin
+        with the write lock (BEGIN IMMEDIATE)."""
+        if not (self._skips_locked or self.options.exit_when_idle):
+            return False
         try:
             return work_remains(self.factory)
         except RETRYABLE:  # the database is away: it may well hold work
@@ -167,7 +175,7 @@ class WorkerProcess:
         its result (unless the worker is stopping) and returned."""
         try:  # (a worker whose claims come with its results would otherwise never reap)
             self._reap()
-        except RETRYABLE as error:  # the next turn reaps; this trial runs
+        except RETRYABLE as error:  # this trial runs; reaping comes round again
             logger.warning("worker %s: reaping failed (%s)", self.worker_id, error)
         self.current_trial_id = claim.trial_id
         try:
@@ -204,6 +212,7 @@ class WorkerProcess:
         reap_lost_trials(
             self.factory, self.storage, self.settings.worker_grace_s, self.settings.max_retries
         )
+        end_stalled_studies(self.factory)
 
     def _heartbeat(self) -> None:
         while not self.stopping.wait(self.settings.heartbeat_interval_s):
