@@ -179,9 +179,16 @@ def _chain_root(session: Session, trial: Trial) -> Trial:
 
 
 def _past_timeout(study: _Candidate) -> bool:
-    if study.timeout_s is None or study.started_at is None:
-        return False
-    return utcnow() - study.started_at > timedelta(seconds=study.timeout_s)
+    return past_time_budget(study.timeout_s, study.started_at, utcnow())
+
+
+def past_time_budget(timeout_s: float | None, started_at: datetime | None, now: datetime) -> bool:
+    """Whether a study with this time budget, started then, has run out of it by `now`."""
+    return (
+        timeout_s is not None
+        and started_at is not None
+        and now - started_at > timedelta(seconds=timeout_s)
+    )
 
 
 ENDED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.engine import transaction
 from service.db.models import Study, StudyStatus, Trial, TrialState, Worker, utcnow
+from service.queue.claim import past_time_budget
 from service.queue.study_status import finish_study_if_done
 
 logger = logging.getLogger(__name__)
@@ -103,18 +104,28 @@ def end_stalled_studies(factory: sessionmaker[Session]) -> None:
     """End the running studies that are over but that no trial's end will finish: cancelled,
     or past their time budget, with no trial running (a trial that ended just before the
     budget ran out, then claims that skip the study; only a waiting retry or a claim given
-    back left). Locked as a claim locks them, skipping those another worker holds."""
+    back left). Those found over are locked as a claim locks them, skipping any another
+    worker holds, and checked again."""
     with transaction(factory) as session:
-        studies = session.scalars(
-            select(Study)
-            .where(
-                Study.status == StudyStatus.RUNNING,
-                or_(Study.cancel_requested.is_(True), Study.timeout_s.is_not(None)),
+        now = utcnow()
+        over = [
+            study_id
+            for study_id, cancelled, timeout_s, started_at in session.execute(
+                select(Study.id, Study.cancel_requested, Study.timeout_s, Study.started_at).where(
+                    Study.status == StudyStatus.RUNNING,
+                    or_(Study.cancel_requested.is_(True), Study.timeout_s.is_not(None)),
+                )
             )
+            if cancelled or past_time_budget(timeout_s, started_at, now)
+        ]
+        if not over:
+            return
+        for study in session.scalars(
+            select(Study)
+            .where(Study.id.in_(over))
             .order_by(Study.id)
             .with_for_update(skip_locked=True)
-        ).all()
-        for study in studies:
+        ):
             finish_study_if_done(session, study)
 
 

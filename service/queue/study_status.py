@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import Connection, Integer, Select, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from service.db.models import Study, StudyStatus, Trial, TrialState, utcnow
-from service.queue.claim import retries, running_count
+from service.queue.claim import past_time_budget, retries, running_count
 
 _FINAL_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
 _ACTIVE = (StudyStatus.QUEUED, StudyStatus.RUNNING)
@@ -48,12 +48,7 @@ def study_outcome(
         return StudyStatus.CANCELLED, None
     if finished >= study.n_trials:
         return StudyStatus.COMPLETED, None
-    timed_out = (
-        study.timeout_s is not None
-        and study.started_at is not None
-        and now - study.started_at > timedelta(seconds=study.timeout_s)
-    )
-    if timed_out:
+    if past_time_budget(study.timeout_s, study.started_at, now):
         note = f"time budget of {study.timeout_s:g} s ran out after {finished} trials"
         return StudyStatus.COMPLETED, note
     return None
