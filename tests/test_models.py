@@ -10,7 +10,16 @@ from torch import nn
 
 from trainer import initializers
 from trainer.config import Activation, ModelConfig
-from trainer.models import CNN, MLP, build_network, initialize, weight_layers
+from trainer.models import CNN, MLP, build_network, initialize
+from trainer.models import kernel_layers as any_kernel_layers
+
+
+def kernel_layers(network: nn.Module) -> list[nn.Linear | nn.Conv2d]:
+    """The built-ins' kernel layers, typed (a plugin's may be any module with a weight)."""
+    layers = any_kernel_layers(network)
+    assert all(isinstance(layer, nn.Linear | nn.Conv2d) for layer in layers)
+    return [layer for layer in layers if isinstance(layer, nn.Linear | nn.Conv2d)]
+
 
 DIGITS_FLAT = (64,)
 DIGITS_IMAGE = (1, 8, 8)
@@ -144,8 +153,11 @@ def test_initialize_applies_the_given_initializers(
 ) -> None:
     network = build_network(config, input_shape, 10)
     initialize(network, initializers.get("ones"), initializers.get("zeros"))
-    found = list(weight_layers(network))
-    expected = 3 if config.type == "mlp" else len(config.channels) + len(config.hidden_units) + 1
+    found = list(kernel_layers(network))
+    layers = config.config
+    expected = (
+        3 if config.type == "mlp" else len(layers["channels"]) + len(layers["hidden_units"]) + 1
+    )
     assert len(found) == expected
     for layer in found:
         assert torch.equal(layer.weight, torch.ones_like(layer.weight))
@@ -160,7 +172,7 @@ def test_initialize_keeps_the_parameter_dtype() -> None:
         initializers.get("ones"),
         initializers.get({"class_name": "constant", "config": {"value": 0.5}}),
     )
-    for layer in weight_layers(network):
+    for layer in kernel_layers(network):
         assert layer.weight.dtype == torch.float64
         assert layer.bias is not None
         assert torch.equal(layer.bias, torch.full_like(layer.bias, 0.5))
@@ -170,7 +182,7 @@ def test_he_normal_kernel_variance_is_two_over_fan_in() -> None:
     fan_in = 1024
     network = build_network(ModelConfig(hidden_units=(1024,)), (fan_in,), 10)
     initialize(network, initializers.HeNormal(seed=0), initializers.get("zeros"))
-    hidden = next(weight_layers(network))
+    hidden = kernel_layers(network)[0]
     assert hidden.weight.shape == (1024, fan_in)
     weights = hidden.weight.detach().double()
     assert float(weights.mean()) == pytest.approx(0.0, abs=1e-3)
@@ -183,9 +195,9 @@ def test_he_normal_kernel_variance_is_two_over_fan_in() -> None:
 def test_initialize_overwrites_torch_default_initialization() -> None:
     torch.manual_seed(0)
     network = build_network(ModelConfig(hidden_units=(8,)), DIGITS_FLAT, 10)
-    before = [layer.weight.clone() for layer in weight_layers(network)]
+    before = [layer.weight.clone() for layer in kernel_layers(network)]
     initialize(network, initializers.GlorotUniform(seed=1), initializers.get("zeros"))
-    for layer, old in zip(weight_layers(network), before, strict=True):
+    for layer, old in zip(kernel_layers(network), before, strict=True):
         assert not torch.equal(layer.weight, old)
         fan_in, fan_out = layer.weight.shape[1], layer.weight.shape[0]
         limit = (6.0 / (fan_in + fan_out)) ** 0.5

@@ -20,8 +20,12 @@ if TYPE_CHECKING:
         ModelConfig,
         TrialConfig,
     )
+    from trainer.contracts import DatasetLoader, ModelBuilder
     from trainer.data import DatasetError
     from trainer.diagnosis import Diagnosis
+    from trainer.plugins import PluginInfo
+    from trainer.plugins import activate as activate_plugins
+    from trainer.plugins import installed as installed_plugins
     from trainer.run import EpochRecord, FoldSummary, SplitMetrics, TrialResult, run_trial
     from trainer.space import SearchSpace, Suggester
     from trainer.spec_error import SpecError
@@ -36,6 +40,11 @@ _EXPORTS = {
     "ModelConfig": "trainer.config",
     "TrialConfig": "trainer.config",
     "DatasetError": "trainer.data",
+    "DatasetLoader": "trainer.contracts",
+    "ModelBuilder": "trainer.contracts",
+    "PluginInfo": "trainer.plugins",
+    "activate_plugins": "trainer.plugins",
+    "installed_plugins": "trainer.plugins",
     "Diagnosis": "trainer.diagnosis",
     "EpochRecord": "trainer.run",
     "FoldSummary": "trainer.run",
@@ -54,12 +63,15 @@ __all__ = [
     "CheckpointConfig",
     "DatasetConfig",
     "DatasetError",
+    "DatasetLoader",
     "Diagnosis",
     "DiagnosisConfig",
     "EarlyStoppingConfig",
     "EpochRecord",
     "FoldSummary",
+    "ModelBuilder",
     "ModelConfig",
+    "PluginInfo",
     "Reporter",
     "SearchSpace",
     "SpecError",
@@ -68,12 +80,18 @@ __all__ = [
     "TrialConfig",
     "TrialResult",
     "TrialTemplate",
+    "activate_plugins",
+    "installed_plugins",
     "run_trial",
 ]
+
+
+_RENAMED = {"activate_plugins": "activate", "installed_plugins": "installed"}
+"""Exported names that differ from the module's own."""
 
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'trainer' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    return getattr(importlib.import_module(module), _RENAMED.get(name, name))

@@ -37,6 +37,16 @@ class Registry(Generic[T]):
         self._entries: dict[str, Any] = {}
         self._aliases: dict[str, str] = {}
         self._name_of: dict[Any, str] = {}
+        self._before_lookup: Callable[[], None] | None = None
+
+    def load_before_lookup(self, loader: Callable[[], None]) -> None:
+        """Run `loader` once before the first lookup (installed plugins join lazily)."""
+        self._before_lookup = loader
+
+    def _ready(self) -> None:
+        loader, self._before_lookup = self._before_lookup, None
+        if loader is not None:
+            loader()
 
     def register(
         self, name: str | None = None, *, aliases: tuple[str, ...] = ()
@@ -64,14 +74,28 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def unregister(self, name: str) -> None:
+        """Remove `name` and its aliases (a plugin left out by a new allow-list)."""
+        target = self._entries.pop(name)
+        self._aliases = {k: v for k, v in self._aliases.items() if v != name}
+        self._name_of.pop(target, None)
+
     def names(self) -> list[str]:
         """The canonical names, sorted (what error messages and docs list)."""
+        self._ready()
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
+        self._ready()
         return isinstance(name, str) and name in self._aliases
 
+    def entry(self, name: str) -> T:
+        """What was registered under `name` (or an alias), as registered: never instantiated."""
+        entry: T = self._entries[self.canonical_name(name)]
+        return entry
+
     def canonical_name(self, name: str) -> str:
+        self._ready()
         try:
             return self._aliases[name]
         except KeyError:
@@ -79,6 +103,7 @@ class Registry(Generic[T]):
 
     def get(self, identifier: Any) -> T:
         """Resolve a name, a `{"class_name", "config"}` dict or a callable to an object."""
+        self._ready()
         if isinstance(identifier, str):
             return self.deserialize({"class_name": identifier, "config": {}})
         if isinstance(identifier, Mapping):
@@ -122,6 +147,7 @@ class Registry(Generic[T]):
 
     def serialize(self, obj: Any) -> dict[str, Any]:
         """`{"class_name": name, "config": {...}}`, the inverse of `deserialize`."""
+        self._ready()
         if inspect.isfunction(obj) or inspect.isbuiltin(obj):
             name = self._name_of.get(obj)
             if name is None:
