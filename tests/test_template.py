@@ -102,7 +102,7 @@ def test_config_for_maps_a_full_sample() -> None:
     assert config.kernel_regularizer == {"class_name": "l2", "config": {"l2": 1e-3}}
     assert config.bias_regularizer is None
     assert config.activity_regularizer is None
-    assert config.model.dropout == 0.25
+    assert config.model.config["dropout"] == 0.25
     assert config.batch_size == 64
     assert config.early_stopping == EarlyStoppingConfig(patience=3, restore_best_weights=True)
     assert config.checkpoint.save_best_only is True
@@ -300,12 +300,12 @@ def test_units_and_n_layers_set_hidden_units(
     values: dict[str, int], hidden_units: tuple[int, ...]
 ) -> None:
     built = template({"search_space": {"units": int_range(8, 64), "n_layers": int_range(0, 3)}})
-    assert built.config_for(values).model.hidden_units == hidden_units
+    assert built.config_for(values).model.config["hidden_units"] == hidden_units
 
 
 def test_units_and_n_layers_start_from_the_template_model() -> None:
     built = template({"model": {"hidden_units": [20, 10, 5]}, "fixed": {"units": 7}})
-    assert built.config_for({}).model.hidden_units == (7, 7, 7)
+    assert built.config_for({}).model.config["hidden_units"] == (7, 7, 7)
 
 
 def test_dropout_activation_and_kernel_size_land_in_the_model() -> None:
@@ -320,8 +320,13 @@ def test_dropout_activation_and_kernel_size_land_in_the_model() -> None:
         }
     )
     model = built.config_for({"dropout": 0.3, "activation": "leaky_relu", "kernel_size": 5}).model
-    assert (model.type, model.channels) == ("cnn", (8,))
-    assert (model.dropout, model.activation, model.kernel_size) == (0.3, "leaky_relu", 5)
+    assert (model.type, model.config["channels"]) == ("cnn", (8,))
+    config = model.config
+    assert (config["dropout"], config["activation"], config["kernel_size"]) == (
+        0.3,
+        "leaky_relu",
+        5,
+    )
 
 
 def test_batch_size_defaults_to_32() -> None:
@@ -571,13 +576,13 @@ BAD_TEMPLATES = [
     pytest.param(
         {"dataset": {"name": "csv", "target": "label"}},
         "dataset",
-        "dataset 'csv' needs a 'path'",
+        "dataset 'csv': Field required",
         id="csv-without-path",
     ),
     pytest.param(
         {"dataset": {"name": "csv", "path": "data.csv"}},
         "dataset",
-        "a CSV dataset needs 'target'",
+        "dataset 'csv': Field required",
         id="csv-without-target",
     ),
     pytest.param(

@@ -9,13 +9,26 @@ Keras form, `{"class_name": ..., "config": {...}}`, resolved (and so checked) on
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.dataclasses import dataclass
 
-from trainer import initializers, optimizers, regularizers
+from trainer import datasets, initializers, networks, optimizers, plugins, regularizers
+from trainer.contracts import Task
+from trainer.losses import canonical_loss
 from trainer.metrics import EPOCH_METRICS, VAL_LOSS, Mode, resolve_mode
+from trainer.networks import Activation
+from trainer.spec_error import SpecError
 
 _FORBID = ConfigDict(extra="forbid")
 
@@ -23,9 +36,7 @@ Identifier = str | dict[str, Any]
 """A Keras identifier as given (a name or a `{"class_name", "config"}` dict); stored normalized
 to the dict form."""
 
-Activation = Literal[
-    "relu", "tanh", "sigmoid", "elu", "selu", "gelu", "leaky_relu", "silu", "linear"
-]
+__all__ = ["Activation", "DataLoaderConfig", "DatasetConfig", "ModelConfig", "TrialConfig"]
 
 
 def _check_monitor(monitor: str, mode: Mode) -> None:
@@ -34,68 +45,194 @@ def _check_monitor(monitor: str, mode: Mode) -> None:
     resolve_mode(monitor, mode)
 
 
-@dataclass(frozen=True, config=_FORBID)
-class DatasetConfig:
-    """Where the data come from and how they are split (fractions of all samples)."""
+_LEGACY_DATASET_KEYS = ("path", "target", "n_samples", "n_features", "n_classes")
+_LEGACY_MODEL_KEYS = ("hidden_units", "activation", "dropout", "channels", "kernel_size")
 
-    name: Literal["digits", "synthetic", "csv", "npz"] = "digits"
-    path: str | None = Field(default=None, description="CSV or NPZ file (csv/npz only)")
-    target: str | None = Field(default=None, description="CSV column holding the class label")
+
+def _resolved(
+    data: Any,
+    *,
+    block: str,
+    field: str,
+    kind: str,
+    default: str,
+    legacy_keys: tuple[str, ...],
+    registry: Any,
+    validate: Any,
+    extra: dict[str, Any] | None = None,
+) -> Any:
+    """A `{name-field, "config"}` block as given → its registered name and validated config.
+
+    Wave 1's flat shape (`{"type": "cnn", "channels": [8]}`) moves into `config`, and an error
+    in a key given that way is reported where the client wrote it (`model.channels`).
+    """
+    if not isinstance(data, dict):
+        return data
+    name = data.get(field, default)
+    config = data.get("config", {})
+    if not isinstance(name, str) or not isinstance(config, dict):
+        return data  # pydantic reports the wrong type
+    legacy = {key: data[key] for key in legacy_keys if key in data}
+    both = sorted(set(legacy) & set(config))
+    if both:
+        raise SpecError((block, both[0]), f"{both[0]!r} is given both here and in 'config'")
+    canonical = _known(registry, block, field, kind, name)
+    merged = {**config, **legacy, **(extra or {})}
+    try:
+        checked: dict[str, Any] = validate(canonical, merged)
+    except ValidationError as error:
+        first = error.errors()[0]
+        loc = tuple(part for part in first["loc"] if isinstance(part, str | int))
+        at = (block, *loc) if loc and loc[0] in legacy else (block, "config", *loc)
+        raise SpecError(at, f"{kind} {name!r}: {first['msg']}") from None
+    try:
+        json.dumps(checked)
+    except (TypeError, ValueError):
+        raise SpecError((block, "config"), f"{kind} {name!r}: config must be JSON") from None
+    rest = {key: value for key, value in data.items() if key not in legacy_keys}
+    return {**rest, field: canonical, "config": checked}
+
+
+def _known(registry: Any, block: str, field: str, kind: str, name: str) -> str:
+    if name in registry:
+        canonical: str = registry.canonical_name(name)
+        return canonical
+    hint = plugins.why_unavailable(kind, name)
+    message = f"unknown {kind} {name!r}; known: {', '.join(registry.names())}"
+    raise SpecError((block, field), message if hint is None else f"{message} ({hint})")
+
+
+class DataLoaderConfig(BaseModel):
+    """How a dataset reaches the model: as device tensors (data that fits in memory) or
+    streamed through a `torch.utils.data.DataLoader` (see `trainer.streaming`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    in_memory: bool | None = Field(
+        default=None,
+        description="None: arrays in memory, a loader's per-split Datasets streamed; True reads "
+        "Datasets into memory once (fast when they fit), False streams arrays too",
+    )
+    num_workers: int = Field(default=0, ge=0, le=64, description="DataLoader worker processes")
+    pin_memory: bool | None = Field(
+        default=None, description="page-locked host batches; None: when training on a GPU"
+    )
+    eval_batch_size: int = Field(
+        default=1024,
+        ge=1,
+        le=65_536,
+        description="rows per batch when a streamed split is evaluated",
+    )
+
+
+class DatasetConfig(BaseModel):
+    """Which registered dataset, its loader's config, and how it is split (fractions of all
+    samples). Wave 1's flat fields (`path`, `target`, `n_samples`, ...) move into `config`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(default="digits", description="a registered dataset (built-in or plugin)")
+    config: dict[str, Any] = Field(default_factory=dict, description="the loader's arguments")
+    task: Task | None = Field(
+        default=None, description="default: the loader's, else read from the targets' type"
+    )
     validation_split: float = Field(default=0.2, gt=0.0, lt=1.0)
     test_split: float = Field(default=0.2, ge=0.0, lt=1.0)
     seed: int = 0
     standardize: bool = Field(default=True, description="z-score features, fitted on train only")
+    standardize_target: bool = Field(
+        default=True,
+        description="regression: z-score targets with the train split's mean and std (losses "
+        "and MAE are then in units of that std)",
+    )
     folds: int | None = Field(
         default=None, ge=2, le=20, description="k-fold cross-validation over train+validation"
     )
-    n_samples: int = Field(default=1000, ge=20, le=1_000_000, description="synthetic only")
-    n_features: int = Field(default=20, ge=1, le=10_000, description="synthetic only")
-    n_classes: int = Field(default=3, ge=2, le=1000, description="synthetic only")
+    data_loader: DataLoaderConfig = Field(default_factory=DataLoaderConfig)
+
+    if TYPE_CHECKING:  # wave 1's flat keywords (path=..., n_samples=...) are accepted too
+
+        def __init__(self, **fields: Any) -> None: ...
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data: Any) -> Any:
+        extra = None
+        if isinstance(data, dict) and data.get("name") == "synthetic":
+            config = data.get("config")
+            if not (isinstance(config, dict) and config.get("seed") is not None):
+                # wave 1's synthetic data followed the split seed
+                extra = {"seed": data.get("seed", 0)}
+        return _resolved(
+            data,
+            block="dataset",
+            field="name",
+            kind="dataset",
+            default="digits",
+            legacy_keys=_LEGACY_DATASET_KEYS,
+            registry=datasets.registry,
+            validate=datasets.validated_config,
+            extra=extra,
+        )
 
     @model_validator(mode="after")
     def _check(self) -> DatasetConfig:
         if self.validation_split + self.test_split > 0.8:
             raise ValueError("validation_split + test_split must leave at least 20% for training")
-        if self.name in ("csv", "npz") and not self.path:
-            raise ValueError(f"dataset {self.name!r} needs a 'path'")
-        if self.name in ("digits", "synthetic") and self.path:
-            raise ValueError(f"dataset {self.name!r} takes no 'path'")
-        if self.name == "csv" and not self.target:
-            raise ValueError("a CSV dataset needs 'target', the name of its label column")
+        if self.folds is not None and self.data_loader.in_memory is False:
+            raise ValueError("k-fold cross-validation trains in memory: drop data_loader.in_memory")
         return self
 
+    @property
+    def path(self) -> str | None:
+        """The file a csv/npz dataset reads (None for the others)."""
+        path = self.config.get("path") if self.name in datasets.FILE_DATASETS else None
+        return None if path is None else str(path)
 
-@dataclass(frozen=True, config=_FORBID)
-class ModelConfig:
-    """An MLP, or a small CNN for image inputs.
+    def declared_task(self) -> Task | None:
+        """The task as far as it is known without loading the data."""
+        return self.task or datasets.declared_task(self.name, self.config)
 
-    MLP: Linear → activation → Dropout for each hidden layer, then a Linear output layer.
-    CNN: [Conv2d(same padding) → activation → MaxPool2d(2)] per channel count (pooling only
-    while the image is at least 2 pixels wide), flatten, Dropout, then the MLP head above on
-    `hidden_units`. Dropout is never applied to the inputs or to the logits.
+    def __hash__(self) -> int:  # frozen, but its dict field would not hash
+        return hash(self.model_dump_json())
+
+
+class ModelConfig(BaseModel):
+    """A registered model (the built-in `mlp`/`cnn`, or a plugin) and its builder's config.
+
+    Wave 1's flat fields (`hidden_units`, `activation`, `dropout`, `channels`, `kernel_size`)
+    move into `config`; see `trainer.networks.NetworkConfig` for the built-ins' layers.
     """
 
-    type: Literal["mlp", "cnn"] = "mlp"
-    hidden_units: tuple[int, ...] = (128, 128)
-    activation: Activation = "relu"
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-    channels: tuple[int, ...] = (16, 32)
-    kernel_size: int = Field(default=3, ge=1, le=15)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    @field_validator("hidden_units", "channels")
+    type: str = Field(default="mlp", description="a registered model (built-in or plugin)")
+    config: dict[str, Any] = Field(default_factory=dict, description="the builder's arguments")
+
+    if TYPE_CHECKING:  # wave 1's flat keywords (hidden_units=..., dropout=...) are accepted too
+
+        def __init__(self, **fields: Any) -> None: ...
+
+    @model_validator(mode="before")
     @classmethod
-    def _positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if any(v < 1 or v > 65_536 for v in value):
-            raise ValueError("layer sizes must be between 1 and 65536")
-        return value
+    def _resolve(cls, data: Any) -> Any:
+        return _resolved(
+            data,
+            block="model",
+            field="type",
+            kind="model",
+            default="mlp",
+            legacy_keys=_LEGACY_MODEL_KEYS,
+            registry=networks.registry,
+            validate=networks.validated_config,
+        )
 
-    @model_validator(mode="after")
-    def _check(self) -> ModelConfig:
-        if self.type == "cnn" and not self.channels:
-            raise ValueError("a CNN needs at least one entry in 'channels'")
-        if self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd (same padding), got {self.kernel_size}")
-        return self
+    @property
+    def builtin(self) -> bool:
+        return self.type in networks.BUILTIN
+
+    def __hash__(self) -> int:  # frozen, but its dict field would not hash
+        return hash(self.model_dump_json())
 
 
 @dataclass(frozen=True, config=_FORBID)
@@ -149,14 +286,31 @@ class CheckpointConfig:
 
 @dataclass(frozen=True, config=_FORBID)
 class DiagnosisConfig:
-    """Thresholds of the fit diagnosis, on classification error (1 - accuracy).
+    """Thresholds of the fit diagnosis, on the error of the task.
 
+    Classification: error = 1 - accuracy. Regression: error = MSE / variance of the train
+    targets (the fraction of variance left unexplained, 1 - R² against the train mean).
     underfitting (high bias): train error > `max_train_error`; overfitting (high variance):
-    validation error - train error > `max_generalization_gap`.
+    validation error - train error > `max_generalization_gap`. Unset thresholds take the
+    task's defaults: 0.05 and 0.05 for classification, 0.3 and 0.1 for regression (a noisy
+    target rarely allows less; set them for your data).
     """
 
-    max_train_error: float = Field(default=0.05, ge=0.0, le=1.0)
-    max_generalization_gap: float = Field(default=0.05, ge=0.0, le=1.0)
+    max_train_error: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_generalization_gap: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    def thresholds(self, task: Task) -> tuple[float, float]:
+        default_error, default_gap = _DIAGNOSIS_DEFAULTS[task]
+        return (
+            default_error if self.max_train_error is None else self.max_train_error,
+            default_gap if self.max_generalization_gap is None else self.max_generalization_gap,
+        )
+
+
+_DIAGNOSIS_DEFAULTS: dict[Task, tuple[float, float]] = {
+    "classification": (0.05, 0.05),
+    "regression": (0.3, 0.1),
+}
 
 
 @dataclass(frozen=True, config=_FORBID)
@@ -183,6 +337,11 @@ class TrialConfig:
     max_epochs: int = Field(default=20, ge=1, le=100_000)
     seed: int = 0
     objective: str = Field(default=VAL_LOSS, description="metric reported for pruning each epoch")
+    loss: str | None = Field(
+        default=None,
+        description="Keras loss name; default: sparse_categorical_crossentropy for "
+        "classification, mean_squared_error for regression",
+    )
     early_stopping: EarlyStoppingConfig | None = None
     checkpoint: CheckpointConfig = CheckpointConfig()
     diagnosis: DiagnosisConfig = DiagnosisConfig()
@@ -204,6 +363,11 @@ class TrialConfig:
     def _normalize_regularizer(cls, value: Any) -> dict[str, Any] | None:
         regularizer = regularizers.get(value)
         return None if regularizer is None else regularizers.serialize(regularizer)
+
+    @field_validator("loss")
+    @classmethod
+    def _normalize_loss(cls, value: str | None) -> str | None:
+        return None if value is None else canonical_loss(value)
 
     @model_validator(mode="after")
     def _check(self) -> TrialConfig:

@@ -17,10 +17,10 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trainer import initializers, optimizers, regularizers
 from trainer._registry import Registry
@@ -33,7 +33,8 @@ from trainer.config import (
     ModelConfig,
     TrialConfig,
 )
-from trainer.metrics import VAL_LOSS
+from trainer.losses import resolve_loss
+from trainer.metrics import EPOCH_METRICS, VAL_LOSS, check_metric_for_task
 from trainer.space import CategoricalParam, FloatParam, IntParam, SearchSpace
 from trainer.spec_error import SpecError
 
@@ -172,6 +173,30 @@ PARAMETERS: dict[str, Parameter] = {
     ]
 }
 
+MODEL_PARAMETER_PREFIX = "model."
+"""`model.<key>` in the search space or `fixed` sets `model.config[key]` (a plugin's own
+parameters: what its `config_schema` accepts)."""
+
+_MODEL_SHAPE_PARAMETERS = ("dropout", "activation", "kernel_size")
+"""Passed into `model.config` under their own name (for plugins, `units` and `n_layers` too;
+the built-ins turn those into `hidden_units`)."""
+
+
+def _spec_error_of(error: ValidationError) -> Exception:
+    """The `SpecError` a validator raised inside pydantic's error (else the error itself)."""
+    for detail in error.errors():
+        cause = (detail.get("ctx") or {}).get("error")
+        if isinstance(cause, SpecError):
+            return cause
+    return error
+
+
+def _any_json(value: Any) -> str | None:
+    if value is None or isinstance(value, bool | int | float | str):
+        return None
+    return f"must be a number, string, boolean or null, got {value!r}"
+
+
 _STRENGTH_ARGS: dict[str, tuple[str, ...]] = {
     "l1": ("l1",),
     "l2": ("l2",),
@@ -204,6 +229,7 @@ class TrialTemplate(BaseModel):
     max_epochs: int = Field(default=20, ge=1, le=100_000)
     seed: int = 0
     objective: str = VAL_LOSS
+    loss: str | None = None
     early_stopping: EarlyStoppingConfig | None = None
     checkpoint: CheckpointConfig = CheckpointConfig()
     diagnosis: DiagnosisConfig = DiagnosisConfig()
@@ -220,8 +246,34 @@ class TrialTemplate(BaseModel):
             _check_distribution(name, self.search_space[name])
         for name in self.search_space:
             self._check_applicable(name)
-        self.config_for(self.search_space.sample(_FirstValues()))
+            if name.startswith(MODEL_PARAMETER_PREFIX):
+                self._check_model_parameter(name)
+        self._check_task()
+        try:
+            self.config_for(self.search_space.sample(_FirstValues()))
+        except SpecError as error:
+            if error.path[:2] != ("model", "config"):
+                raise
+            # a sampled or fixed value the model's config refuses: said where it was set
+            key = str(error.path[2]) if len(error.path) > 2 else ""
+            for name in (f"{MODEL_PARAMETER_PREFIX}{key}", key):
+                for block in ("fixed", "search_space"):
+                    if name in getattr(self, block):
+                        raise SpecError((block, name), error.reason) from None
+            raise
         return self
+
+    def _check_model_parameter(self, name: str) -> None:
+        """Each end of a range and each choice must be a value the model's config accepts."""
+        param = self.search_space[name]
+        values = (
+            list(param.choices) if isinstance(param, CategoricalParam) else [param.low, param.high]
+        )
+        for value in values:
+            try:
+                self.model_for({name: value})
+            except SpecError as error:
+                raise SpecError(("search_space", name), error.reason) from None
 
     def _check_applicable(self, name: str) -> None:
         """A sampled parameter must mean something wherever it is active."""
@@ -254,23 +306,59 @@ class TrialTemplate(BaseModel):
             return list(param.choices) if isinstance(param, CategoricalParam) else []
         return [self.fixed.get(name, _DEFAULTS.get(name))]
 
+    def _check_task(self) -> None:
+        """Metrics and loss of the wrong task, where the dataset's task is known at submit."""
+        task = self.dataset.declared_task()
+        if task is None:
+            return
+        checks: list[tuple[tuple[str | int, ...], str, str]] = [
+            (("objective", "metric"), self.objective, "objective")
+        ]
+        if self.early_stopping is not None:
+            monitor = self.early_stopping.monitor
+            checks.append((("early_stopping", "monitor"), monitor, "early_stopping.monitor"))
+        checks.append((("checkpoint", "monitor"), self.checkpoint.monitor, "checkpoint.monitor"))
+        try:
+            for path, metric, what in checks:
+                at = path
+                if metric in EPOCH_METRICS:  # an unknown name is reported by TrialConfig
+                    check_metric_for_task(metric, task, what)
+            at = ("loss",)
+            resolve_loss(self.loss, task)
+        except ValueError as error:
+            raise SpecError(at, str(error)) from None
+
+    def model_for(self, values: Mapping[str, Any]) -> ModelConfig:
+        """The model block with the sampled and fixed values that shape it."""
+        model = self.model
+        config = dict(model.config)
+        if model.builtin and ("units" in values or "n_layers" in values):
+            hidden = tuple(config.get("hidden_units", ()))
+            depth = values.get("n_layers", len(hidden))
+            width = values.get("units", hidden[0] if hidden else 128)
+            config["hidden_units"] = (width,) * depth
+        elif not model.builtin:
+            config.update({k: values[k] for k in ("units", "n_layers") if k in values})
+        config.update({name: values[name] for name in _MODEL_SHAPE_PARAMETERS if name in values})
+        for name, value in values.items():
+            if name.startswith(MODEL_PARAMETER_PREFIX):
+                config[name.removeprefix(MODEL_PARAMETER_PREFIX)] = value
+        if config == model.config:
+            return model
+        try:
+            return ModelConfig(type=model.type, config=config)
+        except ValidationError as error:
+            raise _spec_error_of(error) from None
+
     def config_for(self, params: Mapping[str, Any]) -> TrialConfig:
         """The `TrialConfig` for one trial's sampled `params` (plus the fixed values)."""
         values = {**self.fixed, **params}
         for name, value in params.items():
             if (why := _parameter(name, "params").check(value)) is not None:
                 raise SpecError(("params", name), why)
-        model = self.model
-        if "units" in values or "n_layers" in values:
-            depth = values.get("n_layers", len(model.hidden_units))
-            width = values.get("units", model.hidden_units[0] if model.hidden_units else 128)
-            model = replace(model, hidden_units=(width,) * depth)
-        for name in ("dropout", "activation", "kernel_size"):
-            if name in values:
-                model = replace(model, **{name: values[name]})
         return TrialConfig(
             dataset=self.dataset,
-            model=model,
+            model=self.model_for(values),
             optimizer=_optimizer(values),
             kernel_initializer=values.get("initializer", "glorot_uniform"),
             bias_initializer=values.get("bias_initializer", "zeros"),
@@ -287,6 +375,7 @@ class TrialTemplate(BaseModel):
             max_epochs=self.max_epochs,
             seed=self.seed,
             objective=self.objective,
+            loss=self.loss,
             early_stopping=self.early_stopping,
             checkpoint=self.checkpoint,
             diagnosis=self.diagnosis,
@@ -311,9 +400,13 @@ def optimizers_sub_parameters() -> set[str]:
 
 def _parameter(name: str, where: str) -> Parameter:
     parameter = PARAMETERS.get(name)
+    if parameter is None and name.startswith(MODEL_PARAMETER_PREFIX) and len(name) > 6:
+        return Parameter(name, _any_json, "a parameter of the model's own config")
     if parameter is None:
         raise SpecError(
-            (where, name), f"unknown parameter {name!r}; known: {', '.join(sorted(PARAMETERS))}"
+            (where, name),
+            f"unknown parameter {name!r}; known: {', '.join(sorted(PARAMETERS))}, "
+            f"or {MODEL_PARAMETER_PREFIX}<key> for a key of the model's config",
         )
     return parameter
 
