@@ -65,11 +65,11 @@ def write_npz(path: Path, **arrays: NDArray[np.generic]) -> str:
 
 
 def npz_config(path: str, **changes: object) -> DatasetConfig:
-    return DatasetConfig(name="npz", path=path, **changes)  # type: ignore[arg-type]
+    return DatasetConfig(name="npz", path=path, **changes)
 
 
 def csv_config(path: Path, target: str = "label", **changes: object) -> DatasetConfig:
-    return DatasetConfig(name="csv", path=str(path), target=target, **changes)  # type: ignore[arg-type]
+    return DatasetConfig(name="csv", path=str(path), target=target, **changes)
 
 
 # --- digits ---------------------------------------------------------------------------------
@@ -321,7 +321,7 @@ def test_missing_csv_file(tmp_path: Path) -> None:
 def test_cnn_on_flat_csv_data(tmp_path: Path) -> None:
     path = tmp_path / "flat.csv"
     path.write_text("a,b,label\n" + "".join(f"{i},{i},{i % 2}\n" for i in range(20)), "utf-8")
-    with pytest.raises(DatasetError, match="a CNN needs image inputs"):
+    with pytest.raises(DatasetError, match="needs image inputs"):
         load_splits(csv_config(path), image=True)
 
 
@@ -370,12 +370,12 @@ def test_npz_string_labels_are_encoded(tmp_path: Path) -> None:
         pytest.param({"features": np.zeros((20, 3)), "y": labels(20)}, "['X']", id="missing-X"),
         pytest.param(
             {"X": np.zeros((20, 3)), "y": labels(19)},
-            "y must be 1-D with one label per row of X",
+            "y must be (n,) or (n, k) with one row per row of X",
             id="length-mismatch",
         ),
         pytest.param(
             {"X": np.zeros((20, 3)), "y": labels(20).reshape(20, 1)},
-            "y must be 1-D",
+            "class labels must be 1-D",
             id="y-2d",
         ),
         pytest.param(
@@ -421,7 +421,7 @@ def test_npz_that_is_not_an_archive(tmp_path: Path) -> None:
 
 def test_flat_npz_for_a_cnn(tmp_path: Path) -> None:
     path = write_npz(tmp_path / "flat.npz", X=np.zeros((20, 3)), y=labels(20))
-    with pytest.raises(DatasetError, match="a CNN needs image inputs"):
+    with pytest.raises(DatasetError, match="needs image inputs"):
         load_splits(npz_config(path), image=True)
 
 
@@ -447,7 +447,7 @@ def test_too_few_samples_to_split(tmp_path: Path) -> None:
 @pytest.mark.parametrize("k", [2, 5])
 def test_folds_rotate_validation_over_train_and_validation(k: int) -> None:
     config = DatasetConfig(folds=k, standardize=False, seed=1)
-    folds: list[DataSplits] = list(load_folds(config))
+    folds: list[DataSplits[Split]] = list(load_folds(config))
     assert len(folds) == k
 
     holdout = load_splits(config)

@@ -8,8 +8,10 @@
 | high        | much higher      | underfitting_and_overfitting (bias + variance) |
 
 "High" train error means above `DiagnosisConfig.max_train_error`; a large gap means validation
-error minus train error above `max_generalization_gap`. Errors are classification error rates
-(1 - accuracy) of the final model, measured in inference mode (no dropout).
+error minus train error above `max_generalization_gap`. Errors are of the final model, measured
+in inference mode (no dropout): classification error rates (1 - accuracy), or for regression
+the MSE divided by the train targets' variance (the fraction of variance left unexplained,
+1 - R²; 1.0 is no better than predicting the train mean).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from trainer.config import DiagnosisConfig
+from trainer.contracts import Task
 
 Label = Literal["good_fit", "overfitting", "underfitting", "underfitting_and_overfitting"]
 
@@ -33,11 +36,16 @@ class Diagnosis:
 
 
 def diagnose(
-    train_error: float, val_error: float, test_error: float | None, config: DiagnosisConfig
+    train_error: float,
+    val_error: float,
+    test_error: float | None,
+    config: DiagnosisConfig,
+    task: Task = "classification",
 ) -> Diagnosis:
+    max_train_error, max_gap = config.thresholds(task)
     gap = val_error - train_error
-    high_bias = train_error > config.max_train_error
-    high_variance = gap > config.max_generalization_gap
+    high_bias = train_error > max_train_error
+    high_variance = gap > max_gap
     label: Label
     if high_bias and high_variance:
         label = "underfitting_and_overfitting"
@@ -51,9 +59,9 @@ def diagnose(
     else:
         label = "good_fit"
         why = "train error is low and validation error is close to it"
+    measure = "" if task == "classification" else "unexplained variance: "
     explanation = (
-        f"{why} (train {train_error:.1%}, validation {val_error:.1%}, gap {gap:+.1%}; "
-        f"thresholds: train error {config.max_train_error:.1%}, "
-        f"gap {config.max_generalization_gap:.1%})"
+        f"{why} ({measure}train {train_error:.1%}, validation {val_error:.1%}, gap {gap:+.1%}; "
+        f"thresholds: train error {max_train_error:.1%}, gap {max_gap:.1%})"
     )
     return Diagnosis(label, train_error, val_error, test_error, gap, explanation)

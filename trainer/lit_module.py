@@ -10,19 +10,25 @@ checkpointing still run, once per epoch, where they matter.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch import nn
-from torch.nn import functional as F
 
 from trainer import initializers, optimizers, regularizers
 from trainer.config import TrialConfig
-from trainer.data import DataSplits, Split
-from trainer.metrics import ACCURACY, LEARNING_RATE, LOSS, VAL_ACCURACY, VAL_LOSS
-from trainer.models import build_network, initialize, weight_layers
+from trainer.contracts import Task
+from trainer.data import AnySplits, Split, StreamedSplit
+from trainer.losses import loss_function, resolve_loss
+from trainer.metrics import (
+    ACCURACY,
+    LEARNING_RATE,
+    LOSS,
+    MAE,
+    VAL_LOSS,
+)
+from trainer.models import activity_layers, build_network, initialize, kernel_layers
 
 EVAL_CHUNK = 8192
 """Rows evaluated per forward pass outside training (bounds memory on large splits)."""
@@ -32,11 +38,18 @@ StepListener = Callable[[int, dict[str, float]], None]
 
 class TrialModule(pl.LightningModule):
     def __init__(
-        self, config: dict[str, Any], input_shape: tuple[int, ...], n_classes: int
+        self,
+        config: dict[str, Any],
+        input_shape: tuple[int, ...],
+        n_classes: int,
+        task: Task = "classification",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # so Lightning's load_from_checkpoint rebuilds the module
         self.config = TrialConfig.from_dict(config)
+        self.task: Task = task
+        self.n_outputs = n_classes
+        self._data_loss = loss_function(resolve_loss(self.config.loss, task))
         self.automatic_optimization = False
         self.network = build_network(self.config.model, tuple(input_shape), n_classes)
         initialize(
@@ -48,22 +61,23 @@ class TrialModule(pl.LightningModule):
         kernel_regularizer = regularizers.get(self.config.kernel_regularizer)
         bias_regularizer = regularizers.get(self.config.bias_regularizer)
         self._penalized: list[tuple[regularizers.RegularizerLike, torch.Tensor]] = []
-        for layer in weight_layers(self.network):
-            if kernel_regularizer is not None:
-                self._penalized.append((kernel_regularizer, layer.weight))
-            if bias_regularizer is not None and layer.bias is not None:
-                self._penalized.append((bias_regularizer, layer.bias))
+        for layer in kernel_layers(self.network):
+            weight, bias = getattr(layer, "weight", None), getattr(layer, "bias", None)
+            if kernel_regularizer is not None and isinstance(weight, torch.Tensor):
+                self._penalized.append((kernel_regularizer, weight))
+            if bias_regularizer is not None and isinstance(bias, torch.Tensor):
+                self._penalized.append((bias_regularizer, bias))
         self._activations: list[torch.Tensor] = []
         if self._activity_regularizer is not None:
             self._watch_activations()
-        self.data: DataSplits | None = None
+        self.data: AnySplits | None = None
         self.shuffle = torch.Generator().manual_seed(self.config.seed)
         self.epoch_logs: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
         self.step_listeners: list[StepListener] = []
         self.diverged_at: int | None = None
         self.fit_device = "cpu"
-        self.final_metrics: dict[str, tuple[float, float]] = {}
+        self.final_metrics: dict[str, dict[str, float]] = {}
         self.optimizer_steps = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -74,7 +88,7 @@ class TrialModule(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return optimizers.get(self.config.optimizer).build(self.parameters())
 
-    def attach_data(self, data: DataSplits) -> None:
+    def attach_data(self, data: AnySplits) -> None:
         self.data = data
 
     def on_fit_start(self) -> None:
@@ -111,19 +125,15 @@ class TrialModule(pl.LightningModule):
         return total / batch_size
 
     def _watch_activations(self) -> None:
-        """Record hidden layers' outputs (after the activation, as Keras's Dense returns them)."""
-        modules = list(self.network.children())
-        for position, module in enumerate(modules[:-1]):
-            if position > 0 and isinstance(modules[position - 1], nn.Linear | nn.Conv2d):
-                module.register_forward_hook(
-                    lambda _m, _i, output: self._activations.append(output)
-                )
+        """Record the outputs the activity regularizer penalizes (`models.activity_layers`)."""
+        for module in activity_layers(self.network):
+            module.register_forward_hook(lambda _m, _i, output: self._activations.append(output))
 
     def loss(
         self, logits: torch.Tensor, y: torch.Tensor, penalty: torch.Tensor | None
     ) -> torch.Tensor:
         """Keras's total loss: data loss + kernel/bias penalty + activity penalty."""
-        loss = F.cross_entropy(logits, y)
+        loss = self._data_loss(logits, y)
         if penalty is not None:
             loss = loss + penalty
         if self._activity_regularizer is not None:
@@ -138,14 +148,11 @@ class TrialModule(pl.LightningModule):
         assert isinstance(optimizer, torch.optim.Optimizer)
         train = self.data.train
         n, batch_size = len(train), self.config.batch_size
-        order = torch.randperm(n, generator=self.shuffle).to(self.device, non_blocking=True)
         self.network.train()
         # Per-step metrics stay on the device and are reduced once per epoch (no sync per step).
         losses: list[torch.Tensor] = []
-        hits: list[torch.Tensor] = []
-        for start in range(0, n, batch_size):
-            index = order[start : start + batch_size]
-            x, y = train.X[index], train.y[index]
+        hits: list[torch.Tensor] = []  # classification: correct predictions; regression: |error|
+        for x, y in self._shuffled_batches(train, batch_size):
             logits = self.network(x) if self._activity_regularizer is None else self(x)
             loss = self.loss(logits, y, self.penalty())
             optimizer.zero_grad(set_to_none=True)
@@ -153,24 +160,51 @@ class TrialModule(pl.LightningModule):
             optimizer.step()
             self.optimizer_steps += 1
             losses.append(loss.detach())
-            hits.append(logits.argmax(dim=1) == y)
+            hits.append(self._hits(logits.detach(), y))
             if self.step_listeners:
                 running = {LOSS: self._mean_loss(losses, n, batch_size)}
                 for listener in self.step_listeners:
                     listener(self.optimizer_steps, running)
-        val_loss, val_accuracy = self.evaluate(self.data.val)
+        val = self.evaluate(self.data.val)
+        score = ACCURACY if self.task == "classification" else MAE
         self.epoch_logs = {
             LOSS: self._mean_loss(losses, n, batch_size),
-            ACCURACY: torch.cat(hits).sum().item() / n,
-            VAL_LOSS: val_loss,
-            VAL_ACCURACY: val_accuracy,
+            score: float(torch.cat(hits).sum()) / torch.cat(hits).numel(),
+            VAL_LOSS: val[LOSS],
+            f"val_{score}": val[score],
             LEARNING_RATE: float(optimizer.param_groups[0]["lr"]),
         }
+        val_loss = val[LOSS]
         epoch = self.current_epoch + 1
         self.history.append({"epoch": epoch, **self.epoch_logs})
         if not (math.isfinite(self.epoch_logs[LOSS]) and math.isfinite(val_loss)):
             self.diverged_at = epoch
             self.trainer.should_stop = True
+
+    def _shuffled_batches(
+        self, split: Split | StreamedSplit, batch_size: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of mini-batches in `randperm(n, self.shuffle)` order: index slices of
+        device tensors, or a DataLoader over a streamed split (the same order)."""
+        if isinstance(split, StreamedSplit):
+            yield from split.batches(batch_size, self.device, self.shuffle)
+            return
+        order = torch.randperm(len(split), generator=self.shuffle).to(
+            self.device, non_blocking=True
+        )
+        for start in range(0, len(split), batch_size):
+            index = order[start : start + batch_size]
+            yield split.X[index], split.y[index]
+
+    @staticmethod
+    def _eval_batches(
+        split: Split | StreamedSplit, device: torch.device
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if isinstance(split, StreamedSplit):
+            yield from split.batches(split.settings.eval_batch_size, device)
+            return
+        for start in range(0, len(split), EVAL_CHUNK):
+            yield split.X[start : start + EVAL_CHUNK], split.y[start : start + EVAL_CHUNK]
 
     @staticmethod
     def _mean_loss(losses: list[torch.Tensor], n: int, batch_size: int) -> float:
@@ -181,22 +215,46 @@ class TrialModule(pl.LightningModule):
         weights[-1] = last
         return float(torch.dot(torch.stack(losses), weights)) / seen
 
+    def _hits(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.task == "classification":
+            return outputs.argmax(dim=1) == y
+        return (outputs - y).abs()
+
     @torch.no_grad()
-    def evaluate(self, split: Split) -> tuple[float, float]:
-        """(loss, accuracy) of the current weights in inference mode, penalty included."""
+    def evaluate(self, split: Split | StreamedSplit) -> dict[str, float]:
+        """The split's metrics for the current weights in inference mode, penalty included:
+        loss and accuracy (classification) or loss, mae, mse (regression's data MSE) and
+        target_variance (the mean over target columns of their variance on this split)."""
         was_training = self.network.training
         self.network.eval()
         loss_sum = 0.0
-        correct = 0
+        hits = 0.0
+        squares = 0.0
+        rows = 0
+        y_sum: torch.Tensor | float = 0.0
+        y_squares: torch.Tensor | float = 0.0
         penalty = self.penalty()
-        for start in range(0, len(split), EVAL_CHUNK):
-            x = split.X[start : start + EVAL_CHUNK]
-            y = split.y[start : start + EVAL_CHUNK]
-            logits = self(x)
-            loss_sum += float(self.loss(logits, y, penalty)) * len(y)
-            correct += int((logits.argmax(dim=1) == y).sum())
+        for x, y in self._eval_batches(split, self.device):
+            outputs = self(x)
+            rows += len(y)
+            loss_sum += float(self.loss(outputs, y, penalty)) * len(y)
+            hits += float(self._hits(outputs, y).sum())
+            if self.task == "regression":
+                squares += float(((outputs - y) ** 2).sum())
+                y_sum = y_sum + y.double().sum(dim=0)
+                y_squares = y_squares + (y.double() ** 2).sum(dim=0)
         self.network.train(was_training)
-        return loss_sum / len(split), correct / len(split)
+        if self.task == "classification":
+            return {LOSS: loss_sum / rows, ACCURACY: hits / rows}
+        cells = rows * self.n_outputs
+        mean = torch.as_tensor(y_sum) / rows
+        variance = float((torch.as_tensor(y_squares) / rows - mean**2).mean())
+        return {
+            LOSS: loss_sum / rows,
+            MAE: hits / cells,
+            "mse": squares / cells,
+            "target_variance": variance,
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["hpsearch"] = {

@@ -1,27 +1,48 @@
 """Metric names, in Keras's vocabulary, and the direction in which each one improves.
 
 `loss` and `val_loss` include the regularization penalty, as Keras reports them; `accuracy`
-is the fraction of correct class predictions. Training metrics are the mean over the epoch's
-mini-batches (dropout active), validation metrics are computed at the end of the epoch.
+is the fraction of correct class predictions (classification), `mae` the mean absolute error
+(regression). Training metrics are the mean over the epoch's mini-batches (dropout active),
+validation metrics are computed at the end of the epoch.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+from trainer.contracts import Task
+
 LOSS = "loss"
 ACCURACY = "accuracy"
 VAL_LOSS = "val_loss"
 VAL_ACCURACY = "val_accuracy"
+MAE = "mae"
+VAL_MAE = "val_mae"
 LEARNING_RATE = "lr"
 
-EPOCH_METRICS: tuple[str, ...] = (LOSS, ACCURACY, VAL_LOSS, VAL_ACCURACY)
+EPOCH_METRICS: tuple[str, ...] = (LOSS, ACCURACY, VAL_LOSS, VAL_ACCURACY, MAE, VAL_MAE)
 """What a trial can monitor (objective, EarlyStopping, ModelCheckpoint)."""
+
+TASK_METRICS: dict[Task, tuple[str, ...]] = {
+    "classification": (LOSS, ACCURACY, VAL_LOSS, VAL_ACCURACY),
+    "regression": (LOSS, MAE, VAL_LOSS, VAL_MAE),
+}
+"""The epoch metrics each task has."""
+
+
+def check_metric_for_task(metric: str, task: Task, what: str = "objective") -> None:
+    """Refuse a metric the task does not have (val_accuracy on a regression dataset)."""
+    if metric not in TASK_METRICS[task]:
+        raise ValueError(
+            f"{what} {metric!r} is not a metric of a {task} task; "
+            f"use one of {', '.join(TASK_METRICS[task])}"
+        )
+
 
 Mode = Literal["auto", "min", "max"]
 Direction = Literal["min", "max"]
 
-_DIRECTIONS: dict[str, Direction] = {"loss": "min", "accuracy": "max"}
+_DIRECTIONS: dict[str, Direction] = {"loss": "min", "accuracy": "max", "mae": "min"}
 
 
 def resolve_mode(monitor: str, mode: Mode) -> Direction:

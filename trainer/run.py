@@ -14,7 +14,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +22,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from trainer import networks, plugins
 from trainer.callbacks import (
     KeepCallerSignalHandlers,
     KerasEarlyStopping,
@@ -32,34 +33,57 @@ from trainer.callbacks import (
 )
 from trainer.checkpoint_io import BufferedCheckpointIO
 from trainer.config import TrialConfig
-from trainer.data import DataSplits, load_folds, load_splits
+from trainer.contracts import Task
+from trainer.data import AnySplits, load_data, load_folds
 from trainer.diagnosis import Diagnosis, diagnose
 from trainer.lit_module import TrialModule
-from trainer.metrics import ACCURACY, LEARNING_RATE, LOSS, VAL_ACCURACY, VAL_LOSS, resolve_mode
+from trainer.losses import resolve_loss
+from trainer.metrics import (
+    ACCURACY,
+    EPOCH_METRICS,
+    LEARNING_RATE,
+    LOSS,
+    MAE,
+    VAL_ACCURACY,
+    VAL_LOSS,
+    VAL_MAE,
+    check_metric_for_task,
+    resolve_mode,
+)
 
 Status = Literal["completed", "pruned", "diverged", "interrupted"]
 
 
 @dataclass(frozen=True)
 class EpochRecord:
-    """One row of the learning curve; `epoch` counts from 1."""
+    """One row of the learning curve; `epoch` counts from 1. Classification rows carry
+    accuracy, regression rows mae (the other pair is None)."""
 
     epoch: int
     loss: float
-    accuracy: float
+    accuracy: float | None
     val_loss: float
-    val_accuracy: float
+    val_accuracy: float | None
     lr: float
+    mae: float | None = None
+    val_mae: float | None = None
 
 
 @dataclass(frozen=True)
 class SplitMetrics:
+    """A split's final metrics. `error` is what the fit diagnosis compares: 1 - accuracy
+    (classification), or MSE / the train targets' variance (regression: 1 - R²)."""
+
     loss: float
-    accuracy: float
+    accuracy: float | None
+    mae: float | None = None
+    error_value: float | None = None
 
     @property
     def error(self) -> float:
-        return 1.0 - self.accuracy
+        if self.error_value is not None:
+            return self.error_value
+        return 1.0 - (self.accuracy if self.accuracy is not None else math.nan)
 
 
 @dataclass(frozen=True)
@@ -95,6 +119,10 @@ class TrialResult:
     data_fingerprint: str
     folds: FoldSummary | None = None
     message: str = ""
+    task: Task = "classification"
+    plugin_versions: dict[str, str] = field(default_factory=dict)
+    """Distribution → version of the installed plugins this trial used (model, dataset,
+    initializers, regularizers): which code produced the result."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,15 +156,17 @@ def run_trial(
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     hooks = _Hooks(reporter, stop_requested, on_epoch)
-    image = config.model.type == "cnn"
+    image = _IMAGE_INPUTS[networks.input_kind(config.model.type)]
     if config.dataset.folds is None:
-        data = load_splits(config.dataset, image=image)
+        data = load_data(config.dataset, image=image)
+        _check_task(config, data.task)
         return _fit(config, data, hooks, _as_path(checkpoint_dir), resume_from, device)
     if resume_from is not None:
         raise ValueError("resuming is not supported with k-fold cross-validation")
     started = time.perf_counter()
     results = []
     for fold, splits in enumerate(load_folds(config.dataset, image=image)):
+        _check_task(config, splits.task)
         fold_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"fold{fold}"
         fold_hooks = hooks if fold == 0 else _Hooks(None, stop_requested, None)
         result = _fit(config, splits, fold_hooks, fold_dir, None, device)
@@ -156,6 +186,33 @@ def run_trial(
     )
 
 
+_IMAGE_INPUTS = {"flat": False, "image": True, "any": None}
+
+
+def _check_task(config: TrialConfig, task: Task) -> None:
+    """Metrics and loss must exist for the data's task (known for sure only once loaded)."""
+    check_metric_for_task(config.objective, task)
+    if config.early_stopping is not None:
+        check_metric_for_task(config.early_stopping.monitor, task, "early_stopping.monitor")
+    check_metric_for_task(config.checkpoint.monitor, task, "checkpoint.monitor")
+    resolve_loss(config.loss, task)
+
+
+def used_plugin_versions(config: TrialConfig) -> dict[str, str]:
+    """The distributions and versions of the plugins `config` names."""
+    used = {("model", config.model.type), ("dataset", config.dataset.name)}
+    for kind, identifier in (
+        ("initializer", config.kernel_initializer),
+        ("initializer", config.bias_initializer),
+        ("regularizer", config.kernel_regularizer),
+        ("regularizer", config.bias_regularizer),
+        ("regularizer", config.activity_regularizer),
+    ):
+        if isinstance(identifier, dict):
+            used.add((kind, str(identifier.get("class_name"))))
+    return plugins.versions_of(used)
+
+
 @dataclass(frozen=True)
 class _Hooks:
     """What the caller wants to hear, or decide, at the end of each epoch."""
@@ -173,7 +230,7 @@ class _Hooks:
 
 def _fit(
     config: TrialConfig,
-    data: DataSplits,
+    data: AnySplits,
     hooks: _Hooks,
     checkpoint_dir: Path | None,
     resume_from: str | Path | None,
@@ -183,7 +240,7 @@ def _fit(
     accelerator, devices = _resolve_device(device)
     resumed_from = None if resume_from is None else _epochs_done(resume_from)
     pl.seed_everything(config.seed, workers=False, verbose=False)
-    module = TrialModule(config.to_dict(), data.input_shape, data.n_classes)
+    module = TrialModule(config.to_dict(), data.input_shape, data.n_outputs, data.task)
     module.attach_data(data)
     reporting = ReporterCallback(
         config.objective, hooks.reporter, hooks.stop_requested, hooks.epoch_rows()
@@ -240,7 +297,7 @@ def _fit(
 def _result(
     config: TrialConfig,
     module: TrialModule,
-    data: DataSplits,
+    data: AnySplits,
     history: tuple[EpochRecord, ...],
     reporting: ReporterCallback,
     early_stopping: KerasEarlyStopping | None,
@@ -262,17 +319,26 @@ def _result(
             "a lower learning rate or a smaller initializer scale may help"
         )
     else:
-        final = module.final_metrics
-        train, val = SplitMetrics(*final["train"]), SplitMetrics(*final["val"])
-        test = SplitMetrics(*final["test"]) if "test" in final else None
+        train_variance = _train_variance(data, module.final_metrics["train"])
+        final = {
+            name: _split_metrics(values, data.task, train_variance)
+            for name, values in module.final_metrics.items()
+        }
+        train, val, test = final["train"], final["val"], final.get("test")
         diagnosis = diagnose(
-            train.error, val.error, None if test is None else test.error, config.diagnosis
+            train.error,
+            val.error,
+            None if test is None else test.error,
+            config.diagnosis,
+            data.task,
         )
         objective_value = {
             LOSS: train.loss,
             ACCURACY: train.accuracy,
+            MAE: train.mae,
             VAL_LOSS: val.loss,
             VAL_ACCURACY: val.accuracy,
+            VAL_MAE: val.mae,
         }[config.objective]
         if reporting.pruned:
             status = "pruned"
@@ -300,11 +366,32 @@ def _result(
         wall_time_s=time.perf_counter() - started,
         data_fingerprint=data.fingerprint,
         message=message,
+        task=data.task,
+        plugin_versions=used_plugin_versions(config),
     )
 
 
+def _train_variance(data: AnySplits, train: dict[str, float]) -> float:
+    """Regression's error scale: the train targets' variance (mean over target columns), as
+    computed when the splits were made or, for streamed data, by the final evaluation."""
+    if data.target_variance:
+        return statistics.fmean(data.target_variance)
+    return train.get("target_variance", 0.0)
+
+
+def _split_metrics(values: dict[str, float], task: Task, train_variance: float) -> SplitMetrics:
+    if task == "classification":
+        return SplitMetrics(values[LOSS], values[ACCURACY])
+    error = values["mse"] / train_variance if train_variance > 0 else math.inf
+    return SplitMetrics(values[LOSS], None, values[MAE], error)
+
+
 def _best_epoch(history: tuple[EpochRecord, ...], objective: str) -> EpochRecord | None:
-    finite = [r for r in history if math.isfinite(getattr(r, objective))]
+    finite = [
+        r
+        for r in history
+        if getattr(r, objective) is not None and math.isfinite(getattr(r, objective))
+    ]
     if not finite:
         return None
     pick = min if resolve_mode(objective, "auto") == "min" else max
@@ -312,14 +399,10 @@ def _best_epoch(history: tuple[EpochRecord, ...], objective: str) -> EpochRecord
 
 
 def _record(row: dict[str, float]) -> dict[str, Any]:
-    return {
-        "epoch": int(row["epoch"]),
-        LOSS: row[LOSS],
-        ACCURACY: row[ACCURACY],
-        VAL_LOSS: row[VAL_LOSS],
-        VAL_ACCURACY: row[VAL_ACCURACY],
-        LEARNING_RATE: row[LEARNING_RATE],
-    }
+    record: dict[str, Any] = {name: row.get(name) for name in EPOCH_METRICS}
+    record["epoch"] = int(row["epoch"])
+    record[LEARNING_RATE] = row[LEARNING_RATE]
+    return record
 
 
 def _epochs_done(checkpoint: str | Path) -> int:
