@@ -44,10 +44,23 @@ class Settings(BaseSettings):
         "giving up the write in hand",
     )
 
+    plugins: str | None = Field(
+        default=None,
+        description="allow-list of plugin entry-point names, comma-separated (unset: every "
+        "installed plugin; empty: none)",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _blank_is_default(cls, value: str | None) -> str | None:
         return value or None
+
+    @property
+    def plugin_allow_list(self) -> frozenset[str] | None:
+        """The plugins the server and its workers load; None: every installed one."""
+        if self.plugins is None:
+            return None
+        return frozenset(name.strip() for name in self.plugins.split(",") if name.strip())
 
     @property
     def effective_database_url(self) -> str:

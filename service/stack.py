@@ -35,6 +35,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     environment = dict(os.environ)
     environment["HPS_DATABASE_URL"] = settings.effective_database_url
     environment["HPS_DATA_DIR"] = str(settings.data_dir.resolve())
+    if settings.plugins is not None:  # workers load the server's allow-list
+        environment["HPS_PLUGINS"] = settings.plugins
     return environment
 
 

@@ -16,6 +16,7 @@ from service.api.runtime import lifespan
 from service.config import Settings, get_settings
 from service.dashboard import mount_dashboard
 from service.metrics import create_metrics
+from service.studies import load_plugins
 
 DESCRIPTION = """\
 Submit hyperparameter studies, follow their trials, export results, upload data sets.
@@ -41,6 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings if settings is not None else get_settings()
+    # Before any request: a spec's model and dataset names resolve against this allow-list.
+    load_plugins(app.state.settings)
     app.state.metrics = create_metrics()
     install_error_handlers(app)
     app.add_middleware(LatencyMiddleware, histogram=app.state.metrics.request_duration)

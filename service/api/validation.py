@@ -69,14 +69,23 @@ def _locate(order: int, error: Mapping[str, Any], body: Any) -> _Error:
     loc: Loc = tuple(error["loc"])
     kind: str = error["type"]
     cause = (error.get("ctx") or {}).get("error")
+    walked = _walk(order, loc, kind, _message(error["msg"], kind, cause), body)
     if isinstance(cause, SpecError):
-        path: Loc = ("body", *cause.path)
-        return _Error(order, path, path, (), cause.reason, kind)
-    msg: str = error["msg"]
+        # its own path from the spec's root, but still a member of any union it was raised in
+        return replace(walked, path=("body", *cause.path), msg=cause.reason)
+    return walked
+
+
+def _message(msg: str, kind: str, cause: Any) -> str:
     for prefix in _PREFIXES:
         msg = msg.removeprefix(prefix)
     if kind == "json_invalid" and isinstance(cause, str):
         msg = f"{msg}: {cause}"
+    return msg
+
+
+def _walk(order: int, loc: Loc, kind: str, msg: str, body: Any) -> _Error:
+    """`loc` walked through the request body: its JSON path and its union members."""
     if not loc or loc[0] != "body":
         return _Error(order, loc, loc, (), msg, kind)
     kept: list[str | int] = ["body"]

@@ -151,6 +151,8 @@ class Trial(Base):
         ForeignKey("hps_trials.id", ondelete="SET NULL")
     )
     resumed_from_epoch: Mapped[int | None]
+    plugin_versions: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """Distribution → version of the installed plugins the trial used."""
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
@@ -194,6 +196,8 @@ class TrialEpoch(Base):
     val_loss: Mapped[float | None] = mapped_column(Float)
     val_accuracy: Mapped[float | None] = mapped_column(Float)
     lr: Mapped[float | None] = mapped_column(Float)
+    mae: Mapped[float | None] = mapped_column(Float)
+    val_mae: Mapped[float | None] = mapped_column(Float)
 
     trial: Mapped[Trial] = relationship(back_populates="epochs")
 
@@ -227,5 +231,11 @@ class Dataset(Base):
     target: Mapped[str | None] = mapped_column(String(255))
     n_rows: Mapped[int]
     n_features: Mapped[int]
-    n_classes: Mapped[int]
+    n_classes: Mapped[int | None]
+    """None for a regression data set."""
+    task: Mapped[str] = mapped_column(
+        String(16), default="classification", server_default="classification"
+    )
+    n_targets: Mapped[int | None]
+    """Regression: target columns (None for classification)."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -21,6 +21,7 @@ from service.studies.errors import (
 from service.studies.export import TrialTable, export_trials
 from service.studies.health import check_health
 from service.studies.lifecycle import cancel_study, delete_study
+from service.studies.plugins import list_plugins, load_plugins
 from service.studies.spec import StudySpec
 from service.studies.stats import ServiceStats, collect_stats
 from service.studies.submit import submit_study
@@ -54,9 +55,11 @@ __all__ = [
     "get_study",
     "get_trial",
     "list_datasets",
+    "list_plugins",
     "list_studies",
     "list_trials_json",
     "list_workers",
+    "load_plugins",
     "register_dataset",
     "submit_study",
     "trial_checkpoint",

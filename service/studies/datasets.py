@@ -19,6 +19,7 @@ from service.studies._reads import reading
 from service.studies.errors import InvalidInputError, Issue, TooLargeError
 from service.studies.schemas import DatasetRead, Page
 from trainer.config import DatasetConfig
+from trainer.contracts import TASKS
 from trainer.data import DatasetError, load_splits
 
 _CHUNK = 1024 * 1024
@@ -33,6 +34,7 @@ class Upload:
     filename: str
     target: str | None = None
     name: str | None = None
+    task: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,12 @@ def register_dataset(session: Session, settings: Settings, upload: Upload) -> Da
     file_format = _format(upload)
     stored = _store(upload.file, settings.upload_dir / f"{uuid4().hex}.{file_format}", settings)
     try:
-        config = DatasetConfig(name=file_format, path=str(stored.path), target=upload.target)
+        config: dict[str, str] = {"path": str(stored.path)}
+        if upload.target:
+            config["target"] = upload.target
+        dataset = DatasetConfig(name=file_format, config=config, task=upload.task)
         try:
-            splits = load_splits(config)
+            splits = load_splits(dataset)
         except DatasetError as error:
             raise InvalidInputError([Issue(("file",), str(error), "invalid_dataset")]) from None
         n_rows = len(splits.train) + len(splits.val)
@@ -69,7 +74,9 @@ def register_dataset(session: Session, settings: Settings, upload: Upload) -> Da
                     target=upload.target,
                     n_rows=n_rows,
                     n_features=math.prod(splits.input_shape),
-                    n_classes=splits.n_classes,
+                    n_classes=splits.n_outputs if splits.task == "classification" else None,
+                    task=splits.task,
+                    n_targets=splits.n_outputs if splits.task == "regression" else None,
                 )
             )
             return DatasetRead.model_validate(row)
@@ -104,6 +111,10 @@ def _format(upload: Upload) -> Format:
     else:
         issues.append(
             Issue(("file",), f"must be a .csv or .npz file, got {upload.filename!r}", "format")
+        )
+    if upload.task is not None and upload.task not in TASKS:
+        issues.append(
+            Issue(("task",), f"must be one of {', '.join(TASKS)}, got {upload.task!r}", "enum")
         )
     if issues or file_format is None:
         raise InvalidInputError(issues)

@@ -58,6 +58,8 @@ class EpochRead(BaseModel):
     val_loss: float | None
     val_accuracy: float | None
     lr: float | None
+    mae: float | None = None
+    val_mae: float | None = None
 
 
 class TrialRef(BaseModel):
@@ -83,6 +85,10 @@ class TrialDetail(TrialRead):
     retry_of: TrialRef | None = Field(description="the trial this one retries")
     resumed_from_epoch: int | None = Field(
         description="the retried trial's checkpoint epoch this one went on from"
+    )
+    plugin_versions: dict[str, str] | None = Field(
+        default=None,
+        description="distribution → version of the installed plugins this trial used",
     )
     epochs: list[EpochRead]
 
@@ -132,8 +138,38 @@ class DatasetRead(BaseModel):
     target: str | None
     n_rows: int
     n_features: int
-    n_classes: int
+    n_classes: int | None = Field(description="None for a regression data set")
+    task: Literal["classification", "regression"] = "classification"
+    n_targets: int | None = Field(default=None, description="regression: target columns")
     created_at: datetime
+
+
+class PluginRead(BaseModel):
+    """An installed plugin as the server sees it (workers load the same allow-list)."""
+
+    model_config = _FROZEN
+
+    group: str = Field(description="entry-point group, e.g. hpsearch.models")
+    kind: Literal["model", "dataset", "initializer", "regularizer"]
+    name: str = Field(description="what a spec names")
+    value: str = Field(description="the entry point's module:attribute")
+    distribution: str | None
+    version: str | None
+    status: Literal["loaded", "not_allowed", "failed"]
+    error: str | None = None
+    description: str | None = None
+    config_schema: dict[str, Any] | None = Field(
+        default=None, description="JSON schema of the plugin's config (its config_schema)"
+    )
+
+
+class PluginList(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    allow_list: list[str] | None = Field(
+        description="HPS_PLUGINS as the server read it; null: every installed plugin is allowed"
+    )
+    plugins: list[PluginRead]
 
 
 class WorkerRead(BaseModel):

@@ -7,6 +7,7 @@ direction, the Optuna sampler and pruner, the budget and the queue priority.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -18,6 +19,7 @@ from trainer.config import (
     EarlyStoppingConfig,
     ModelConfig,
 )
+from trainer.datasets import FILE_DATASETS
 from trainer.metrics import EPOCH_METRICS, resolve_mode
 from trainer.space import CategoricalParam, IntParam, SearchSpace
 from trainer.spec_error import SpecError
@@ -25,7 +27,7 @@ from trainer.template import TrialTemplate
 
 _STRICT = ConfigDict(extra="forbid")
 
-Metric = Literal["loss", "accuracy", "val_loss", "val_accuracy"]
+Metric = Literal["loss", "accuracy", "val_loss", "val_accuracy", "mae", "val_mae"]
 assert set(Metric.__args__) == set(EPOCH_METRICS)  # type: ignore[attr-defined]
 
 
@@ -39,7 +41,32 @@ class UploadedDataset(BaseModel):
     test_split: float = Field(default=0.2, ge=0.0, lt=1.0)
     seed: int = 0
     standardize: bool = True
+    standardize_target: bool = True
     folds: int | None = Field(default=None, ge=2, le=20)
+
+    def resolved(self, path: str, file_format: str, target: str | None, task: str) -> DatasetConfig:
+        """The trainer's dataset block for the stored file this reference names."""
+        config: dict[str, Any] = {"path": path}
+        if file_format == "csv":
+            config["target"] = target
+        return DatasetConfig(
+            name=file_format,
+            config=config,
+            task=task,
+            validation_split=self.validation_split,
+            test_split=self.test_split,
+            seed=self.seed,
+            standardize=self.standardize,
+            standardize_target=self.standardize_target,
+            folds=self.folds,
+        )
+
+
+@functools.cache
+def _unknown_task_stand_in() -> DatasetConfig:
+    """Validates a spec whose uploaded data set is resolved later: its task is not known yet
+    (submit checks it against the upload's, see `service.studies.submit`)."""
+    return DatasetConfig(name="npz", config={"path": "uploaded"})
 
 
 class ObjectiveSpec(BaseModel):
@@ -95,6 +122,11 @@ class StudySpec(BaseModel):
     search_space: SearchSpace
     fixed: dict[str, Any] = Field(default_factory=dict)
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
+    loss: str | None = Field(
+        default=None,
+        description="Keras loss: sparse_categorical_crossentropy (classification's default), "
+        "mean_squared_error (regression's default), mean_absolute_error or huber",
+    )
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
@@ -110,7 +142,7 @@ class StudySpec(BaseModel):
 
     @model_validator(mode="after")
     def _check_template(self) -> StudySpec:
-        if isinstance(self.dataset, DatasetConfig) and self.dataset.name in ("csv", "npz"):
+        if isinstance(self.dataset, DatasetConfig) and self.dataset.name in FILE_DATASETS:
             # A path on the server's disk is not the client's to name.
             raise SpecError(
                 ("dataset", "name"),
@@ -120,7 +152,8 @@ class StudySpec(BaseModel):
         if self.sampler.name == "grid":
             self.grid_values()
         # An uploaded data set is resolved later; a stand-in validates everything else now.
-        self.template(DatasetConfig())
+        stand_in = _unknown_task_stand_in() if isinstance(self.dataset, UploadedDataset) else None
+        self.template(stand_in)
         return self
 
     def grid_values(self) -> dict[str, list[Any]]:
@@ -157,6 +190,7 @@ class StudySpec(BaseModel):
             max_epochs=self.budget.max_epochs,
             seed=self.seed,
             objective=self.objective.metric,
+            loss=self.loss,
             early_stopping=self.early_stopping,
             checkpoint=self.checkpoint,
             diagnosis=self.diagnosis,

@@ -13,6 +13,7 @@ from service.studies.errors import InvalidInputError, Issue
 from service.studies.limits import budget_issues
 from service.studies.schemas import StudyRead
 from service.studies.spec import StudySpec, UploadedDataset
+from trainer.spec_error import SpecError
 
 
 def submit_study(session: Session, settings: Settings, spec: StudySpec) -> StudyRead:
@@ -20,18 +21,8 @@ def submit_study(session: Session, settings: Settings, spec: StudySpec) -> Study
     breaks a server limit or names an uploaded data set that does not exist."""
     issues = budget_issues(spec, settings)
     with session.begin():
-        if (
-            isinstance(spec.dataset, UploadedDataset)
-            and DatasetRepository(session).find(spec.dataset.id) is None
-        ):
-            issues.append(
-                Issue(
-                    ("dataset", "id"),
-                    f"no uploaded data set has id {spec.dataset.id} "
-                    "(upload one with POST /api/v1/datasets)",
-                    "not_found",
-                )
-            )
+        if isinstance(spec.dataset, UploadedDataset):
+            issues += _uploaded_dataset_issues(session, spec, spec.dataset)
         if issues:
             raise InvalidInputError(issues)
         study = StudyRepository(session).add(
@@ -51,3 +42,24 @@ def submit_study(session: Session, settings: Settings, spec: StudySpec) -> Study
             )
         )
         return StudyRead.model_validate(study)
+
+
+def _uploaded_dataset_issues(
+    session: Session, spec: StudySpec, reference: UploadedDataset
+) -> list[Issue]:
+    """The upload must exist, and the spec's metrics must be of its task."""
+    row = DatasetRepository(session).find(reference.id)
+    if row is None:
+        return [
+            Issue(
+                ("dataset", "id"),
+                f"no uploaded data set has id {reference.id} "
+                "(upload one with POST /api/v1/datasets)",
+                "not_found",
+            )
+        ]
+    try:
+        spec.template(reference.resolved(row.path, row.format, row.target, row.task))
+    except SpecError as error:
+        return [Issue(error.path, f"{error.reason} (uploaded data set {row.id} is {row.task})")]
+    return []

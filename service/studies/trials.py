@@ -104,6 +104,7 @@ def get_trial(session: Session, study_id: int, number: int) -> TrialDetail:
                 if retried is None
                 else TrialRef(id=retried.id, number=retried.number),
                 "resumed_from_epoch": trial.resumed_from_epoch,
+                "plugin_versions": trial.plugin_versions,
                 "epochs": [EpochRead.model_validate(epoch) for epoch in trial.epochs],
             }
         )

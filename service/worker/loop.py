@@ -28,6 +28,7 @@ from service.process import freeze_startup_objects
 from service.queue.claim import Claim, claim_in, claim_trial, work_remains
 from service.queue.reaper import end_stalled_studies, reap_lost_trials
 from service.queue.release import release_claims
+from service.studies.plugins import load_plugins
 from service.worker.db_retry import RETRYABLE, with_db_retry
 from service.worker.runner import RunOptions, TrialRunner
 
@@ -49,6 +50,7 @@ class WorkerOptions:
 class WorkerProcess:
     def __init__(self, settings: Settings, options: WorkerOptions) -> None:
         self.settings = settings
+        load_plugins(settings)  # the server's allow-list, so both resolve a spec alike
         self.options = options
         self.stopping = threading.Event()
         url = settings.effective_database_url

@@ -170,6 +170,7 @@ class TrialRecorder:
                         "checkpoint_path": result.best_checkpoint,
                         "last_checkpoint_path": result.last_checkpoint,
                         "error": result.message or None,
+                        "plugin_versions": result.plugin_versions or None,
                         "finished_at": utcnow(),
                     },
                 ).scalar_one_or_none()
@@ -363,6 +364,8 @@ def _upsert_epochs(connection: Connection, trial_id: int, records: Sequence[Epoc
             "val_loss": _finite(record.val_loss),
             "val_accuracy": _finite(record.val_accuracy),
             "lr": _finite(record.lr),
+            "mae": _finite(record.mae),
+            "val_mae": _finite(record.val_mae),
         }
         for record in records
     ]
@@ -374,7 +377,7 @@ def _epoch_upsert(dialect_name: str) -> Executable:
     """PostgreSQL's and SQLite's INSERT ... ON CONFLICT DO UPDATE on an epoch's row."""
     dialect = sqlite if dialect_name == "sqlite" else postgresql
     statement = dialect.insert(TrialEpoch)
-    values = ("loss", "accuracy", "val_loss", "val_accuracy", "lr")
+    values = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "mae", "val_mae")
     upsert: Executable = statement.on_conflict_do_update(
         index_elements=["trial_id", "epoch"],
         set_={name: statement.excluded[name] for name in values},
@@ -402,7 +405,10 @@ def _metrics(result: TrialResult) -> dict[str, Any]:
         values = getattr(result, split)
         if values is not None:
             metrics[f"{split}_loss"] = _finite(values.loss)
-            metrics[f"{split}_accuracy"] = _finite(values.accuracy)
+            if values.accuracy is not None:
+                metrics[f"{split}_accuracy"] = _finite(values.accuracy)
+            if values.mae is not None:
+                metrics[f"{split}_mae"] = _finite(values.mae)
             metrics[f"{split}_error"] = _finite(values.error)
     if result.folds is not None:
         metrics["cv_mean"] = _finite(result.folds.mean)

@@ -234,14 +234,4 @@ class TrialRunner:
             row = session.get(Dataset, spec.dataset.id)
         if row is None:
             raise ValueError(f"uploaded dataset {spec.dataset.id} no longer exists")
-        reference = spec.dataset
-        return DatasetConfig(
-            name="csv" if row.format == "csv" else "npz",
-            path=row.path,
-            target=row.target,
-            validation_split=reference.validation_split,
-            test_split=reference.test_split,
-            seed=reference.seed,
-            standardize=reference.standardize,
-            folds=reference.folds,
-        )
+        return spec.dataset.resolved(row.path, row.format, row.target, row.task)

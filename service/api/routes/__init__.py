@@ -2,10 +2,19 @@
 
 from fastapi import APIRouter
 
-from service.api.routes import dashboard_data, datasets, health, metrics, studies, trials, workers
+from service.api.routes import (
+    dashboard_data,
+    datasets,
+    health,
+    metrics,
+    plugins,
+    studies,
+    trials,
+    workers,
+)
 
 router = APIRouter()
-for _module in (studies, trials, datasets, workers, health, metrics, dashboard_data):
+for _module in (studies, trials, datasets, plugins, workers, health, metrics, dashboard_data):
     router.include_router(_module.router)
 
 __all__ = ["router"]

@@ -32,6 +32,12 @@ _FORM: dict[str, Any] = {
                             "(arrays X and y) file",
                         },
                         "target": {"type": "string", "description": "CSV: the label column"},
+                        "task": {
+                            "type": "string",
+                            "enum": ["classification", "regression"],
+                            "description": "default: regression for targets with fractional "
+                            "parts, classification otherwise",
+                        },
                         "name": {"type": "string", "description": "default: the file's name"},
                     },
                 }
@@ -61,6 +67,7 @@ async def upload(request: Request, session: SessionDep, settings: SettingsDep) -
             filename=file.filename,
             target=_text(form.get("target")),
             name=_text(form.get("name")),
+            task=_text(form.get("task")),
         )
         return await run_in_threadpool(register_dataset, session, settings, received)
 
