@@ -141,6 +141,23 @@ def studies(
 
 
 @app.command()
+def plugins(as_json: JsonOption = False, url: UrlOption = None, token: TokenOption = None) -> None:
+    """The plugins installed on the server: models and datasets a spec can name, with their
+    distribution, version and status (`--json` adds each one's config schema)."""
+    with connect(url, token) as api:
+        listing = api.list_plugins()
+    if as_json:
+        print_json(listing)
+        return
+    from service.client.display import plugins_table
+
+    if not listing["plugins"]:
+        console.print("no plugins installed (entry-point groups hpsearch.models, ...datasets)")
+        return
+    console.print(plugins_table(listing))
+
+
+@app.command()
 def show(
     study_id: StudyIdArgument,
     as_json: JsonOption = False,

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import Progress
 from rich.table import Table
 
 from service.cli._common import console, load_document
+
+if TYPE_CHECKING:
+    from trainer import TrialResult
 
 app = typer.Typer()
 
@@ -49,15 +52,7 @@ def _train(config_data: dict[str, Any], checkpoint_dir: Path, device: str) -> No
         except DatasetError as error:
             console.print(f"[red]dataset error:[/red] {error}")
             raise typer.Exit(2) from None
-    table = Table(title=f"trial: {result.status}", show_header=True)
-    for column in ("split", "loss", "accuracy", "error"):
-        table.add_column(column, justify="right")
-    for name, metrics in (("train", result.train), ("val", result.val), ("test", result.test)):
-        if metrics is not None:
-            table.add_row(
-                name, f"{metrics.loss:.4f}", f"{metrics.accuracy:.2%}", f"{metrics.error:.2%}"
-            )
-    console.print(table)
+    console.print(_metrics_table(result))
     console.print(
         f"epochs run: {result.epochs_run} (best epoch {result.best_epoch}, "
         f"stopped early: {result.stopped_early}) on {result.device} in "
@@ -72,6 +67,26 @@ def _train(config_data: dict[str, Any], checkpoint_dir: Path, device: str) -> No
     console.print(f"best checkpoint: {result.best_checkpoint}")
     if result.status == "diverged":
         raise typer.Exit(1)
+
+
+def _metrics_table(result: TrialResult) -> Table:
+    """Final metrics per split: accuracy (classification) or mean absolute error (regression);
+    error is 1 - accuracy, or MSE over the train targets' variance."""
+    regression = result.task == "regression"
+    table = Table(title=f"trial: {result.status}", show_header=True)
+    for column in ("split", "loss", "mae" if regression else "accuracy", "error"):
+        table.add_column(column, justify="right")
+    for name, metrics in (("train", result.train), ("val", result.val), ("test", result.test)):
+        if metrics is None:
+            continue
+        score = metrics.mae if regression else metrics.accuracy
+        table.add_row(
+            name,
+            f"{metrics.loss:.4f}",
+            "—" if score is None else f"{score:.4f}" if regression else f"{score:.2%}",
+            f"{metrics.error:.4f}" if regression else f"{metrics.error:.2%}",
+        )
+    return table
 
 
 @app.command("run-trial")

@@ -151,6 +151,9 @@ class ApiClient:
     def list_workers(self) -> dict[str, Any]:
         return self._json("GET", "/workers")
 
+    def list_plugins(self) -> dict[str, Any]:
+        return self._json("GET", "/plugins")
+
     def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         response = self._request(method, path, **kwargs)
         try:

@@ -86,15 +86,21 @@ def leaderboard(api: ApiClient, study: dict[str, Any], top: int = 5) -> Table:
         title=f"study {study['id']}: {study['status']} — best {len(items)} trials",
         title_justify="left",
     )
-    for column in ("#", study["objective_metric"], "val acc", "test acc", "diagnosis", "params"):
+    rows = [flat_metrics(trial.get("metrics")) for trial in items]
+    # Regression trials record mean absolute error where classification ones have accuracy.
+    regression = any("val_mae" in row and row.get("val_accuracy") is None for row in rows)
+    score, shown = ("mae", number) if regression else ("acc", percent)
+    for column in ("#", study["objective_metric"], f"val {score}", f"test {score}"):
         add_column(table, column)
-    for trial in items:
-        metrics = flat_metrics(trial.get("metrics"))
+    for column in ("diagnosis", "params"):
+        add_column(table, column)
+    key = "mae" if regression else "accuracy"
+    for trial, metrics in zip(items, rows, strict=True):
         table.add_row(
             str(trial["number"]),
             f"{trial['value']:.4f}",
-            percent(metrics.get("val_accuracy")),
-            percent(metrics.get("test_accuracy")),
+            shown(metrics.get(f"val_{key}")),
+            shown(metrics.get(f"test_{key}")),
             trial.get("diagnosis") or "",
             params_text(trial["params"]),
         )
@@ -204,6 +210,30 @@ def study_view(study: dict[str, Any]) -> RenderableType:
     if study.get("error"):
         grid.add_row(Text("error", style="bold red"), Text(study["error"], style="red"))
     return Group(header, grid)
+
+
+def plugins_table(listing: dict[str, Any]) -> Table:
+    """The server's installed plugins: what a spec can name, from which distribution."""
+    allowed = listing.get("allow_list")
+    caption = "HPS_PLUGINS unset: every installed plugin is allowed"
+    if allowed is not None:
+        caption = f"HPS_PLUGINS: {', '.join(allowed) or '(none)'}"
+    table = Table(caption=caption, caption_justify="left")
+    for header in ("kind", "name", "distribution", "version", "status", "description"):
+        add_column(table, header)
+    for plugin in listing["plugins"]:
+        status = plugin["status"]
+        if plugin.get("error"):
+            status = f"{status}: {plugin['error']}"
+        table.add_row(
+            plugin["kind"],
+            plugin["name"],
+            plugin.get("distribution") or "",
+            plugin.get("version") or "",
+            Text(status, style="green" if plugin["status"] == "loaded" else "yellow"),
+            plugin.get("description") or "",
+        )
+    return table
 
 
 def add_column(table: Table, header: str, justify: JustifyMethod = "left") -> None:
