@@ -121,9 +121,11 @@ def seed_trial(
     number: int,
     *,
     epochs: int = 0,
+    regression: bool = False,
     **overrides: Any,
 ) -> int:
-    """A trial (complete by default) with `epochs` rows of learning curve."""
+    """A trial (complete by default) with `epochs` rows of learning curve (accuracy, or mae
+    for a regression trial)."""
     values: dict[str, Any] = {
         "study_id": study_id,
         "number": number,
@@ -146,9 +148,11 @@ def seed_trial(
                     trial_id=trial.id,
                     epoch=epoch,
                     loss=1.0 / epoch,
-                    accuracy=0.5,
+                    accuracy=None if regression else 0.5,
                     val_loss=1.5 / epoch,
-                    val_accuracy=0.4,
+                    val_accuracy=None if regression else 0.4,
+                    mae=0.8 / epoch if regression else None,
+                    val_mae=0.9 / epoch if regression else None,
                     lr=0.01,
                 )
             )

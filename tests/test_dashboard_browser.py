@@ -300,7 +300,7 @@ def test_trial_page_curves_markers_and_checkpoint(served: Served, page: Page) ->
     )
     page.goto(f"{served.url}/studies/{study}/trials/1?token={TOKEN}")
     page.wait_for_function("() => performance.getEntriesByName('hps:curves').length > 0")
-    assert traces(page, "plot-loss") == traces(page, "plot-accuracy") == 2
+    assert traces(page, "plot-loss") == traces(page, "plot-score") == 2
     shapes = page.evaluate(
         "document.getElementById('plot-loss').layout.shapes.map(s => [s.x0, s.line.color])"
     )
@@ -315,6 +315,21 @@ def test_trial_page_curves_markers_and_checkpoint(served: Served, page: Page) ->
         page.click("#checkpoint")
     assert download.value.suggested_filename == f"study-{study}-trial-1.ckpt"
     assert Path(download.value.path()).stat().st_size == 4096
+
+
+def test_a_regression_trial_plots_mean_absolute_error(served: Served, page: Page) -> None:
+    study = seed_study(served.db, status="completed", n_trials=1)
+    seed_trial(served.db, study, 0, epochs=5, regression=True)
+    page.goto(f"{served.url}/studies/{study}/trials/0?token={TOKEN}")
+    page.wait_for_function("() => performance.getEntriesByName('hps:curves').length > 0")
+    plot = page.evaluate(
+        "(() => { const p = document.getElementById('plot-score');"
+        " return {title: p.layout.title.text, names: p.data.map(t => t.name),"
+        " val: p.data[1].y}; })()"
+    )
+    assert plot["title"] == "Learning curve: mean absolute error"
+    assert plot["names"] == ["train mean absolute error", "validation mean absolute error"]
+    assert plot["val"] == pytest.approx([0.9 / epoch for epoch in range(1, 6)])
 
 
 @pytest.mark.slow

@@ -89,7 +89,10 @@ async function plotCurves() {
     type: "scatter", mode: "lines+markers", name, x: epochs, y: trial.epochs.map((e) => e[key]),
     line: { color, dash }, marker: { size: 4 },
   });
-  for (const [id, key, label] of [["plot-loss", "loss", "loss"], ["plot-accuracy", "accuracy", "accuracy"]]) {
+  // Classification trials record accuracy per epoch, regression trials mean absolute error.
+  const regression = trial.epochs.some((e) => e.accuracy == null && e.mae != null);
+  const score = regression ? ["mae", "mean absolute error"] : ["accuracy", "accuracy"];
+  for (const [id, key, label] of [["plot-loss", "loss", "loss"], ["plot-score", ...score]]) {
     const node = document.getElementById(id);
     if (epochs.length === 0) {
       node.replaceChildren(el("div", { class: "empty" }, `No ${label} recorded yet.`));
