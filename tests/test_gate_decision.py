@@ -95,6 +95,7 @@ def test_metric_directions() -> None:
     assert metric_direction("test_accuracy") == "maximize"
     assert metric_direction("val_loss") == "minimize"
     assert metric_direction("test_error") == "minimize"
+    assert metric_direction("test_mae") == "minimize"  # regression studies
     with pytest.raises(GateError, match="minimized or maximized"):
         metric_direction("lr")
 

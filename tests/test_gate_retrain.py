@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from service.gate import GateError, best_params, measure
+from service.gate import GateError, best_params, judge, measure
 
 SPEC: dict[str, Any] = {
     "name": "tiny",
@@ -63,6 +63,25 @@ def test_the_same_seed_gives_the_same_value() -> None:
     first = measure(study(), [5], device="cpu")
     again = measure(study(), [5], device="cpu")
     assert first.objective_values == again.objective_values
+
+
+def test_a_regression_study_is_measured_by_loss_mae_and_error() -> None:
+    spec = {
+        **SPEC,
+        "dataset": {"name": "synthetic", "config": {"task": "regression", "n_samples": 200}},
+        "objective": {"metric": "val_mae", "direction": "minimize"},
+    }
+    result = measure(study(spec=spec, objective_metric="val_mae"), [0, 1], device="cpu")
+    run = result.runs[0]
+    assert set(run.metrics) == {
+        f"{split}_{name}" for split in ("train", "val", "test") for name in ("loss", "mae", "error")
+    }
+    assert run.objective_value == run.metrics["val_mae"]
+    # standardized targets: predicting their mean scores an error of about 1 (1 - R²)
+    assert all(0 < run.metrics[f"{split}_error"] < 3 for split in ("train", "val", "test"))  # type: ignore[operator]
+    verdict = judge(result, result, metrics=("test_mae",), tolerance=0.0)
+    assert verdict.outcome == "pass"
+    assert [check.name for check in verdict.checks] == ["objective val_mae", "metric test_mae"]
 
 
 @pytest.mark.parametrize(

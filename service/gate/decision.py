@@ -102,10 +102,10 @@ def _worst(direction: Direction) -> float:
 
 
 def metric_direction(name: str) -> Direction:
-    """Accuracies improve upwards; losses and errors downwards."""
+    """Accuracies improve upwards; losses, errors and mean absolute errors downwards."""
     if name.endswith("accuracy"):
         return "maximize"
-    if name.endswith(("loss", "error")):
+    if name.endswith(("loss", "error", "mae")):
         return "minimize"
     raise GateError(f"cannot tell whether {name!r} should be minimized or maximized")
 

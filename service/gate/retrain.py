@@ -77,7 +77,10 @@ def measure(
             values = getattr(result, split)
             if values is not None:
                 metrics[f"{split}_loss"] = values.loss
-                metrics[f"{split}_accuracy"] = values.accuracy
+                if result.task == "regression":
+                    metrics[f"{split}_mae"] = values.mae
+                else:
+                    metrics[f"{split}_accuracy"] = values.accuracy
                 metrics[f"{split}_error"] = values.error
         run = SeedRun(
             seed=seed,
