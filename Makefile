@@ -21,13 +21,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml examples/plugins/pyproject.toml | $(BIN)/python
 	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
 		echo "keeping installed torch $$($(BIN)/python -c 'import torch; print(torch.__version__)')"; \
 	else \
 		$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"; \
 	fi
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# The example plugin package (a model and a dataset) that the tests submit studies with.
+	$(BIN)/python -m pip install --quiet --no-deps -e examples/plugins
 	@touch $@
 
 install: $(VENV)/.installed ## Create .venv (if missing) and install the project with dev tools

@@ -1,0 +1,1 @@
+"""Example hpsearch plugins: `resmlp` (a model) and `diabetes` (a regression dataset)."""
