@@ -1,35 +1,45 @@
 """Trial overhead: `run_trial` (Lightning + EarlyStopping + ModelCheckpoint) vs a plain loop.
 
-The digits MLP 64-128-128-10, batch 64, Adam (lr 1e-3), 20 epochs, trained by `run_trial` and
-by a plain PyTorch loop over the same device tensors, alternated in one run so both see the
-same machine noise. The plain loop also evaluates the validation split every epoch, as any
-loop that early-stops must. Prints median and min-max of each, and the ratio.
+Default: the digits MLP 64-128-128-10, batch 64, Adam (lr 1e-3), 20 epochs, trained by
+`run_trial` and by a plain PyTorch loop over the same device tensors, alternated in one run so
+both see the same machine noise. The plain loop also evaluates the validation split every
+epoch, as any loop that early-stops must. Prints median and min-max of each, and the ratio.
+
+`--model`/`--model-config` and `--dataset`/`--dataset-config` bench any registered (plugin)
+model and dataset instead; `--stream` adds `run_trial` over the DataLoader path
+(`data_loader.in_memory: false`) on the same data, to price streaming against device tensors.
 
     .venv/bin/python bench/trial_overhead.py [--repeats 7] [--threads 1] [--device cpu]
+    .venv/bin/python bench/trial_overhead.py --model resmlp --model-config '{"width": 128}' \\
+        --dataset diabetes --stream
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
-from torch.nn import functional as F
 
-from trainer import TrialConfig, run_trial
-from trainer.config import CheckpointConfig, EarlyStoppingConfig, ModelConfig
-from trainer.data import DataSplits, load_splits
+from trainer import TrialConfig, networks, run_trial
+from trainer.config import CheckpointConfig, DatasetConfig, EarlyStoppingConfig, ModelConfig
+from trainer.data import DataSplits, Split, load_splits
+from trainer.losses import loss_function, resolve_loss
 from trainer.models import build_network
 
 EPOCHS = 20
 BATCH = 64
 
 
-def bench_config() -> TrialConfig:
+def bench_config(model: ModelConfig, dataset: DatasetConfig) -> TrialConfig:
     return TrialConfig(
-        model=ModelConfig(hidden_units=(128, 128)),
+        dataset=dataset,
+        model=model,
         optimizer={"class_name": "adam", "config": {"learning_rate": 1e-3}},
         batch_size=BATCH,
         max_epochs=EPOCHS,
@@ -39,10 +49,11 @@ def bench_config() -> TrialConfig:
     )
 
 
-def plain_loop(data: DataSplits, device: torch.device) -> float:
+def plain_loop(model: ModelConfig, data: DataSplits[Split], device: torch.device) -> float:
     torch.manual_seed(0)
-    network = build_network(ModelConfig(hidden_units=(128, 128)), data.input_shape, 10).to(device)
+    network = build_network(model, data.input_shape, data.n_outputs).to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-3, eps=1e-7)
+    criterion = loss_function(resolve_loss(None, data.task))
     train, val = data.train, data.val
     generator = torch.Generator().manual_seed(0)
     started = time.perf_counter()
@@ -51,13 +62,13 @@ def plain_loop(data: DataSplits, device: torch.device) -> float:
         order = torch.randperm(len(train), generator=generator).to(device)
         for start in range(0, len(train), BATCH):
             index = order[start : start + BATCH]
-            loss = F.cross_entropy(network(train.X[index]), train.y[index])
+            loss = criterion(network(train.X[index]), train.y[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
         network.eval()
         with torch.no_grad():
-            float(F.cross_entropy(network(val.X), val.y))
+            float(criterion(network(val.X), val.y))
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - started
@@ -74,8 +85,17 @@ def with_run_trial(config: TrialConfig, device: str) -> float:
 
 def describe(name: str, values: list[float]) -> str:
     return (
-        f"{name:<10} median {statistics.median(values):.3f} s  "
+        f"{name:<14} median {statistics.median(values):.3f} s  "
         f"[{min(values):.3f}-{max(values):.3f}]  n={len(values)}"
+    )
+
+
+def ratio_line(name: str, times: list[float], reference: list[float]) -> str:
+    ratios = [t / p for t, p in zip(times, reference, strict=True)]
+    return (
+        f"{name}: ratio of medians {statistics.median(times) / statistics.median(reference):.3f}; "
+        f"per-pair ratio median {statistics.median(ratios):.3f} "
+        f"[{min(ratios):.3f}-{max(ratios):.3f}]"
     )
 
 
@@ -84,31 +104,48 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", default="mlp", help="a registered model (built-in or plugin)")
+    parser.add_argument("--model-config", default=None, help="its config as JSON")
+    parser.add_argument("--dataset", default="digits", help="a registered dataset")
+    parser.add_argument("--dataset-config", default="{}", help="its config as JSON")
+    parser.add_argument("--stream", action="store_true", help="also run the DataLoader path")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device.startswith("cuda") else "cpu")
-    data = load_splits(bench_config().dataset).to(device)
-    config = bench_config()
-    plain_loop(data, device)  # warm-up: first-call allocations and lazy imports
-    with_run_trial(config, args.device)
-    plain: list[float] = []
-    lightning: list[float] = []
-    for repeat in range(args.repeats):
-        pair = [("plain", plain_loop), ("run_trial", None)]
-        for name, _ in pair if repeat % 2 == 0 else reversed(pair):
-            if name == "plain":
-                plain.append(plain_loop(data, device))
-            else:
-                lightning.append(with_run_trial(config, args.device))
-    ratios = [t / p for t, p in zip(lightning, plain, strict=True)]
-    print(f"device {args.device}, torch threads {args.threads}, torch {torch.__version__}")
-    print(describe("plain", plain))
-    print(describe("run_trial", lightning))
-    print(
-        f"ratio of medians {statistics.median(lightning) / statistics.median(plain):.3f}; "
-        f"per-pair ratio median {statistics.median(ratios):.3f} "
-        f"[{min(ratios):.3f}-{max(ratios):.3f}]"
+    default_config = {"hidden_units": [128, 128]} if args.model == "mlp" else {}
+    model = ModelConfig(
+        type=args.model,
+        config=json.loads(args.model_config) if args.model_config else default_config,
     )
+    dataset = DatasetConfig(name=args.dataset, config=json.loads(args.dataset_config))
+    image = {"flat": False, "image": True, "any": None}[networks.input_kind(model.type)]
+    data = load_splits(dataset, image=image).to(device)
+    config = bench_config(model, dataset)
+    streamed = bench_config(model, dataset.model_copy(update={"data_loader": {"in_memory": False}}))
+    contestants: dict[str, Callable[[], float]] = {
+        "plain": lambda: plain_loop(model, data, device),
+        "run_trial": lambda: with_run_trial(config, args.device),
+    }
+    if args.stream:
+        contestants["run_trial/stream"] = lambda: with_run_trial(streamed, args.device)
+    for run in contestants.values():  # warm-up: first-call allocations and lazy imports
+        run()
+    times: dict[str, list[float]] = {name: [] for name in contestants}
+    order: list[tuple[str, Any]] = list(contestants.items())
+    for repeat in range(args.repeats):
+        for name, run in order if repeat % 2 == 0 else reversed(order):
+            times[name].append(run())
+    print(
+        f"device {args.device}, torch threads {args.threads}, torch {torch.__version__}, "
+        f"model {model.type} {json.dumps(model.config)}, dataset {dataset.name} "
+        f"({len(data.train)} train rows, {data.task})"
+    )
+    for name, values in times.items():
+        print(describe(name, values))
+    print(ratio_line("run_trial / plain", times["run_trial"], times["plain"]))
+    if args.stream:
+        print(ratio_line("stream / plain", times["run_trial/stream"], times["plain"]))
+        print(ratio_line("stream / run_trial", times["run_trial/stream"], times["run_trial"]))
 
 
 if __name__ == "__main__":

@@ -164,7 +164,11 @@ def test_a_plugin_outside_the_allow_list_is_refused_with_the_reason(
     with TestClient(create_app(settings), headers=AUTH) as client:
         listed = {p["name"]: p["status"] for p in client.get("/api/v1/plugins").json()["plugins"]}
         response = client.post("/api/v1/studies", json=plugin_spec())
-    assert listed == {"resmlp": "loaded", "diabetes": "not_allowed"}
+    assert listed == {
+        "resmlp": "loaded",
+        "diabetes": "not_allowed",
+        "diabetes_streamed": "not_allowed",
+    }
     assert response.status_code == 422
     (detail,) = response.json()["detail"]
     assert detail["loc"] == ["body", "dataset", "name"]

@@ -383,7 +383,15 @@ def test_submit_wait_follows_a_worker_to_the_leaderboard(
         assert float(board[0][1]) == pytest.approx(study.best_value, abs=1e-4)
 
 
-def test_shell_completion_offers_the_commands_and_their_choices() -> None:
+def test_shell_completion_offers_the_commands_and_their_choices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # --show-completion finds the shell among the parent processes (shellingham); a test run
+    # started in the background (no shell above it) would find none.
+    import shellingham  # type: ignore[import-untyped]
+
+    monkeypatch.setattr(shellingham, "detect_shell", lambda: ("bash", "/bin/bash"))
+
     def complete(words: str) -> list[str]:
         environment = {
             "_HPSEARCH_COMPLETE": "complete_bash",

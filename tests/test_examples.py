@@ -16,8 +16,16 @@ def test_the_examples_are_there() -> None:
     assert {p.name for p in EXAMPLES} >= {"digits-techniques.json", "digits-cnn.json"}
 
 
+PLUGIN_EXAMPLES = {"diabetes-resmlp.json"}  # name the example plugin package's model and data
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_each_example_is_a_valid_study(path: Path) -> None:
+    if path.name in PLUGIN_EXAMPLES:
+        from tests.conftest import require
+        from tests.test_plugins import example_plugins_installed
+
+        require(example_plugins_installed(), "the example plugins are not installed")
     spec = StudySpec.model_validate(json.loads(path.read_text()))
     template = spec.template()
     config = template.config_for({})  # the fixed values alone also make a trial
@@ -30,3 +38,14 @@ def test_the_cnn_example_maximizes_accuracy() -> None:
     )
     assert spec.model.type == "cnn"
     assert spec.objective.resolved_direction == "maximize"
+
+
+def test_the_readme_shows_the_plugin_example_as_it_is() -> None:
+    readme = (EXAMPLES[0].parents[1] / "README.md").read_text()
+    start = readme.index("**4. Submit**")
+    block = readme[
+        readme.index("```json", start) + len("```json") : readme.index("```\n", start + 30)
+    ]
+    assert json.loads(block) == json.loads(
+        (EXAMPLES[0].parent / "diabetes-resmlp.json").read_text()
+    )
