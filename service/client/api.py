@@ -12,9 +12,11 @@ from typing import Any, Literal, Self
 
 import httpx
 
+from service.states import FINAL_STUDY_STATUSES
+
 API_PREFIX = "/api/v1"
 DEFAULT_URL = "http://127.0.0.1:8000"
-FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+FINAL_STATUSES = frozenset(FINAL_STUDY_STATUSES)
 """A study in one of these statuses will not change again."""
 
 

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from service.client.api import ApiClient
+from service.states import ENDED_TRIAL_STATES
 
 __all__ = [
     "counting_progress",
@@ -27,7 +28,6 @@ __all__ = [
     "trials_table",
 ]
 
-FINISHED_STATES = ("complete", "pruned", "failed")
 WRAPPING_COLUMNS = {"name": 1, "objective": 1, "diagnosis": 1, "params": 2}
 """Columns that share what room the table has (by these ratios); the others never wrap."""
 STATUS_STYLES = {
@@ -53,7 +53,7 @@ def counting_progress(unit: str, console: Console) -> Progress:
 
 def finished_trials(study: dict[str, Any]) -> int:
     counts: dict[str, int] = study.get("trial_counts") or {}
-    return sum(counts.get(state, 0) for state in FINISHED_STATES)
+    return sum(counts.get(state, 0) for state in ENDED_TRIAL_STATES)
 
 
 def follow_study(

@@ -7,7 +7,6 @@ Optuna's RDB storage lives in the same database and owns tables named `studies`,
 
 from __future__ import annotations
 
-import enum
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -29,6 +28,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from service.states import StudyStatus as StudyStatus  # re-exported: the tables' states
+from service.states import TrialState as TrialState
 
 TABLE_PREFIX = "hps_"
 
@@ -67,22 +69,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, datetime: UTCDateTime}
-
-
-class StudyStatus(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-class TrialState(enum.StrEnum):
-    RUNNING = "running"
-    COMPLETE = "complete"
-    PRUNED = "pruned"
-    FAILED = "failed"
-    WAITING = "waiting"
 
 
 class Study(Base):

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.engine import transaction
 from service.db.models import Study, StudyStatus, Trial, TrialState, Worker, utcnow
+from service.states import ENDED_TRIAL_STATES
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class Claim:
 
 
 # Statements here are built once per process (`functools.cache`, values as bound parameters):
-# building them cost more Python time (~2-5 ms per claim) than running them.
+# building them cost more Python time per claim than running them (bench/README.md).
 
 
 def retries(study_id: Any) -> Any:
@@ -191,9 +192,6 @@ def past_time_budget(timeout_s: float | None, started_at: datetime | None, now: 
     )
 
 
-ENDED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
-
-
 @functools.cache
 def _slot_facts(one_at_a_time: bool) -> Select[int | None, int, int | None, int, int]:
     """What a slot needs to know about its study's trials, in one round trip, read under
@@ -216,7 +214,7 @@ def _slot_facts(one_at_a_time: bool) -> Select[int | None, int, int | None, int,
         select(func.coalesce(func.max(Trial.number), -1) + 1).where(of_study).scalar_subquery(),
         select(func.count())
         .select_from(Trial)
-        .where(of_study, Trial.state.in_(ENDED_STATES))
+        .where(of_study, Trial.state.in_(ENDED_TRIAL_STATES))
         .scalar_subquery()
         if one_at_a_time
         else null(),

@@ -23,6 +23,7 @@ from service.db.engine import transaction
 from service.db.models import Study, StudyStatus, Trial, TrialState, Worker, utcnow
 from service.queue.claim import past_time_budget
 from service.queue.study_status import finish_study_if_done
+from service.states import ACTIVE_STUDY_STATUSES
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +46,7 @@ def hand_over(session: Session, trial: Trial, reason: str, max_retries: int) -> 
     # The study's row locked, as a claim locks it, before the retry takes the next number: a
     # trial claimed meanwhile would otherwise get the same one.
     study = session.get_one(Study, trial.study_id, with_for_update=True)
-    if retries_before(session, trial) >= max_retries or study.status not in (
-        StudyStatus.QUEUED,
-        StudyStatus.RUNNING,
-    ):
+    if retries_before(session, trial) >= max_retries or study.status not in ACTIVE_STUDY_STATUSES:
         return None
     latest = select(func.max(Trial.number)).where(Trial.study_id == study.id)
     number = session.execute(latest).scalar_one() + 1  # the study has `trial`, at least

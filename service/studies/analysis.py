@@ -26,6 +26,7 @@ from service.db.repositories._analysis import (
     SummaryRow,
     TableSort,
 )
+from service.states import ENDED_TRIAL_STATES
 from service.studies._reads import reading
 from service.studies.browse import find_study
 from service.studies.errors import NotFoundError
@@ -33,7 +34,6 @@ from service.studies.schemas import Page, StudyRead, TrialRead
 
 logger = logging.getLogger(__name__)
 
-FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
 MAX_INTERMEDIATE_TRIALS = 1_000
 MAX_IMPORTANCE_TRIALS = 2_000
 """Importances are fitted on the latest complete trials, at most this many (a forest over
@@ -137,7 +137,7 @@ def list_study_overviews(
                     {
                         **StudyRead.model_validate(row).model_dump(),
                         "trial_counts": by_state,
-                        "finished_trials": sum(by_state[state] for state in FINISHED_STATES),
+                        "finished_trials": sum(by_state[state] for state in ENDED_TRIAL_STATES),
                     }
                 )
             )

@@ -18,9 +18,8 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from service.db.models import StudyStatus
+from service.states import SETTLED_STUDY_STATUSES
 
-SETTLED = (StudyStatus.COMPLETED, StudyStatus.CANCELLED)
 _MAX_CACHED = 4096
 
 _counts: weakref.WeakKeyDictionary[Engine, dict[int, tuple[datetime, dict[str, int]]]]
@@ -28,7 +27,7 @@ _counts = weakref.WeakKeyDictionary()
 
 
 def is_settled(status: str | None, finished_at: datetime | None) -> bool:
-    return status is not None and status in SETTLED and finished_at is not None
+    return status is not None and status in SETTLED_STUDY_STATUSES and finished_at is not None
 
 
 def _cache(session: Session) -> dict[int, tuple[datetime, dict[str, int]]] | None:
