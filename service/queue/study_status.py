@@ -9,11 +9,9 @@ from datetime import datetime
 from sqlalchemy import Connection, Integer, Select, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from service.db.models import Study, StudyStatus, Trial, TrialState, utcnow
+from service.db.models import Study, StudyStatus, Trial, utcnow
 from service.queue.claim import past_time_budget, retries, running_count
-
-_FINAL_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
-_ACTIVE = (StudyStatus.QUEUED, StudyStatus.RUNNING)
+from service.states import ACTIVE_STUDY_STATUSES, ENDED_TRIAL_STATES
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,7 @@ def study_outcome(
     """The status a study ends with and a note on why (or None for no note), or None while
     it goes on: completed when n_trials trials finished, cancelled once a cancel took effect,
     completed (with a note) when the time budget ran out; only when no trial runs any more."""
-    if study.status not in _ACTIVE or running:
+    if study.status not in ACTIVE_STUDY_STATUSES or running:
         return None
     if study.cancel_requested:
         return StudyStatus.CANCELLED, None
@@ -55,27 +53,24 @@ def study_outcome(
 
 
 def finish_study_if_done(session: Session, study: Study) -> None:
-    """End `study` (a loaded, locked row) if it is over (see `study_outcome`)."""
-    if study.status not in _ACTIVE:
+    """End `study` (a loaded, locked row) if it is over (see `study_outcome`): the session's
+    pending changes flushed, then `finish_if_done`'s statements, and the row's ending columns
+    read again on next access."""
+    if study.status not in ACTIVE_STUDY_STATUSES:
         return
-    running, finished = session.execute(_trial_counts(), {"study_id": study.id}).one()
-    now = utcnow()
+    session.flush()
     progress = StudyProgress(
         study.status, study.cancel_requested, study.n_trials, study.timeout_s, study.started_at
     )
-    outcome = study_outcome(progress, running, finished, now)
-    if outcome is None:
-        return
-    study.status, note = outcome
-    if note is not None:
-        study.error = note
-    study.finished_at = now
+    finish_if_done(session.connection(), study.id, progress)
+    session.expire(study, ["status", "error", "finished_at"])
 
 
 def finish_if_done(connection: Connection, study_id: int, progress: StudyProgress) -> None:
-    """`finish_study_if_done` for a study row the caller has locked and read `progress` of
-    (`PROGRESS_COLUMNS`), in Core statements: the worker's hot path."""
-    if progress.status not in _ACTIVE:
+    """End a study the caller has locked and read `progress` of (`PROGRESS_COLUMNS`) if it
+    is over: the one place a study's end is decided and written (Core statements, as the
+    worker's hot path wants; `finish_study_if_done` wraps it for an ORM session)."""
+    if progress.status not in ACTIVE_STUDY_STATUSES:
         return
     running, finished = connection.execute(_trial_counts(), {"study_id": study_id}).one()
     now = utcnow()
@@ -96,7 +91,7 @@ def _trial_counts() -> Select[int, int]:
     ended = (
         select(func.count())
         .select_from(Trial)
-        .where(Trial.study_id == study_id, Trial.state.in_(_FINAL_STATES))
+        .where(Trial.study_id == study_id, Trial.state.in_(ENDED_TRIAL_STATES))
         .scalar_subquery()
     )
     return select(running_count(study_id), ended - retries(study_id))
