@@ -12,8 +12,8 @@ def freeze_startup_objects() -> None:
 
     A server or worker process holds millions of long-lived objects (torch, Lightning,
     scikit-learn, pydantic schemas, SQLAlchemy mappers, Optuna); every full collection walks
-    them all. For the API that was a ~150 ms stall of every request in flight (its p99 under
-    load went 190 ms -> 60 ms with this); a worker's training, which allocates a lot, triggers
+    them all. For the API that stalled every request in flight (bench/README.md has the p99
+    before and after); a worker's training, which allocates a lot, triggers
     such collections often. Frozen objects are never freed by the collector, so this is done
     once, after startup's garbage is collected. In a test process it also makes full
     collections more frequent, so a leaked, unclosed database connection shows up as a

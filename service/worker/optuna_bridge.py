@@ -14,8 +14,8 @@ def make_sampler(spec: StudySpec, trial_number: int) -> optuna.samplers.BaseSamp
     name = spec.sampler.name
     if name == "tpe":
         # Optuna 5's constant liar counts running trials as bad so parallel workers spread
-        # out; it also re-reads the running trials from the database at every suggest (~10 ms
-        # each on PostgreSQL). One trial at a time has no one to spread out from.
+        # out; it also re-reads the running trials from the database at every suggest (see
+        # bench/README.md). One trial at a time has no one to spread out from.
         return optuna.samplers.TPESampler(
             seed=seed, multivariate=False, constant_liar=spec.budget.max_parallel_trials > 1
         )

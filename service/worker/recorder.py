@@ -302,7 +302,7 @@ def _fail_study(factory: sessionmaker[Session], study_id: int, reason: str) -> N
 
 # The recorder's statements are Core statements built once per process, values bound at
 # execution: ORM-enabled DML through the session, and compiling a multi-row INSERT anew for
-# each flush, cost more Python time per trial (~8 ms in all) than running the statements.
+# each flush, cost more Python time per trial than running the statements (bench/README.md).
 
 _TRIAL_UPDATE = update(Trial).where(Trial.id == bindparam("trial_id"))
 """SET takes the columns named in the execution's parameters."""

@@ -79,7 +79,7 @@ class TrialRunner:
         self._studies: dict[str, optuna.Study] = {}
         self._mirrors: dict[str, OptunaMirror] = {}
         # A study's validated spec and trial template, per study: its spec never changes, and
-        # validating it (which builds a template too) cost ~10 ms per trial.
+        # validating it (which builds a template too) is a measurable cost per trial.
         self._templates: dict[tuple[int, str], tuple[StudySpec, TrialTemplate]] = {}
 
     def run(
