@@ -173,10 +173,14 @@ def waiting_exists(study_id: Any) -> Any:
     )
 
 
-def _chain_root(session: Session, trial: Trial) -> Trial:
-    while trial.retry_of_id is not None:
-        trial = session.get_one(Trial, trial.retry_of_id)
-    return trial
+def retry_chain(session: Session, trial: Trial) -> list[Trial]:
+    """`trial`, the trial it retries, and so on back to the first attempt (the last item).
+    The one walk of a chain: the claim seeds a retry like its first attempt, the reaper counts
+    the retries before a trial it hands over."""
+    chain = [trial]
+    while chain[-1].retry_of_id is not None:
+        chain.append(session.get_one(Trial, chain[-1].retry_of_id))
+    return chain
 
 
 def _past_timeout(study: _Candidate) -> bool:
@@ -277,7 +281,7 @@ def _reserve(session: Session, study: _Candidate, worker_id: int) -> Claim | Non
             retry_of_id=waiting.retry_of_id,
             params=None if waiting.retry_of_id is None else dict(waiting.params),
             resume_from=waiting.last_checkpoint_path,
-            seed_number=_chain_root(session, waiting).number,
+            seed_number=retry_chain(session, waiting)[-1].number,
             ended=ended,
         )
     trial_id = (

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.engine import transaction
 from service.db.models import Study, StudyStatus, Trial, TrialState, Worker, utcnow
-from service.queue.claim import past_time_budget
+from service.queue.claim import past_time_budget, retry_chain
 from service.queue.study_status import finish_study_if_done
 from service.states import ACTIVE_STUDY_STATUSES
 
@@ -30,12 +30,7 @@ logger = logging.getLogger(__name__)
 
 def retries_before(session: Session, trial: Trial) -> int:
     """How many retries precede `trial` in its chain."""
-    count = 0
-    current = trial
-    while current.retry_of_id is not None:
-        count += 1
-        current = session.get_one(Trial, current.retry_of_id)
-    return count
+    return len(retry_chain(session, trial)) - 1
 
 
 def hand_over(session: Session, trial: Trial, reason: str, max_retries: int) -> Trial | None:
