@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         description="allow-list of plugin entry-point names, comma-separated (unset: every "
         "installed plugin; empty: none)",
     )
+    migrate_on_start: bool = Field(
+        default=False,
+        description="the server migrates its database at start (`hpsearch serve --migrate`); "
+        "the embedded SQLite default always is",
+    )
 
     @field_validator("database_url")
     @classmethod

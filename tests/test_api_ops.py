@@ -46,7 +46,12 @@ def test_healthz_reports_the_database(client: TestClient) -> None:
     for path in ("/healthz", "/api/v1/healthz"):
         response = client.get(path)
         assert response.status_code == 200
-        assert response.json() == {"status": "ok", "database": "ok"}
+        assert response.json() == {
+            "status": "ok",
+            "database": "ok",
+            "migrations": "current",
+            "detail": None,
+        }
 
 
 def test_healthz_is_503_when_the_database_is_unreachable(tmp_path: Path) -> None:
@@ -54,7 +59,12 @@ def test_healthz_is_503_when_the_database_is_unreachable(tmp_path: Path) -> None
     with TestClient(create_app(settings)) as client:
         response = client.get("/healthz")
         assert response.status_code == 503
-        assert response.json() == {"status": "unavailable", "database": "unreachable"}
+        assert response.json() == {
+            "status": "unavailable",
+            "database": "unreachable",
+            "migrations": "unknown",
+            "detail": None,
+        }
         metrics = client.get("/metrics", headers=AUTH)
         assert metrics.status_code == 200  # the scrape itself still answers
         assert "hps_database_up 0.0" in metrics.text

@@ -6,11 +6,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
 from service.api.validation import error_details, issue_details
+from service.db.schema import schema_state
 from service.studies import (
     ConflictError,
     ForbiddenError,
@@ -19,6 +24,8 @@ from service.studies import (
     ServiceError,
     TooLargeError,
 )
+
+logger = logging.getLogger(__name__)
 
 _STATUS: dict[type[ServiceError], int] = {
     NotFoundError: status.HTTP_404_NOT_FOUND,
@@ -31,6 +38,8 @@ _STATUS: dict[type[ServiceError], int] = {
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_invalid)  # type: ignore[arg-type]
     app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
+    app.add_exception_handler(OperationalError, _database_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ProgrammingError, _database_error)  # type: ignore[arg-type]
 
 
 async def _request_invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -51,3 +60,24 @@ async def _service_error(request: Request, error: ServiceError) -> JSONResponse:
         status.HTTP_400_BAD_REQUEST,
     )
     return JSONResponse({"detail": error.message}, status_code=code)
+
+
+async def _database_error(request: Request, error: SQLAlchemyError) -> JSONResponse:
+    """A database that lost its schema (dropped, or downgraded under a running server) or
+    went away: a 503 that says so, never a bare 500. Anything else is a bug: re-raised."""
+    url = request.app.state.settings.effective_database_url
+    try:
+        state = await run_in_threadpool(schema_state, url)
+    except OperationalError:
+        logger.warning(
+            "database unavailable during %s %s: %s", request.method, request.url.path, error
+        )
+        return JSONResponse(
+            {"detail": "the database is unavailable; try again shortly"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+    problem = state.problem()
+    if problem is None:
+        raise error
+    logger.error("%s %s: %s", request.method, request.url.path, problem)
+    return JSONResponse({"detail": problem}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.api.auth import resolve_api_tokens
 from service.config import Settings
 from service.db.engine import create_db_engine, make_session_factory
+from service.db.schema import require_current_schema
 from service.metrics import DatabaseCollector, Metrics
 from service.process import freeze_startup_objects
 
@@ -38,8 +39,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Migrate an embedded SQLite database, open the engine, resolve tokens; undo on stop."""
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
-    if settings.is_embedded_sqlite:
+    if settings.is_embedded_sqlite or settings.migrate_on_start:
         _migrate(settings.effective_database_url)
+    require_current_schema(settings.effective_database_url)  # SchemaError: startup stops
     engine = create_db_engine(settings.effective_database_url, pool_size=DB_POOL_SIZE)
     runtime = Runtime(engine, make_session_factory(engine), resolve_api_tokens(settings))
     collector = DatabaseCollector(runtime.session_factory)
@@ -55,8 +57,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def _migrate(url: str) -> None:
-    """Bring the embedded database to the current schema (a server DB is migrated by its
-    operator with `hpsearch db upgrade`)."""
+    """Bring the embedded database (or, with `hpsearch serve --migrate`, any) to the current
+    schema; a server database is otherwise migrated by its operator (`hpsearch db upgrade`)."""
     from service.db.migrate import upgrade
 
     logger.info("applying migrations to %s", url)

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from service.cli._common import error_console
+
 app = typer.Typer()
 
 DeviceOption = Annotated[str, typer.Option(help="auto (a GPU when present), cpu, cuda or cuda:N")]
@@ -29,14 +31,28 @@ def serve(
     workers: Annotated[
         int, typer.Option(min=1, help="server processes (one core each; reads scale with them)")
     ] = 1,
+    migrate: Annotated[
+        bool, typer.Option("--migrate", help="bring the database to this code's schema first")
+    ] = False,
 ) -> None:
     """Run the REST API (and dashboard) server."""
     import uvicorn
 
     from service.api.app import create_app
+    from service.db.schema import SchemaError, require_current_schema
     from service.stack import prepare
 
     settings = _settings(host, port)
+    if migrate:
+        from service.db.migrate import upgrade
+
+        upgrade(settings.effective_database_url)
+    elif not settings.is_embedded_sqlite:  # the embedded database is migrated at start
+        try:
+            require_current_schema(settings.effective_database_url)
+        except SchemaError as error:
+            error_console.print(f"[red]hpsearch serve:[/red] {error}", highlight=False)
+            raise typer.Exit(2) from None
     if workers == 1:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
         return

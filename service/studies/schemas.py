@@ -191,3 +191,9 @@ class Health(BaseModel):
 
     status: Literal["ok", "unavailable"]
     database: Literal["ok", "unreachable"]
+    migrations: Literal["current", "missing", "behind", "ahead", "unknown"] = Field(
+        description="the database's migration revision against this code's: current, missing "
+        "(never migrated), behind (run hpsearch db upgrade), ahead (migrated by newer code), "
+        "unknown (the database is unreachable)"
+    )
+    detail: str | None = Field(default=None, description="what is wrong and what to run")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from service.config import get_settings
+from service.db.schema import SchemaError
 from service.worker.loop import WorkerOptions, run_worker
 from service.worker.supervisor import plan_devices, run_supervisor
 
@@ -71,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         exit_when_idle=args.exit_when_idle,
         max_trials=args.max_trials,
     )
-    return run_worker(get_settings(), options)
+    try:
+        return run_worker(get_settings(), options)
+    except SchemaError as error:
+        print(f"hpsearch worker: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

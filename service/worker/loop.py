@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.config import Settings
 from service.db.engine import create_db_engine, make_session_factory, transaction
 from service.db.models import Trial, TrialState, Worker, utcnow
+from service.db.schema import require_current_schema
 from service.process import freeze_startup_objects
 from service.queue.claim import Claim, claim_in, claim_trial, work_remains
 from service.queue.reaper import end_stalled_studies, reap_lost_trials
@@ -54,6 +55,7 @@ class WorkerProcess:
         self.options = options
         self.stopping = threading.Event()
         url = settings.effective_database_url
+        require_current_schema(url)  # before registering: hps_workers may not exist
         # One engine per process: ours (claims need BEGIN IMMEDIATE on SQLite) and Optuna's.
         self.engine: Engine = create_db_engine(url, pool_size=2, immediate=True)
         self.factory: sessionmaker[Session] = make_session_factory(self.engine)

@@ -14,11 +14,17 @@ router = APIRouter(tags=["health"])
 
 @router.get(
     f"{API_PREFIX}/healthz",
-    responses={503: {"model": Health, "description": "the database is unreachable"}},
+    responses={
+        503: {
+            "model": Health,
+            "description": "the database is unreachable, or its schema is not this code's",
+        }
+    },
 )
 @router.get("/healthz", include_in_schema=False)  # where probes look by default
 def healthz(session: SessionDep, response: Response) -> Health:
-    """200 when the database answers `SELECT 1`, else 503."""
+    """200 when the database answers and its schema is the one this code expects, else 503
+    (`schema` and `detail` say what to run)."""
     health = check_health(session)
     if health.status != "ok":
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
