@@ -7,7 +7,7 @@ import logging
 import sys
 
 from service.config import get_settings
-from service.db.schema import SchemaError
+from service.db.schema import SchemaError, require_current_schema
 from service.worker.loop import WorkerOptions, run_worker
 from service.worker.supervisor import plan_devices, run_supervisor
 
@@ -64,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     devices = _devices(args.device, args.trials_per_device, parser)
+    settings = get_settings()
+    try:
+        # Once here too, so a supervisor stops instead of restarting children that cannot run.
+        require_current_schema(settings.effective_database_url)
+    except SchemaError as error:
+        print(f"hpsearch worker: {error}", file=sys.stderr)
+        return 2
     if len(devices) > 1:
         return run_supervisor(devices, _child_args(args))
     options = WorkerOptions(
@@ -74,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         max_trials=args.max_trials,
     )
     try:
-        return run_worker(get_settings(), options)
-    except SchemaError as error:
+        return run_worker(settings, options)
+    except SchemaError as error:  # the schema changed in between
         print(f"hpsearch worker: {error}", file=sys.stderr)
         return 2
 
