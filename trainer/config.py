@@ -10,7 +10,7 @@ Keras form, `{"class_name": ..., "config": {...}}`, resolved (and so checked) on
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -31,6 +31,12 @@ from trainer.networks import Activation
 from trainer.spec_error import SpecError
 
 _FORBID = ConfigDict(extra="forbid")
+
+SEED_MAX = 2**32 - 1
+"""numpy's, scikit-learn's and Lightning's seeds are unsigned 32-bit integers."""
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX, description=f"0 to {SEED_MAX}")]
+BASE_SEED_MAX = 2**31 - 1
+"""A study's base seed: trial n trains with base + n, which stays within `SEED_MAX`."""
 
 Identifier = str | dict[str, Any]
 """A Keras identifier as given (a name or a `{"class_name", "config"}` dict); stored normalized
@@ -138,7 +144,7 @@ class DatasetConfig(BaseModel):
     )
     validation_split: float = Field(default=0.2, gt=0.0, lt=1.0)
     test_split: float = Field(default=0.2, ge=0.0, lt=1.0)
-    seed: int = 0
+    seed: Seed = 0
     standardize: bool = Field(default=True, description="z-score features, fitted on train only")
     standardize_target: bool = Field(
         default=True,
@@ -335,7 +341,7 @@ class TrialConfig:
     activity_regularizer: Identifier | None = None
     batch_size: int = Field(default=32, ge=1, le=65_536)
     max_epochs: int = Field(default=20, ge=1, le=100_000)
-    seed: int = 0
+    seed: Seed = 0
     objective: str = Field(default=VAL_LOSS, description="metric reported for pruning each epoch")
     loss: str | None = Field(
         default=None,

@@ -44,7 +44,9 @@ class SyntheticConfig(BaseModel):
     n_classes: int = Field(default=3, ge=2, le=1000, description="classification only")
     task: Task = "classification"
     noise: float = Field(default=10.0, ge=0.0, description="regression only: target noise std")
-    seed: int | None = Field(default=None, description="default: the dataset's split seed")
+    seed: int | None = Field(
+        default=None, ge=0, le=2**32 - 1, description="default: the dataset's split seed"
+    )
 
 
 class CsvConfig(BaseModel):

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from trainer import initializers, optimizers, regularizers
 from trainer._registry import Registry
 from trainer.config import (
+    BASE_SEED_MAX,
     Activation,
     CheckpointConfig,
     DatasetConfig,
@@ -227,7 +228,7 @@ class TrialTemplate(BaseModel):
     search_space: SearchSpace = Field(default_factory=lambda: SearchSpace({}))
     fixed: dict[str, Any] = Field(default_factory=dict)
     max_epochs: int = Field(default=20, ge=1, le=100_000)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=BASE_SEED_MAX, description="trial n trains with seed + n")
     objective: str = VAL_LOSS
     loss: str | None = None
     early_stopping: EarlyStoppingConfig | None = None

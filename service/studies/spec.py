@@ -13,11 +13,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trainer.config import (
+    BASE_SEED_MAX,
     CheckpointConfig,
     DatasetConfig,
     DiagnosisConfig,
     EarlyStoppingConfig,
     ModelConfig,
+    Seed,
 )
 from trainer.datasets import FILE_DATASETS
 from trainer.metrics import EPOCH_METRICS, resolve_mode
@@ -31,15 +33,19 @@ Metric = Literal["loss", "accuracy", "val_loss", "val_accuracy", "mae", "val_mae
 assert set(Metric.__args__) == set(EPOCH_METRICS)  # type: ignore[attr-defined]
 
 
+MAX_GRID_POINTS = 100_000
+"""Combinations a grid-sampler study may have (Optuna's GridSampler lists all of them)."""
+
+
 class UploadedDataset(BaseModel):
     """A data set uploaded with `POST /datasets`, referred to by its id."""
 
     model_config = _STRICT
 
-    id: int = Field(ge=1)
+    id: int = Field(ge=1, le=2**63 - 1)
     validation_split: float = Field(default=0.2, gt=0.0, lt=1.0)
     test_split: float = Field(default=0.2, ge=0.0, lt=1.0)
-    seed: int = 0
+    seed: Seed = 0
     standardize: bool = True
     standardize_target: bool = True
     folds: int | None = Field(default=None, ge=2, le=20)
@@ -88,7 +94,7 @@ class SamplerSpec(BaseModel):
     model_config = _STRICT
 
     name: Literal["tpe", "random", "grid", "cmaes", "qmc", "gp"] = "tpe"
-    seed: int | None = None
+    seed: Seed | None = None
 
 
 class PrunerSpec(BaseModel):
@@ -137,7 +143,9 @@ class StudySpec(BaseModel):
         default_factory=lambda: CheckpointConfig(save_best_only=True)
     )
     diagnosis: DiagnosisConfig = Field(default_factory=DiagnosisConfig)
-    seed: int = Field(default=0, description="base seed; trial n trains with seed + n")
+    seed: int = Field(
+        default=0, ge=0, le=BASE_SEED_MAX, description="base seed; trial n trains with seed + n"
+    )
     priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first")
 
     @model_validator(mode="after")
@@ -157,7 +165,12 @@ class StudySpec(BaseModel):
         return self
 
     def grid_values(self) -> dict[str, list[Any]]:
-        """Every value of every parameter, for the grid sampler (ranges need a step)."""
+        """Every value of every parameter, for the grid sampler (ranges need a step).
+
+        The grid's size is counted arithmetically first and capped (`MAX_GRID_POINTS`): a
+        tiny step would otherwise build millions of values (Optuna's GridSampler also lists
+        every combination) before anything could refuse it."""
+        self._check_grid_size()
         values: dict[str, list[Any]] = {}
         for name in self.search_space:
             param = self.search_space[name]
@@ -175,6 +188,26 @@ class StudySpec(BaseModel):
                     "parameter",
                 )
         return values
+
+    def _check_grid_size(self) -> None:
+        total = 1
+        for name in self.search_space:
+            param = self.search_space[name]
+            if isinstance(param, CategoricalParam):
+                count = len(param.choices)
+            elif isinstance(param, IntParam):
+                count = (param.high - param.low) // param.step + 1
+            elif param.step is not None:
+                count = round((param.high - param.low) / param.step) + 1
+            else:
+                continue  # grid_values says a step is needed
+            total *= count
+            if total > MAX_GRID_POINTS:
+                raise SpecError(
+                    ("search_space", name),
+                    f"the grid has more than {MAX_GRID_POINTS:,} points by this parameter "
+                    f"({count:,} values); use a larger step, fewer parameters, or another sampler",
+                )
 
     def template(self, dataset: DatasetConfig | None = None) -> TrialTemplate:
         """The trainer's view of this study (`dataset` replaces an uploaded-data reference)."""
