@@ -320,6 +320,28 @@ def test_parse_spec_reads_yaml_and_json(client: TestClient, anonymous: TestClien
     assert parse(yaml_text, anonymous).status_code == 401
 
 
+def test_parse_spec_refuses_an_alias_bomb_and_deep_nesting(client: TestClient) -> None:
+    def parse(text: str) -> Any:
+        return client.post(
+            "/api/v1/dashboard/parse-spec",
+            content=text.encode(),
+            headers={"Content-Type": "text/plain"},
+        )
+
+    # ~400 bytes whose aliases expand to 9^8 (43 million) strings: the "billion laughs"
+    bomb = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    for level in "bcdefghi":
+        previous = chr(ord(level) - 1)
+        bomb += f"{level}: &{level} [{','.join(['*' + previous] * 9)}]\n"
+    assert len(bomb) < 500
+    response = parse(bomb)
+    assert response.status_code == 422
+    assert "YAML aliases" in response.json()["detail"][0]["msg"]
+    for deep in ("[" * 100_000 + "]" * 100_000, "a:\n" + "- " * 20_000 + "x\n"):
+        response = parse(deep)
+        assert response.status_code == 422, response.text[:200]
+
+
 def test_public_read_opens_the_reads_not_the_writes(
     api_settings: Settings, db: sessionmaker[Session]
 ) -> None:

@@ -11,15 +11,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
-import yaml
 from fastapi import APIRouter, Body, Query
 
 from service.api.deps import PageDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
 from service.api.paths import API_PREFIX, StudyId
-from service.studies import InvalidInputError, Issue, SortOrder, StudyStatus, TrialState
+from service.studies import SortOrder, StudyStatus, TrialState
 from service.studies.analysis import (
     MAX_IMPORTANCE_TRIALS,
     MAX_INTERMEDIATE_TRIALS,
@@ -36,6 +34,7 @@ from service.studies.analysis import (
     list_trial_table,
 )
 from service.studies.schemas import Page, TrialRead
+from service.studies.spec_text import parse_spec_text
 
 router = APIRouter(prefix=API_PREFIX, tags=["dashboard"], dependencies=[ReadAccess])
 
@@ -121,15 +120,5 @@ def parse_spec(
     ],
 ) -> dict[str, Any]:
     """A spec pasted as JSON or YAML, as the JSON object to POST to /studies (nothing is
-    validated or stored here: the submit does that)."""
-    try:
-        spec = json.loads(text)
-    except ValueError:
-        try:
-            spec = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            issue = Issue(("body",), f"neither JSON nor YAML: {error}")
-            raise InvalidInputError([issue]) from None
-    if not isinstance(spec, dict):
-        raise InvalidInputError([Issue(("body",), "a spec is a mapping (an object)")])
-    return spec
+    validated or stored here: the submit does that). YAML aliases are refused."""
+    return parse_spec_text(text)
