@@ -81,7 +81,8 @@ def test_without_a_configured_token_one_is_generated_saved_and_reused(
         token = token_file.read_text().strip()
         assert len(token) >= 40
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
-        assert token in caplog.text  # logged, like Jupyter does, for the one who started it
+        assert str(token_file) in caplog.text  # the log says where it is ...
+        assert token not in caplog.text  # ... never the token itself
         assert client.get(STUDIES).status_code == 401
         assert client.get(STUDIES, headers=bearer(token)).status_code == 200
     assert [p.name for p in settings.data_dir.iterdir()] == [TOKEN_FILE]  # no staging left
@@ -110,3 +111,42 @@ def test_embedded_sqlite_is_migrated_at_startup(tmp_path: Path) -> None:
         assert client.post(STUDIES, json=valid_spec()).status_code == 201
         assert client.get(STUDIES).json()["total"] == 1
     assert (tmp_path / "fresh" / "hpsearch.db").is_file()
+
+
+def test_tokens_in_logged_urls_are_redacted() -> None:
+    from service.api.log_scrub import REDACTED, ScrubTokens
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/studies/3?token=s3cr3t-T0ken&tab=trials", "1.1", 200),
+        None,
+    )
+    assert ScrubTokens().filter(record)
+    message = record.getMessage()
+    assert "s3cr3t" not in message
+    assert f"/studies/3?token={REDACTED}&tab=trials" in message
+
+
+def test_the_access_log_of_a_running_server_has_no_token(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(migrated_database_url, tmp_path / "data")
+    with TestClient(create_app(settings)):
+        pass  # create_app installs the filter on uvicorn's loggers
+    access = logging.getLogger("uvicorn.access")
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    access.addHandler(handler)
+    level = access.level
+    access.setLevel(logging.INFO)
+    try:
+        access.info('%s - "%s %s HTTP/%s" %d', "c", "GET", f"/?token={TOKEN}", "1.1", 200)
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(level)
+    assert lines == ['c - "GET /?token=[redacted] HTTP/1.1" 200']

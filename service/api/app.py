@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from service.api.errors import install_error_handlers
+from service.api.log_scrub import scrub_access_logs
 from service.api.middleware import LatencyMiddleware
 from service.api.routes import router
 from service.api.runtime import lifespan
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     load_plugins(app.state.settings)
     app.state.metrics = create_metrics()
     install_error_handlers(app)
+    scrub_access_logs()
     app.add_middleware(LatencyMiddleware, histogram=app.state.metrics.request_duration)
     app.include_router(router)
     mount_dashboard(app)  # after the API: `/`, `/studies/...`, `/static/...`

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
 from pathlib import Path
 
 from service.config import Settings
@@ -56,12 +57,17 @@ def _stored_token(path: Path) -> str:
             return existing
     finally:
         staged.unlink(missing_ok=True)
+    # The log names the file, never the token: logs are shipped and kept. The one who started
+    # the server sees the token on the terminal (as Jupyter prints its URL), once.
     logger.warning(
-        "No API token configured (HPS_API_TOKEN); generated one and saved it to %s. "
-        "Send it as 'Authorization: Bearer %s'",
+        "No API token configured (HPS_API_TOKEN); generated one and saved it to %s (mode 0600)",
         path,
-        token,
     )
+    if sys.stderr.isatty():
+        print(
+            f"hpsearch API token: {token}  (send it as 'Authorization: Bearer <token>')",
+            file=sys.stderr,
+        )
     return token
 
 
