@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.api import create_app
+from service.config import Settings
 from service.db.engine import transaction
 from service.db.models import Worker, utcnow
 from tests.api_fixtures import AUTH, TestClient, make_settings, seed_study, seed_trial
@@ -113,3 +116,30 @@ def test_each_app_has_its_own_metrics(migrated_database_url: str, tmp_path: Path
         first.get("/api/v1/studies")
         assert '/api/v1/studies"' in first.get("/metrics").text
         assert '/api/v1/studies"' not in second.get("/metrics").text
+
+
+def test_a_500_carries_a_request_id_that_the_log_has_with_the_traceback(
+    api_settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from service.api.routes import health
+
+    def broken(_session: object) -> None:
+        raise RuntimeError("a bug in a use case")
+
+    monkeypatch.setattr(health, "check_health", broken)
+    app = create_app(api_settings)
+    with TestClient(app, raise_server_exceptions=False) as client, caplog.at_level(logging.ERROR):
+        response = client.get("/healthz")
+        quoted = client.get("/healthz", headers={"X-Request-ID": "ci-run-42"})
+        forged = client.get("/healthz", headers={"X-Request-ID": "x\nERROR fake line"})
+    assert response.status_code == 500
+    body = response.json()
+    rid = body["request_id"]
+    assert response.headers["X-Request-ID"] == rid
+    assert rid in body["detail"]
+    assert "Traceback" not in response.text
+    assert "a bug in a use case" not in response.text
+    assert f"request {rid}: GET /healthz failed" in caplog.text
+    assert "RuntimeError: a bug in a use case" in caplog.text  # the traceback, in the log
+    assert quoted.json()["request_id"] == "ci-run-42"
+    assert forged.json()["request_id"] != "x\nERROR fake line"

@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 
 from fastapi import FastAPI, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -38,6 +40,7 @@ _STATUS: dict[type[ServiceError], int] = {
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_invalid)  # type: ignore[arg-type]
     app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _internal_error)
     app.add_exception_handler(OperationalError, _database_error)  # type: ignore[arg-type]
     app.add_exception_handler(ProgrammingError, _database_error)  # type: ignore[arg-type]
 
@@ -81,3 +84,28 @@ async def _database_error(request: Request, error: SQLAlchemyError) -> JSONRespo
         raise error
     logger.error("%s %s: %s", request.method, request.url.path, problem)
     return JSONResponse({"detail": problem}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def request_id(request: Request) -> str:
+    """The client's `X-Request-ID` when it is a plain token (so a log line cannot be forged
+    through it), else a new one."""
+    given = request.headers.get("x-request-id", "")
+    return given if _CLIENT_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
+async def _internal_error(request: Request, error: Exception) -> JSONResponse:
+    """A bug: the traceback goes to the server log under a request id, the client gets the id
+    (to quote) and never the traceback."""
+    rid = request_id(request)
+    logger.error("request %s: %s %s failed", rid, request.method, request.url.path, exc_info=error)
+    return JSONResponse(
+        {
+            "detail": f"internal server error (request id {rid}; the server log has the details)",
+            "request_id": rid,
+        },
+        status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        headers={"X-Request-ID": rid},
+    )
