@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     worker_grace_s: float = Field(
         default=60.0, gt=0, description="a running trial silent this long is lost and retried"
     )
+    max_dataset_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=1,
+        description="an uploaded NPZ's arrays, unpacked (a small compressed file can unpack to "
+        "gigabytes; sizes are read from the headers first)",
+    )
     max_retries: int = Field(default=2, ge=0, description="retries of one lost trial")
     epoch_flush_s: float = Field(
         default=1.0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +41,20 @@ def make_npz(rows: int = 40) -> bytes:
     buffer = io.BytesIO()
     X = np.random.default_rng(1).normal(size=(rows, 2, 3)).astype(np.float32)
     np.savez(buffer, X=X, y=np.arange(rows) % 2)
+    return buffer.getvalue()
+
+
+def npy_bytes(array: np.ndarray | None = None) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((4, 2)) if array is None else array)
+    return buffer.getvalue()
+
+
+def zip_of(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
     return buffer.getvalue()
 
 
@@ -106,7 +121,16 @@ def test_upload_npz_and_list(client: TestClient) -> None:
         ("t.csv", make_csv(), {"target": "klass"}, "file", "no target column 'klass'"),
         ("t.csv", make_csv(), {}, "target", "needs 'target'"),
         ("t.npz", make_npz(), {"target": "y"}, "target", "for CSV files"),
-        ("t.npz", b"not a zip", {}, "file", "cannot read NPZ"),
+        ("t.npz", b"not a zip", {}, "file", "is not a zip archive"),
+        ("t.npz", npy_bytes(), {}, "file", "a single .npy file is not an .npz"),
+        (
+            "t.npz",
+            zip_of({"X.npy": b"not an array", "y.npy": npy_bytes()}),
+            {},
+            "file",
+            "X is not a .npy array",
+        ),
+        ("t.npz", zip_of({"X.npy": npy_bytes()}), {}, "file", "lacks arrays ['y']"),
         ("t.txt", make_csv(), {"target": "label"}, "file", "must be a .csv or .npz"),
         ("one.csv", b"a,label\n1,x\n2,x\n3,x\n4,x\n5,x\n", {"target": "label"}, "file", "class"),
     ],
@@ -127,6 +151,33 @@ def test_bad_uploads_are_422_and_leave_nothing_behind(
     assert error["loc"] == ["body", loc]
     assert says in error["msg"]
     assert uploads(api_settings) == []
+    assert dataset_rows(db) == 0
+
+
+def test_a_small_npz_that_unpacks_to_gigabytes_is_refused_from_its_headers(
+    migrated_database_url: str, tmp_path: Path, db: sessionmaker[Session]
+) -> None:
+    buffer = io.BytesIO()
+    # 8 GB of zeros once unpacked, a few kilobytes compressed: never unpacked here
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("X.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(
+                member, {"descr": "<f8", "fortran_order": False, "shape": (1_000_000, 1000)}
+            )
+            row = np.zeros(1000).tobytes()
+            for _ in range(1000):  # only the first rows: the header is what is read
+                member.write(row)
+        archive.writestr("y.npy", npy_bytes(np.zeros(1_000_000)))
+    content = buffer.getvalue()
+    assert len(content) < 200_000
+    settings = make_settings(migrated_database_url, tmp_path / "data", max_dataset_bytes=10**9)
+    with TestClient(create_app(settings), headers=AUTH) as client:
+        response = client.post(DATASETS, files={"file": ("bomb.npz", content)})
+    assert response.status_code == 422, response.text
+    message = response.json()["detail"][0]["msg"]
+    assert "unpacks to 8,008,000,000 bytes" in message
+    assert "at most 1,000,000,000" in message
+    assert uploads(settings) == []
     assert dataset_rows(db) == 0
 
 

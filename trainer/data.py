@@ -108,24 +108,30 @@ class _Arrays:
 AnySplits = DataSplits[Split] | DataSplits[StreamedSplit]
 
 
-def load_data(config: DatasetConfig, *, image: bool | None = False) -> AnySplits:
+def load_data(
+    config: DatasetConfig, *, image: bool | None = False, cached: bool = True
+) -> AnySplits:
     """Load the data set and split it into train/validation/test by the config's fractions:
     in memory, or streamed as `config.data_loader.in_memory` says (see the module docstring).
 
     image: True for (channels, height, width) inputs, False to flatten them, None as loaded.
-    The result is cached per process (a worker runs many trials on one data set); a user file
-    is read again when its size or modification time changes. Treat the tensors as read-only.
+    The result is cached per process (a worker runs many trials on one data set; `cached=False`
+    for a one-off read, such as an upload's check in the API process); a user file is read
+    again when its size or modification time changes. Treat the tensors as read-only.
     """
-    return _cached_splits(config.model_dump_json(), image, _file_stamp(config.path))
+    load = _cached_splits if cached else _cached_splits.__wrapped__  # cached=False: a one-off
+    return load(config.model_dump_json(), image, _file_stamp(config.path))
 
 
-def load_splits(config: DatasetConfig, *, image: bool | None = False) -> DataSplits[Split]:
+def load_splits(
+    config: DatasetConfig, *, image: bool | None = False, cached: bool = True
+) -> DataSplits[Split]:
     """`load_data` in memory whatever `data_loader.in_memory` says (a loader's Datasets are
     read into tensors once)."""
     in_memory = config.model_copy(
         update={"data_loader": config.data_loader.model_copy(update={"in_memory": True})}
     )
-    return cast(DataSplits[Split], load_data(in_memory, image=image))
+    return cast(DataSplits[Split], load_data(in_memory, image=image, cached=cached))
 
 
 def _file_stamp(path: str | None) -> tuple[int, int] | None:

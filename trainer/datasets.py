@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,9 @@ class NpzConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str
+    max_bytes: int | None = Field(
+        default=None, ge=1, description="refuse arrays that unpack to more bytes than this"
+    )
 
 
 def _digits() -> Arrays:
@@ -168,18 +172,51 @@ def _whole_numbers_as_labels(y: NDArray[Any]) -> NDArray[Any]:
     return y
 
 
-def _npz(*, path: str) -> Arrays:
+def _npz(*, path: str, max_bytes: int | None = None) -> Arrays:
+    """Arrays `X` and `y` of an NPZ archive. Their sizes are read from the .npy headers
+    before anything is unpacked: a small compressed file can unpack to gigabytes."""
     file = Path(path)
     try:
-        with np.load(file, allow_pickle=False) as archive:
-            missing = {"X", "y"} - set(archive.files)
+        if not zipfile.is_zipfile(file):
+            raise DatasetError(
+                f"NPZ file {file.name} is not a zip archive (np.savez and np.savez_compressed "
+                "write one; a single .npy file is not an .npz)"
+            )
+        with zipfile.ZipFile(file) as archive:
+            members = set(archive.namelist())
+            missing = sorted(key for key in ("X", "y") if f"{key}.npy" not in members)
             if missing:
-                raise DatasetError(f"NPZ file {file.name} lacks arrays {sorted(missing)}")
-            return archive["X"], _whole_numbers_as_labels(archive["y"])
-    except (OSError, ValueError) as error:
+                raise DatasetError(f"NPZ file {file.name} lacks arrays {missing}")
+            total = sum(_npy_bytes(archive, key, file.name) for key in ("X", "y"))
+        if max_bytes is not None and total > max_bytes:
+            raise DatasetError(
+                f"NPZ file {file.name} unpacks to {total:,} bytes of arrays; this server "
+                f"accepts at most {max_bytes:,}"
+            )
+        with np.load(file, allow_pickle=False) as loaded:
+            return loaded["X"], _whole_numbers_as_labels(loaded["y"])
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
         if isinstance(error, DatasetError):
             raise
         raise DatasetError(f"cannot read NPZ file {file.name}: {error}") from None
+
+
+def _npy_bytes(archive: zipfile.ZipFile, key: str, name: str) -> int:
+    """Bytes the member `key`.npy unpacks to, from its header alone."""
+    with archive.open(f"{key}.npy") as member:
+        try:
+            version = np.lib.format.read_magic(member)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _fortran, dtype = read_header(member)
+        except ValueError as error:
+            raise DatasetError(f"NPZ file {name}: {key} is not a .npy array ({error})") from None
+    if dtype.hasobject:
+        raise DatasetError(f"NPZ file {name}: {key} holds Python objects; numbers are needed")
+    return math.prod(shape) * dtype.itemsize
 
 
 def _synthetic_task(**config: Any) -> Task:

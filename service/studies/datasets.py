@@ -53,12 +53,14 @@ def register_dataset(session: Session, settings: Settings, upload: Upload) -> Da
     file_format = _format(upload)
     stored = _store(upload.file, settings.upload_dir / f"{uuid4().hex}.{file_format}", settings)
     try:
-        config: dict[str, str] = {"path": str(stored.path)}
+        config: dict[str, str | int] = {"path": str(stored.path)}
         if upload.target:
             config["target"] = upload.target
+        if file_format == "npz":
+            config["max_bytes"] = settings.max_dataset_bytes
         dataset = DatasetConfig(name=file_format, config=config, task=upload.task)
         try:
-            splits = load_splits(dataset)
+            splits = load_splits(dataset, cached=False)  # the API process keeps no data
         except DatasetError as error:
             raise InvalidInputError([Issue(("file",), str(error), "invalid_dataset")]) from None
         n_rows = len(splits.train) + len(splits.val)
