@@ -14,6 +14,7 @@ from service.api.log_scrub import scrub_access_logs
 from service.api.middleware import LatencyMiddleware
 from service.api.routes import router
 from service.api.runtime import lifespan
+from service.api.write_guard import WriteGuard
 from service.config import Settings, get_settings
 from service.dashboard import mount_dashboard
 from service.metrics import create_metrics
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = create_metrics()
     install_error_handlers(app)
     scrub_access_logs()
+    app.add_middleware(WriteGuard)
     app.add_middleware(LatencyMiddleware, histogram=app.state.metrics.request_duration)
     app.include_router(router)
     mount_dashboard(app)  # after the API: `/`, `/studies/...`, `/static/...`
