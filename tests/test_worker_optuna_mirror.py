@@ -22,7 +22,7 @@ from service.db.models import Study, StudyStatus, Trial, TrialEpoch, TrialState
 from service.queue.claim import claim_trial
 from service.queue.reaper import hand_over
 from service.worker.loop import WorkerOptions, WorkerProcess, _optuna_storage
-from service.worker.optuna_mirror import OptunaMirror
+from service.worker.optuna_mirror import OPTUNA_SCHEMA, OptunaMirror, OptunaSchemaError
 from service.worker.recorder import TrialRecorder
 from service.worker.runner import RunOptions, TrialRunner
 from tests.test_worker import (
@@ -302,3 +302,18 @@ def test_a_trial_end_is_in_optuna_only_if_its_result_is_recorded(
     finally:
         storage.remove_session()
         storage.engine.dispose()
+
+
+def test_the_installed_optuna_stores_trials_in_the_schema_the_mirror_writes(
+    migrated_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fails loudly on an Optuna upgrade that changes its RDB schema: the mirror inserts into
+    Optuna's tables directly and must be read again against the new schema."""
+    storage = _optuna_storage(migrated_database_url)
+    assert storage.get_head_version() == OPTUNA_SCHEMA
+    assert storage.get_current_version() == OPTUNA_SCHEMA
+    storage.engine.dispose()
+    monkeypatch.setattr(RDBStorage, "get_head_version", lambda _self: "v9.9.9.a")
+    expected = r"RDB schema v9\.9\.9\.a; hpsearch's Optuna mirror"
+    with pytest.raises(OptunaSchemaError, match=expected):
+        _optuna_storage(migrated_database_url)

@@ -9,6 +9,7 @@ import sys
 from service.config import get_settings
 from service.db.schema import SchemaError, require_current_schema
 from service.worker.loop import WorkerOptions, run_worker
+from service.worker.optuna_mirror import OptunaSchemaError
 from service.worker.supervisor import plan_devices, run_supervisor
 
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return run_worker(settings, options)
-    except SchemaError as error:  # the schema changed in between
+    except (SchemaError, OptunaSchemaError) as error:  # ours changed in between, or Optuna's
         print(f"hpsearch worker: {error}", file=sys.stderr)
         return 2
 

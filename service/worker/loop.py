@@ -31,6 +31,7 @@ from service.queue.reaper import end_stalled_studies, reap_lost_trials
 from service.queue.release import release_claims
 from service.studies.plugins import load_plugins
 from service.worker.db_retry import RETRYABLE, with_db_retry
+from service.worker.optuna_mirror import OptunaSchemaError, check_optuna_schema
 from service.worker.runner import RunOptions, TrialRunner
 
 logger = logging.getLogger(__name__)
@@ -261,7 +262,13 @@ def _optuna_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
     )
     for attempt in range(attempts):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            try:
+                check_optuna_schema(storage)
+            except OptunaSchemaError:
+                storage.engine.dispose()
+                raise
+            return storage
         except SQLAlchemyError:
             if attempt == attempts - 1:
                 raise

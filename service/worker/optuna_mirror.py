@@ -32,6 +32,26 @@ from sqlalchemy import Connection, Insert, Table, bindparam, func, insert, selec
 
 from service.worker.db_retry import with_db_retry
 
+OPTUNA_SCHEMA = "v3.2.0.a"
+"""The revision of Optuna's RDB schema the mirror's direct writes were written for (it inserts
+through `optuna.storages._rdb.models`, a private module): another revision means reading the
+mirror again before trusting it."""
+
+
+class OptunaSchemaError(RuntimeError):
+    """The installed Optuna stores trials in a schema the mirror was not written for."""
+
+
+def check_optuna_schema(storage: optuna.storages.RDBStorage) -> None:
+    """Refuse an Optuna whose RDB schema differs from `OPTUNA_SCHEMA` (loudly, at start)."""
+    head = storage.get_head_version()
+    if head != OPTUNA_SCHEMA:
+        raise OptunaSchemaError(
+            f"optuna {optuna.__version__} stores trials in RDB schema {head}; hpsearch's Optuna "
+            f"mirror writes schema {OPTUNA_SCHEMA}. Install the optuna version pinned in "
+            "pyproject.toml"
+        )
+
 
 class OptunaMirror:
     """The in-memory `study` of one shared Optuna study, and its write-back."""
