@@ -41,3 +41,6 @@ SETTLED_STUDY_STATUSES = (StudyStatus.COMPLETED, StudyStatus.CANCELLED)
 
 ENDED_TRIAL_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
 """A trial that has ended and holds a slot of the study's budget (less its retries)."""
+
+SUCCEEDED_TRIAL_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+"""A trial that produced a result; a study that ends with trials but none of these failed."""

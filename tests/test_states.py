@@ -8,6 +8,7 @@ from service.states import (
     ENDED_TRIAL_STATES,
     FINAL_STUDY_STATUSES,
     SETTLED_STUDY_STATUSES,
+    SUCCEEDED_TRIAL_STATES,
     StudyStatus,
     TrialState,
 )
@@ -22,6 +23,7 @@ def test_every_study_status_is_active_or_final_and_not_both() -> None:
 
 def test_ended_trials_exclude_the_running_and_the_waiting() -> None:
     assert set(ENDED_TRIAL_STATES) == set(TrialState) - {TrialState.RUNNING, TrialState.WAITING}
+    assert set(SUCCEEDED_TRIAL_STATES) == set(ENDED_TRIAL_STATES) - {TrialState.FAILED}
 
 
 def test_the_rest_client_polls_until_the_same_final_statuses() -> None:

@@ -256,9 +256,11 @@ def test_a_diverging_trial_fails_alone_and_the_study_goes_on(
     with sessions() as session:
         study = session.get_one(Study, study_id)
         trials = session.scalars(select(Trial).where(Trial.study_id == study_id)).all()
-    assert study.status == StudyStatus.COMPLETED
     assert [t.state for t in trials] == [TrialState.FAILED, TrialState.FAILED]
     assert all(t.error is not None and "non-finite" in t.error for t in trials)
+    # each trial failed alone, and the second still ran; with no result at all, the study failed
+    assert study.status == StudyStatus.FAILED
+    assert study.error == "none of its 2 trials completed: each failed (its error says why)"
 
 
 def test_epochs_are_written_at_most_once_per_flush_interval_from_the_trial_start(
@@ -586,6 +588,21 @@ def test_a_study_is_over_when_its_budget_cancel_or_time_says_so(
     outcome: tuple[str, str | None] | None,
 ) -> None:
     assert study_outcome(progress, running, finished, NOW) == outcome
+
+
+def test_a_study_whose_trials_all_failed_failed() -> None:
+    done = StudyProgress("running", False, 4, None, None)
+    why = "none of its 4 trials completed: each failed (its error says why)"
+    assert study_outcome(done, 0, 4, NOW, succeeded=0) == ("failed", why)
+    assert study_outcome(done, 0, 4, NOW, succeeded=1) == ("completed", None)
+    out_of_time = StudyProgress("running", False, 4, 60.0, NOW - timedelta(seconds=61))
+    assert study_outcome(out_of_time, 0, 2, NOW, succeeded=0) == (
+        "failed",
+        "time budget of 60 s ran out after 2 trials; "
+        "none of its 2 trials completed: each failed (its error says why)",
+    )
+    cancelled = StudyProgress("running", True, 4, None, None)
+    assert study_outcome(cancelled, 0, 2, NOW, succeeded=0) == ("cancelled", None)
 
 
 def test_a_trial_ending_while_the_reaper_hands_over_another_still_ends_the_study(

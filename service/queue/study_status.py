@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, Integer, Select, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from service.db.models import Study, StudyStatus, Trial, utcnow
 from service.queue.claim import past_time_budget, retries, running_count
-from service.states import ACTIVE_STUDY_STATUSES, ENDED_TRIAL_STATES
+from service.states import ACTIVE_STUDY_STATUSES, ENDED_TRIAL_STATES, SUCCEEDED_TRIAL_STATES
 
 
 @dataclass(frozen=True)
@@ -35,21 +36,31 @@ PROGRESS_COLUMNS = (
 
 
 def study_outcome(
-    study: StudyProgress, running: int, finished: int, now: datetime
+    study: StudyProgress,
+    running: int,
+    finished: int,
+    now: datetime,
+    succeeded: int | None = None,
 ) -> tuple[str, str | None] | None:
     """The status a study ends with and a note on why (or None for no note), or None while
     it goes on: completed when n_trials trials finished, cancelled once a cancel took effect,
-    completed (with a note) when the time budget ran out; only when no trial runs any more."""
+    completed (with a note) when the time budget ran out; only when no trial runs any more.
+    A study that ends with trials run but none of them complete or pruned (`succeeded`, when
+    known, is 0) failed: a leaderboard of errors is not a result."""
     if study.status not in ACTIVE_STUDY_STATUSES or running:
         return None
     if study.cancel_requested:
         return StudyStatus.CANCELLED, None
+    outcome: tuple[str, str | None] | None = None
     if finished >= study.n_trials:
-        return StudyStatus.COMPLETED, None
-    if past_time_budget(study.timeout_s, study.started_at, now):
+        outcome = StudyStatus.COMPLETED, None
+    elif past_time_budget(study.timeout_s, study.started_at, now):
         note = f"time budget of {study.timeout_s:g} s ran out after {finished} trials"
-        return StudyStatus.COMPLETED, note
-    return None
+        outcome = StudyStatus.COMPLETED, note
+    if outcome is not None and succeeded == 0 and finished > 0:
+        why = f"none of its {finished} trials completed: each failed (its error says why)"
+        return StudyStatus.FAILED, why if outcome[1] is None else f"{outcome[1]}; {why}"
+    return outcome
 
 
 def finish_study_if_done(session: Session, study: Study) -> None:
@@ -72,9 +83,10 @@ def finish_if_done(connection: Connection, study_id: int, progress: StudyProgres
     worker's hot path wants; `finish_study_if_done` wraps it for an ORM session)."""
     if progress.status not in ACTIVE_STUDY_STATUSES:
         return
-    running, finished = connection.execute(_trial_counts(), {"study_id": study_id}).one()
+    counts = connection.execute(_trial_counts(), {"study_id": study_id}).one()
+    running, finished, succeeded = counts
     now = utcnow()
-    outcome = study_outcome(progress, running, finished, now)
+    outcome = study_outcome(progress, running, finished, now, succeeded)
     if outcome is None:
         return
     status, note = outcome
@@ -83,15 +95,23 @@ def finish_if_done(connection: Connection, study_id: int, progress: StudyProgres
 
 
 @functools.cache
-def _trial_counts() -> Select[int, int]:
-    """A study's running trials, and its finished ones that hold a slot: those less the
-    retried ones (each retried trial failed, and its retry holds its slot; see
-    `service.queue.claim.slots_taken`). Built once: see `service.queue.claim`."""
+def _trial_counts() -> Select[int, int, int]:
+    """A study's running trials; its finished ones that hold a slot: those less the retried
+    ones (each retried trial failed, and its retry holds its slot; see
+    `service.queue.claim.slots_taken`); and those that succeeded (complete or pruned).
+    Built once: see `service.queue.claim`."""
     study_id = bindparam("study_id", type_=Integer)
-    ended = (
-        select(func.count())
-        .select_from(Trial)
-        .where(Trial.study_id == study_id, Trial.state.in_(ENDED_TRIAL_STATES))
-        .scalar_subquery()
+
+    def count(states: tuple[str, ...]) -> Any:
+        return (
+            select(func.count())
+            .select_from(Trial)
+            .where(Trial.study_id == study_id, Trial.state.in_(states))
+            .scalar_subquery()
+        )
+
+    return select(
+        running_count(study_id),
+        count(ENDED_TRIAL_STATES) - retries(study_id),
+        count(SUCCEEDED_TRIAL_STATES),
     )
-    return select(running_count(study_id), ended - retries(study_id))
