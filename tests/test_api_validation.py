@@ -135,6 +135,8 @@ BAD_SPECS = [
         ["body", "sampler", "seed"], "less than or equal to 4294967295"),
     Bad("split seed beyond numpy's range", valid_spec(dataset={"name": "digits", "seed": -5}),
         ["body", "dataset", "seed"], "greater than or equal to 0"),
+    Bad("epochs beyond any server's ceiling", valid_spec(budget={"max_epochs": 10**9}),
+        ["body", "budget", "max_epochs"], "less than or equal to 100000"),
     Bad("too many trials", valid_spec(budget={"n_trials": 101}),
         ["body", "budget", "n_trials"], "at most 100 trials per study, got 101"),
     Bad("too many epochs", valid_spec(budget={"max_epochs": 51}),

@@ -110,7 +110,9 @@ class BudgetSpec(BaseModel):
     model_config = _STRICT
 
     n_trials: int = Field(default=20, ge=1)
-    max_epochs: int = Field(default=20, ge=1)
+    max_epochs: int = Field(
+        default=20, ge=1, le=100_000, description="the trainer's ceiling; a server may allow fewer"
+    )
     timeout_s: float | None = Field(
         default=None, gt=0, description="wall-clock budget; default: the server's max_timeout_s"
     )
