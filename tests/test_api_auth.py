@@ -65,6 +65,35 @@ def test_public_read_opens_reads_but_not_writes(migrated_database_url: str, tmp_
         assert upload.status_code == 401
 
 
+def test_public_read_keeps_weights_workers_and_importances_behind_the_token(
+    migrated_database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(migrated_database_url, tmp_path, public_read=True, host="0.0.0.0")
+    with caplog.at_level(logging.WARNING), TestClient(create_app(settings)) as client:
+        created = client.post(STUDIES, json=valid_spec(), headers=AUTH).json()
+        private = (
+            f"{STUDIES}/{created['id']}/trials/0/checkpoint",
+            "/api/v1/workers",
+            f"{STUDIES}/{created['id']}/importances",
+        )
+        for path in private:
+            assert client.get(path).status_code == 401, path
+            assert client.get(path, headers=AUTH).status_code != 401, path
+        assert client.get(f"{STUDIES}/{created['id']}").status_code == 200  # reads stay open
+    assert "HPS_PUBLIC_READ is on and the server listens on 0.0.0.0" in caplog.text
+
+
+def test_responses_carry_the_browser_security_headers(anonymous: TestClient) -> None:
+    page = anonymous.get("/")
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert page.headers["Referrer-Policy"] == "no-referrer"  # the first URL carries ?token=
+    policy = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
+    assert "Content-Security-Policy" not in anonymous.get("/docs").headers  # CDN-hosted UI
+
+
 def test_probes_and_docs_need_no_token(anonymous: TestClient) -> None:
     for path in ("/healthz", "/api/v1/healthz", "/docs", "/openapi.json"):
         assert anonymous.get(path).status_code == 200, path

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from service.api.errors import install_error_handlers
 from service.api.log_scrub import scrub_access_logs
-from service.api.middleware import LatencyMiddleware
+from service.api.middleware import LatencyMiddleware, SecurityHeadersMiddleware
 from service.api.routes import router
 from service.api.runtime import lifespan
 from service.api.write_guard import WriteGuard
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     scrub_access_logs()
     app.add_middleware(WriteGuard)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(LatencyMiddleware, histogram=app.state.metrics.request_duration)
     app.include_router(router)
     mount_dashboard(app)  # after the API: `/`, `/studies/...`, `/static/...`

@@ -85,8 +85,17 @@ async def require_write(
     _authenticate(runtime, credentials)
 
 
+async def require_token(
+    runtime: Annotated[Runtime, Depends(_runtime)], credentials: Credentials
+) -> None:
+    """Reads that stay behind the token even with `public_read`: model weights (checkpoints),
+    the workers' hosts and pids, and computations costly enough to be a denial of service."""
+    _authenticate(runtime, credentials)
+
+
 ReadAccess = Depends(require_read)
 WriteAccess = Depends(require_write)
+PrivateAccess = Depends(require_token)
 
 
 @dataclass(frozen=True)

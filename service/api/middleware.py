@@ -37,3 +37,43 @@ class LatencyMiddleware:
             self.histogram.labels(scope["method"], route, str(status_code)).observe(
                 time.perf_counter() - started
             )
+
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+"""The dashboard's pages load only their own scripts (Plotly sets inline styles)."""
+
+_SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    # the dashboard's first URL carries ?token=: never send it on to another site
+    (b"referrer-policy", b"no-referrer"),
+]
+_OWN_CSP = ("/docs", "/redoc")
+"""FastAPI's API docs load Swagger/ReDoc from a CDN: they keep their own page rules."""
+
+
+class SecurityHeadersMiddleware:
+    """Headers every browser-facing response should carry (a pure ASGI middleware)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        csp = not scope["path"].startswith(_OWN_CSP)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), *_SECURITY_HEADERS]
+                if csp:
+                    headers.append((b"content-security-policy", CONTENT_SECURITY_POLICY.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -27,6 +27,9 @@ smaller than the usual concurrency would open and close a PostgreSQL connection 
 process) on every request beyond it."""
 
 
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 @dataclass(frozen=True)
 class Runtime:
     engine: Engine
@@ -42,6 +45,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.is_embedded_sqlite or settings.migrate_on_start:
         _migrate(settings.effective_database_url)
     require_current_schema(settings.effective_database_url)  # SchemaError: startup stops
+    if settings.public_read and settings.host not in _LOOPBACK:
+        logger.warning(
+            "HPS_PUBLIC_READ is on and the server listens on %s: anyone who can reach it reads "
+            "every study (checkpoints, workers and importances still need the token); put it "
+            "behind TLS and a proxy, or bind 127.0.0.1",
+            settings.host,
+        )
     engine = create_db_engine(settings.effective_database_url, pool_size=DB_POOL_SIZE)
     runtime = Runtime(engine, make_session_factory(engine), resolve_api_tokens(settings))
     collector = DatabaseCollector(runtime.session_factory)

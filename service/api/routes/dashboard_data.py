@@ -15,7 +15,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 
-from service.api.deps import PageDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
+from service.api.deps import (
+    PageDep,
+    PrivateAccess,
+    ReadAccess,
+    SessionDep,
+    SettingsDep,
+    WriteAccess,
+)
 from service.api.paths import API_PREFIX, StudyId
 from service.studies import SortOrder, StudyStatus, TrialState
 from service.studies.analysis import (
@@ -71,7 +78,7 @@ def intermediate(
     return get_intermediate_values(session, study_id, latest=latest)
 
 
-@router.get("/studies/{study_id}/importances")
+@router.get("/studies/{study_id}/importances", dependencies=[PrivateAccess])
 def importances(study_id: StudyId, session: SessionDep, settings: SettingsDep) -> ParamImportances:
     """Parameter importances by Optuna's fANOVA evaluator, fitted on the latest
     complete trials (at most MAX_IMPORTANCE_TRIALS); they sum to 1."""

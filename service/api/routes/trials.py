@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response
 
-from service.api.deps import PageDep, ReadAccess, SessionDep, SettingsDep
+from service.api.deps import PageDep, PrivateAccess, ReadAccess, SessionDep, SettingsDep
 from service.api.paths import API_PREFIX, StudyId, TrialNumber
 from service.studies import (
     SortOrder,
@@ -54,6 +54,7 @@ def read(study_id: StudyId, number: TrialNumber, session: SessionDep) -> TrialDe
 
 @router.get(
     "/{number}/checkpoint",
+    dependencies=[PrivateAccess],
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.api.deps import PageDep, ReadAccess, SessionDep
+from service.api.deps import PageDep, PrivateAccess, SessionDep
 from service.api.paths import API_PREFIX
 from service.studies import list_workers
 from service.studies.schemas import Page, WorkerRead
 
-router = APIRouter(prefix=f"{API_PREFIX}/workers", tags=["workers"], dependencies=[ReadAccess])
+router = APIRouter(prefix=f"{API_PREFIX}/workers", tags=["workers"], dependencies=[PrivateAccess])
 
 
 @router.get("")
