@@ -2,7 +2,7 @@
 // kept live by polling the study while it is queued or running.
 import {
   ACTIVE, DIAGNOSIS_COLORS, PLOT_CONFIG, api, badge, baseLayout, el, errorText, fmtAge,
-  countAxis, fmtDuration, fmtNumber, initPage, loadPlotly, poll, setStatus,
+  countAxis, fmtDuration, fmtNumber, initPage, loadPlotly, poll, setStatus, token,
 } from "/static/common.js";
 
 initPage();
@@ -226,6 +226,9 @@ async function plotImportances(Plotly) {
   if (live && Date.now() - lastImportances < 20000 && importancesFor >= 0) return;
   lastImportances = Date.now();
   importancesFor = completed;
+  // A public-read server keeps importances (costly to compute) behind the token: a reader
+  // without one gets a note, not a token prompt.
+  if (!token()) return empty("plot-importances", "Parameter importances need the API token.");
   const answer = await api(`/studies/${studyId}/importances`);
   if (answer.params.length === 0) return empty("plot-importances", `Parameter importances: ${answer.note}.`);
   await draw(
