@@ -415,7 +415,7 @@ def test_bad_npz_raises_dataset_error(
 def test_npz_that_is_not_an_archive(tmp_path: Path) -> None:
     path = tmp_path / "text.npz"
     path.write_text("not numpy", encoding="utf-8")
-    with pytest.raises(DatasetError, match=r"cannot read NPZ file text\.npz"):
+    with pytest.raises(DatasetError, match=r"NPZ file text\.npz is not a zip archive"):
         load_splits(npz_config(str(path)))
 
 
