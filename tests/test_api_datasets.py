@@ -278,3 +278,24 @@ def test_a_spec_may_use_an_upload_by_id(client: TestClient) -> None:
     unknown = client.post("/api/v1/studies", json=valid_spec(dataset={"id": dataset["id"] + 1}))
     assert unknown.status_code == 422
     assert unknown.json()["detail"][0]["loc"] == ["body", "dataset", "id"]
+
+
+def test_an_upload_is_deleted_with_its_file_unless_an_active_study_uses_it(
+    client: TestClient, api_settings: Settings, db: sessionmaker[Session]
+) -> None:
+    used = client.post(DATASETS, files={"file": ("u.csv", make_csv())}, data={"target": "label"})
+    spare = client.post(DATASETS, files={"file": ("s.csv", make_csv())}, data={"target": "label"})
+    used_id, spare_id = used.json()["id"], spare.json()["id"]
+    study = client.post("/api/v1/studies", json=valid_spec(dataset={"id": used_id})).json()
+    assert len(uploads(api_settings)) == 2
+    refused = client.delete(f"{DATASETS}/{used_id}")
+    assert refused.status_code == 409
+    assert f"used by study {study['id']} 'lr-search' (queued)" in refused.json()["detail"]
+    assert client.delete(f"{DATASETS}/{spare_id}").status_code == 204
+    assert len(uploads(api_settings)) == 1  # its file went with it
+    assert dataset_rows(db) == 1
+    assert client.delete(f"{DATASETS}/{spare_id}").status_code == 404
+    assert client.post(f"/api/v1/studies/{study['id']}/cancel").status_code == 200
+    assert client.delete(f"{DATASETS}/{used_id}").status_code == 204  # its study has ended
+    assert uploads(api_settings) == []
+    assert client.delete(f"{DATASETS}/{10**30}").status_code == 422

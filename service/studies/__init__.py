@@ -8,7 +8,7 @@ calls repositories for the SQL, and returns frozen schemas from `service.studies
 from service.db.models import StudyStatus, TrialState
 from service.db.repositories import SortOrder, TrialSort
 from service.studies.browse import get_study, list_studies
-from service.studies.datasets import Upload, list_datasets, register_dataset
+from service.studies.datasets import Upload, delete_dataset, list_datasets, register_dataset
 from service.studies.errors import (
     ConflictError,
     ForbiddenError,
@@ -50,6 +50,7 @@ __all__ = [
     "cancel_study",
     "check_health",
     "collect_stats",
+    "delete_dataset",
     "delete_study",
     "export_trials",
     "get_study",

@@ -10,13 +10,21 @@ from pathlib import Path, PurePath
 from typing import BinaryIO, Literal
 from uuid import uuid4
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.config import Settings
-from service.db.models import Dataset
+from service.db.models import Dataset, Study
 from service.db.repositories import DatasetRepository
+from service.states import ACTIVE_STUDY_STATUSES
 from service.studies._reads import reading
-from service.studies.errors import InvalidInputError, Issue, TooLargeError
+from service.studies.errors import (
+    ConflictError,
+    InvalidInputError,
+    Issue,
+    NotFoundError,
+    TooLargeError,
+)
 from service.studies.schemas import DatasetRead, Page
 from trainer.config import DatasetConfig
 from trainer.contracts import TASKS
@@ -143,3 +151,31 @@ def _store(source: BinaryIO, path: Path, settings: Settings) -> _Stored:
         path.unlink(missing_ok=True)
         raise
     return _Stored(path.resolve(), size, digest.hexdigest())
+
+
+def delete_dataset(session: Session, dataset_id: int) -> None:
+    """Delete an upload (its row, then its file) unless a queued or running study uses it:
+    those would fail for want of their data (409 naming them). Finished studies keep their
+    results; only retraining them (the CI gate) needs the data again."""
+    with session.begin():
+        dataset = session.get(Dataset, dataset_id, with_for_update=True)
+        if dataset is None:
+            raise NotFoundError(f"no uploaded data set has id {dataset_id}")
+        active = session.execute(
+            select(Study.id, Study.name, Study.status, Study.spec).where(
+                Study.status.in_(ACTIVE_STUDY_STATUSES)
+            )
+        ).all()
+        users = [
+            f"{study_id} {name!r} ({status})"
+            for study_id, name, status, spec in active
+            if isinstance(spec.get("dataset"), dict) and spec["dataset"].get("id") == dataset_id
+        ]
+        if users:
+            raise ConflictError(
+                f"data set {dataset_id} is used by {'study' if len(users) == 1 else 'studies'} "
+                f"{', '.join(users)}; cancel or wait for them first"
+            )
+        path = Path(dataset.path)
+        session.delete(dataset)
+    path.unlink(missing_ok=True)

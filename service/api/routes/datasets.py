@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from service.api.deps import PageDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
-from service.api.paths import API_PREFIX
+from service.api.paths import API_PREFIX, DatasetId
 from service.api.uploads import bounded_form
-from service.studies import InvalidInputError, Issue, Upload, list_datasets, register_dataset
+from service.studies import (
+    InvalidInputError,
+    Issue,
+    Upload,
+    delete_dataset,
+    list_datasets,
+    register_dataset,
+)
 from service.studies.schemas import DatasetRead, Page
 
 router = APIRouter(prefix=f"{API_PREFIX}/datasets", tags=["datasets"], dependencies=[ReadAccess])
@@ -81,3 +88,15 @@ def list_(session: SessionDep, page: PageDep) -> Page[DatasetRead]:
 def _text(value: str | UploadFile | None) -> str | None:
     """A text field's value, None when absent or blank."""
     return value.strip() or None if isinstance(value, str) else None
+
+
+@router.delete(
+    "/{dataset_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[WriteAccess],
+    responses={409: {"description": "a queued or running study uses it"}},
+)
+def delete(dataset_id: DatasetId, session: SessionDep) -> Response:
+    """Delete an upload and its file, unless a queued or running study uses it (409)."""
+    delete_dataset(session, dataset_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
