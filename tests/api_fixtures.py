@@ -153,6 +153,8 @@ def seed_trial(
                     val_accuracy=None if regression else 0.4,
                     mae=0.8 / epoch if regression else None,
                     val_mae=0.9 / epoch if regression else None,
+                    data_loss=0.9 / epoch,
+                    val_data_loss=1.2 / epoch,
                     lr=0.01,
                 )
             )

@@ -178,6 +178,22 @@ def test_intermediate_values_follow_the_objective_metric(
     assert get(client, f"/studies/{study}/intermediate")["value"] == [[0.4, 0.4]]
 
 
+@pytest.mark.parametrize(
+    ("metric", "regression", "expected"),
+    [("val_data_loss", False, [1.2, 0.6]), ("val_mae", True, [0.9, 0.45])],
+)
+def test_intermediate_values_of_every_epoch_metric(
+    client: TestClient,
+    db: sessionmaker[Session],
+    metric: str,
+    regression: bool,
+    expected: list[float],
+) -> None:
+    study = seed_study(db, objective_metric=metric)
+    seed_trial(db, study, 0, epochs=2, regression=regression)
+    assert get(client, f"/studies/{study}/intermediate")["value"] == [expected]
+
+
 # --- the trial table ----------------------------------------------------------------------
 
 

@@ -57,6 +57,47 @@ def test_submit_queues_the_study_and_stores_what_the_worker_needs(
     assert len(set(names)) == 2
 
 
+REGULARIZER_SPACE = {
+    "regularizer": {"type": "categorical", "choices": ["none", "l1", "l2"]},
+    "lambda": {
+        "type": "float",
+        "low": 1e-5,
+        "high": 1e-1,
+        "log": True,
+        "when": {"regularizer": ["l1", "l2"]},
+    },
+}
+
+
+def test_searching_a_regularizer_with_the_penalized_val_loss_is_queued_with_a_warning(
+    client: TestClient,
+) -> None:
+    response = client.post(
+        STUDIES, json=valid_spec(search_space=REGULARIZER_SPACE, objective={"metric": "val_loss"})
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["status"] == "queued"
+    [warning] = body["warnings"]
+    assert "'val_loss' includes the regularization penalty" in warning
+    assert "regularizer, lambda" in warning
+    assert "'val_data_loss'" in warning
+    detail = client.get(f"{STUDIES}/{body['id']}").json()
+    assert detail["warnings"] == body["warnings"]  # a reader of the study sees it too
+
+
+def test_the_default_objective_is_the_data_loss_and_needs_no_warning(
+    client: TestClient, db: sessionmaker[Session]
+) -> None:
+    response = client.post(STUDIES, json=valid_spec(search_space=REGULARIZER_SPACE))
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["warnings"] == []
+    assert (body["objective_metric"], body["direction"]) == ("val_data_loss", "minimize")
+    without_regularizer = client.post(STUDIES, json=valid_spec(objective={"metric": "val_loss"}))
+    assert without_regularizer.json()["warnings"] == []  # no penalty searched: nothing bent
+
+
 def test_list_filters_by_status_and_pages_newest_first(
     client: TestClient, db: sessionmaker[Session]
 ) -> None:

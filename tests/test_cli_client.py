@@ -93,6 +93,25 @@ def test_submit_prints_the_new_study_id(
     assert f"study {study.id} 'from-yaml' queued: 10 trials" in result.stdout
 
 
+def test_submit_warns_when_the_penalized_val_loss_judges_a_regularizer_search(
+    url: str, db: sessionmaker[Session], tmp_path: Path
+) -> None:
+    space = {"regularizer": {"type": "categorical", "choices": ["l1", "l2"]}}
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(
+        json.dumps(valid_spec(search_space=space, objective={"metric": "val_loss"}))
+    )
+
+    result = hps(url, "submit", str(spec_file))
+
+    assert result.exit_code == 0, result.output
+    with db() as session:
+        assert session.scalars(select(Study)).one().status == StudyStatus.QUEUED
+    output = " ".join(result.stdout.split())  # rich wraps long lines
+    assert "warning: objective.metric 'val_loss' includes the regularization penalty" in output
+    assert "'val_data_loss' is the same loss without the penalty" in output
+
+
 def test_a_bad_spec_is_one_line_naming_its_json_path_and_stores_nothing(
     url: str, db: sessionmaker[Session], tmp_path: Path
 ) -> None:

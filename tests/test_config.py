@@ -48,7 +48,7 @@ def test_trial_config_defaults_are_keras_defaults() -> None:
     assert config.bias_regularizer is None
     assert config.activity_regularizer is None
     assert config.batch_size == 32
-    assert config.objective == "val_loss"
+    assert config.objective == "val_data_loss"  # not Keras's: the loss without the penalty
     assert config.early_stopping is None
     assert config.checkpoint == CheckpointConfig()
     assert config.dataset == DatasetConfig()

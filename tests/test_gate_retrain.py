@@ -25,7 +25,7 @@ def study(**overrides: Any) -> dict[str, Any]:
         "name": "tiny",
         "status": "completed",
         "direction": "minimize",
-        "objective_metric": "val_loss",
+        "objective_metric": "val_data_loss",
         "spec": SPEC,
         "best_value": 0.4,
         "best_trial": {"number": 1, "params": {"learning_rate": 0.01}, "value": 0.4},
@@ -39,7 +39,7 @@ def test_measure_retrains_once_per_seed() -> None:
     seen: list[int] = []
     result = measure(study(), [0, 1, 2], device="cpu", on_run=lambda run: seen.append(run.seed))
     assert seen == result.seeds == [0, 1, 2]
-    assert result.objective_metric == "val_loss"
+    assert result.objective_metric == "val_data_loss"  # the default objective
     assert result.direction == "minimize"
     assert result.best_params == {"learning_rate": 0.01}
     assert result.source.study_id == 3
@@ -54,9 +54,9 @@ def test_measure_retrains_once_per_seed() -> None:
     assert set(result.runs[0].metrics) == {
         f"{split}_{name}"
         for split in ("train", "val", "test")
-        for name in ("loss", "accuracy", "error")
+        for name in ("loss", "data_loss", "accuracy", "error")
     }
-    assert result.runs[0].metrics["val_loss"] == values[0]
+    assert result.runs[0].metrics["val_data_loss"] == values[0]
 
 
 def test_the_same_seed_gives_the_same_value() -> None:
@@ -74,7 +74,9 @@ def test_a_regression_study_is_measured_by_loss_mae_and_error() -> None:
     result = measure(study(spec=spec, objective_metric="val_mae"), [0, 1], device="cpu")
     run = result.runs[0]
     assert set(run.metrics) == {
-        f"{split}_{name}" for split in ("train", "val", "test") for name in ("loss", "mae", "error")
+        f"{split}_{name}"
+        for split in ("train", "val", "test")
+        for name in ("loss", "data_loss", "mae", "error")
     }
     assert run.objective_value == run.metrics["val_mae"]
     # standardized targets: predicting their mean scores an error of about 1 (1 - R²)

@@ -120,6 +120,7 @@ def test_a_worker_runs_a_study_to_completion(
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert all(t.epochs_run == 3 and t.diagnosis for t in trials)
     assert len(epochs) == 9  # every epoch of every trial was written
+    assert all(e.data_loss is not None and e.val_data_loss is not None for e in epochs)
     assert {t.params["optimizer"] for t in trials} <= {"sgd", "adam"}
     best = min(trials, key=lambda t: t.value if t.value is not None else float("inf"))
     assert study.best_trial_id == best.id
@@ -128,7 +129,7 @@ def test_a_worker_runs_a_study_to_completion(
         assert trial.checkpoint_path is not None
         assert Path(trial.checkpoint_path).is_file()
         assert trial.metrics is not None
-        assert trial.metrics["val_loss"] == pytest.approx(trial.value)
+        assert trial.metrics["val_data_loss"] == pytest.approx(trial.value)  # the default
     assert worker.status == "stopped"
 
     # A real Optuna client sees the same study: the same values, trial by trial.

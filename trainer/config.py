@@ -26,7 +26,7 @@ from pydantic.dataclasses import dataclass
 from trainer import datasets, initializers, networks, optimizers, plugins, regularizers
 from trainer.contracts import Task
 from trainer.losses import canonical_loss
-from trainer.metrics import EPOCH_METRICS, VAL_LOSS, Mode, resolve_mode
+from trainer.metrics import EPOCH_METRICS, VAL_DATA_LOSS, VAL_LOSS, Mode, resolve_mode
 from trainer.networks import Activation
 from trainer.spec_error import SpecError
 
@@ -342,7 +342,11 @@ class TrialConfig:
     batch_size: int = Field(default=32, ge=1, le=65_536)
     max_epochs: int = Field(default=20, ge=1, le=100_000)
     seed: Seed = 0
-    objective: str = Field(default=VAL_LOSS, description="metric reported for pruning each epoch")
+    objective: str = Field(
+        default=VAL_DATA_LOSS,
+        description="metric reported for pruning each epoch; default: the validation loss "
+        "without the regularization penalty",
+    )
     loss: str | None = Field(
         default=None,
         description="Keras loss name; default: sparse_categorical_crossentropy for "

@@ -23,9 +23,11 @@ from trainer.data import AnySplits, Split, StreamedSplit
 from trainer.losses import loss_function, resolve_loss
 from trainer.metrics import (
     ACCURACY,
+    DATA_LOSS,
     LEARNING_RATE,
     LOSS,
     MAE,
+    VAL_DATA_LOSS,
     VAL_LOSS,
 )
 from trainer.models import activity_layers, build_network, initialize, kernel_layers
@@ -133,12 +135,22 @@ class TrialModule(pl.LightningModule):
         self, logits: torch.Tensor, y: torch.Tensor, penalty: torch.Tensor | None
     ) -> torch.Tensor:
         """Keras's total loss: data loss + kernel/bias penalty + activity penalty."""
-        loss = self._data_loss(logits, y)
+        return self._with_penalties(self._data_loss(logits, y), penalty, len(y))
+
+    def _with_penalties(
+        self, data_loss: torch.Tensor, penalty: torch.Tensor | None, batch_size: int
+    ) -> torch.Tensor:
+        loss = data_loss
         if penalty is not None:
             loss = loss + penalty
         if self._activity_regularizer is not None:
-            loss = loss + self._activity_penalty(len(y))
+            loss = loss + self._activity_penalty(batch_size)
         return loss
+
+    @property
+    def penalized(self) -> bool:
+        """Whether any regularizer adds to the loss (else data loss and loss are equal)."""
+        return bool(self._penalized) or self._activity_regularizer is not None
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         assert self.data is not None
@@ -151,15 +163,20 @@ class TrialModule(pl.LightningModule):
         self.network.train()
         # Per-step metrics stay on the device and are reduced once per epoch (no sync per step).
         losses: list[torch.Tensor] = []
+        data_losses: list[torch.Tensor] = []  # kept only when a penalty makes them differ
         hits: list[torch.Tensor] = []  # classification: correct predictions; regression: |error|
+        penalized = self.penalized
         for x, y in self._shuffled_batches(train, batch_size):
             logits = self.network(x) if self._activity_regularizer is None else self(x)
-            loss = self.loss(logits, y, self.penalty())
+            data_loss = self._data_loss(logits, y)
+            loss = self._with_penalties(data_loss, self.penalty(), len(y))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
             optimizer.step()
             self.optimizer_steps += 1
             losses.append(loss.detach())
+            if penalized:
+                data_losses.append(data_loss.detach())
             hits.append(self._hits(logits.detach(), y))
             if self.step_listeners:
                 running = {LOSS: self._mean_loss(losses, n, batch_size)}
@@ -167,11 +184,14 @@ class TrialModule(pl.LightningModule):
                     listener(self.optimizer_steps, running)
         val = self.evaluate(self.data.val)
         score = ACCURACY if self.task == "classification" else MAE
+        mean_loss = self._mean_loss(losses, n, batch_size)
         self.epoch_logs = {
-            LOSS: self._mean_loss(losses, n, batch_size),
+            LOSS: mean_loss,
             score: float(torch.cat(hits).sum()) / torch.cat(hits).numel(),
             VAL_LOSS: val[LOSS],
             f"val_{score}": val[score],
+            DATA_LOSS: self._mean_loss(data_losses, n, batch_size) if penalized else mean_loss,
+            VAL_DATA_LOSS: val[DATA_LOSS],
             LEARNING_RATE: float(optimizer.param_groups[0]["lr"]),
         }
         val_loss = val[LOSS]
@@ -222,12 +242,14 @@ class TrialModule(pl.LightningModule):
 
     @torch.no_grad()
     def evaluate(self, split: Split | StreamedSplit) -> dict[str, float]:
-        """The split's metrics for the current weights in inference mode, penalty included:
-        loss and accuracy (classification) or loss, mae, mse (regression's data MSE) and
-        target_variance (the mean over target columns of their variance on this split)."""
+        """The split's metrics for the current weights in inference mode: loss (penalty
+        included), data_loss (without it), and accuracy (classification) or mae, mse (the
+        data MSE) and target_variance (the mean over target columns of their variance on
+        this split) for regression."""
         was_training = self.network.training
         self.network.eval()
         loss_sum = 0.0
+        data_loss_sum = 0.0
         hits = 0.0
         squares = 0.0
         rows = 0
@@ -237,7 +259,11 @@ class TrialModule(pl.LightningModule):
         for x, y in self._eval_batches(split, self.device):
             outputs = self(x)
             rows += len(y)
-            loss_sum += float(self.loss(outputs, y, penalty)) * len(y)
+            data_loss = self._data_loss(outputs, y)
+            loss = self._with_penalties(data_loss, penalty, len(y))
+            total, data = torch.stack((loss, data_loss)).tolist()  # one device sync
+            loss_sum += total * len(y)
+            data_loss_sum += data * len(y)
             hits += float(self._hits(outputs, y).sum())
             if self.task == "regression":
                 squares += float(((outputs - y) ** 2).sum())
@@ -245,12 +271,17 @@ class TrialModule(pl.LightningModule):
                 y_squares = y_squares + (y.double() ** 2).sum(dim=0)
         self.network.train(was_training)
         if self.task == "classification":
-            return {LOSS: loss_sum / rows, ACCURACY: hits / rows}
+            return {
+                LOSS: loss_sum / rows,
+                DATA_LOSS: data_loss_sum / rows,
+                ACCURACY: hits / rows,
+            }
         cells = rows * self.n_outputs
         mean = torch.as_tensor(y_sum) / rows
         variance = float((torch.as_tensor(y_squares) / rows - mean**2).mean())
         return {
             LOSS: loss_sum / rows,
+            DATA_LOSS: data_loss_sum / rows,
             MAE: hits / cells,
             "mse": squares / cells,
             "target_variance": variance,

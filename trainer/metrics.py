@@ -1,9 +1,13 @@
 """Metric names, in Keras's vocabulary, and the direction in which each one improves.
 
-`loss` and `val_loss` include the regularization penalty, as Keras reports them; `accuracy`
-is the fraction of correct class predictions (classification), `mae` the mean absolute error
-(regression). Training metrics are the mean over the epoch's mini-batches (dropout active),
-validation metrics are computed at the end of the epoch.
+`loss` and `val_loss` include the regularization penalty, as Keras reports them;
+`data_loss` and `val_data_loss` are the same loss without it (the loss function alone, Keras's
+loss metric such as `val_sparse_categorical_crossentropy`, under one name for every loss and
+task): what a search over regularizers and their strength should compare, since the penalty
+grows with λ whatever the fit. `accuracy` is the fraction of correct class predictions
+(classification), `mae` the mean absolute error (regression). Training metrics are the mean
+over the epoch's mini-batches (dropout active), validation metrics are computed at the end of
+the epoch.
 """
 
 from __future__ import annotations
@@ -16,16 +20,27 @@ LOSS = "loss"
 ACCURACY = "accuracy"
 VAL_LOSS = "val_loss"
 VAL_ACCURACY = "val_accuracy"
+DATA_LOSS = "data_loss"
+VAL_DATA_LOSS = "val_data_loss"
 MAE = "mae"
 VAL_MAE = "val_mae"
 LEARNING_RATE = "lr"
 
-EPOCH_METRICS: tuple[str, ...] = (LOSS, ACCURACY, VAL_LOSS, VAL_ACCURACY, MAE, VAL_MAE)
+EPOCH_METRICS: tuple[str, ...] = (
+    LOSS,
+    ACCURACY,
+    VAL_LOSS,
+    VAL_ACCURACY,
+    MAE,
+    VAL_MAE,
+    DATA_LOSS,
+    VAL_DATA_LOSS,
+)
 """What a trial can monitor (objective, EarlyStopping, ModelCheckpoint)."""
 
 TASK_METRICS: dict[Task, tuple[str, ...]] = {
-    "classification": (LOSS, ACCURACY, VAL_LOSS, VAL_ACCURACY),
-    "regression": (LOSS, MAE, VAL_LOSS, VAL_MAE),
+    "classification": (LOSS, ACCURACY, VAL_LOSS, VAL_ACCURACY, DATA_LOSS, VAL_DATA_LOSS),
+    "regression": (LOSS, MAE, VAL_LOSS, VAL_MAE, DATA_LOSS, VAL_DATA_LOSS),
 }
 """The epoch metrics each task has."""
 
@@ -42,7 +57,12 @@ def check_metric_for_task(metric: str, task: Task, what: str = "objective") -> N
 Mode = Literal["auto", "min", "max"]
 Direction = Literal["min", "max"]
 
-_DIRECTIONS: dict[str, Direction] = {"loss": "min", "accuracy": "max", "mae": "min"}
+_DIRECTIONS: dict[str, Direction] = {
+    "loss": "min",
+    "accuracy": "max",
+    "mae": "min",
+    "data_loss": "min",
+}
 
 
 def resolve_mode(monitor: str, mode: Mode) -> Direction:

@@ -40,11 +40,13 @@ from trainer.lit_module import TrialModule
 from trainer.losses import resolve_loss
 from trainer.metrics import (
     ACCURACY,
+    DATA_LOSS,
     EPOCH_METRICS,
     LEARNING_RATE,
     LOSS,
     MAE,
     VAL_ACCURACY,
+    VAL_DATA_LOSS,
     VAL_LOSS,
     VAL_MAE,
     check_metric_for_task,
@@ -57,7 +59,8 @@ Status = Literal["completed", "pruned", "diverged", "interrupted"]
 @dataclass(frozen=True)
 class EpochRecord:
     """One row of the learning curve; `epoch` counts from 1. Classification rows carry
-    accuracy, regression rows mae (the other pair is None)."""
+    accuracy, regression rows mae (the other pair is None). `data_loss`/`val_data_loss` are
+    the losses without the regularization penalty (None in a checkpoint from before them)."""
 
     epoch: int
     loss: float
@@ -67,6 +70,8 @@ class EpochRecord:
     lr: float
     mae: float | None = None
     val_mae: float | None = None
+    data_loss: float | None = None
+    val_data_loss: float | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,8 @@ class SplitMetrics:
     accuracy: float | None
     mae: float | None = None
     error_value: float | None = None
+    data_loss: float | None = None
+    """The loss without the regularization penalty."""
 
     @property
     def error(self) -> float:
@@ -126,6 +133,24 @@ class TrialResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def split_metrics(self) -> dict[str, float]:
+        """The final metrics by split, flat: `train_loss`, `val_data_loss`, `test_accuracy`
+        (classification) or `test_mae` (regression), `..._error`, for the splits there are."""
+        metrics: dict[str, float] = {}
+        for name in ("train", "val", "test"):
+            values: SplitMetrics | None = getattr(self, name)
+            if values is None:
+                continue
+            metrics[f"{name}_loss"] = values.loss
+            if values.data_loss is not None:
+                metrics[f"{name}_data_loss"] = values.data_loss
+            if values.accuracy is not None:
+                metrics[f"{name}_accuracy"] = values.accuracy
+            if values.mae is not None:
+                metrics[f"{name}_mae"] = values.mae
+            metrics[f"{name}_error"] = values.error
+        return metrics
 
 
 def run_trial(
@@ -339,6 +364,8 @@ def _result(
             VAL_LOSS: val.loss,
             VAL_ACCURACY: val.accuracy,
             VAL_MAE: val.mae,
+            DATA_LOSS: train.data_loss,
+            VAL_DATA_LOSS: val.data_loss,
         }[config.objective]
         if reporting.pruned:
             status = "pruned"
@@ -381,9 +408,9 @@ def _train_variance(data: AnySplits, train: dict[str, float]) -> float:
 
 def _split_metrics(values: dict[str, float], task: Task, train_variance: float) -> SplitMetrics:
     if task == "classification":
-        return SplitMetrics(values[LOSS], values[ACCURACY])
+        return SplitMetrics(values[LOSS], values[ACCURACY], data_loss=values[DATA_LOSS])
     error = values["mse"] / train_variance if train_variance > 0 else math.inf
-    return SplitMetrics(values[LOSS], None, values[MAE], error)
+    return SplitMetrics(values[LOSS], None, values[MAE], error, values[DATA_LOSS])
 
 
 def _best_epoch(history: tuple[EpochRecord, ...], objective: str) -> EpochRecord | None:

@@ -35,7 +35,7 @@ from trainer.config import (
     TrialConfig,
 )
 from trainer.losses import resolve_loss
-from trainer.metrics import EPOCH_METRICS, VAL_LOSS, check_metric_for_task
+from trainer.metrics import EPOCH_METRICS, VAL_DATA_LOSS, check_metric_for_task
 from trainer.space import CategoricalParam, FloatParam, IntParam, SearchSpace
 from trainer.spec_error import SpecError
 
@@ -204,6 +204,17 @@ _STRENGTH_ARGS: dict[str, tuple[str, ...]] = {
     "l1_l2": ("l1", "l2"),
     "orthogonal": ("factor",),
 }
+REGULARIZATION_PARAMETERS = (
+    "regularizer",
+    "lambda",
+    "orthogonal_mode",
+    "bias_regularizer",
+    "bias_lambda",
+    "activity_regularizer",
+    "activity_lambda",
+)
+"""The parameters that change the regularization penalty a trial's `loss` includes."""
+
 _CONDITIONAL_ON = {
     "lambda": "regularizer",
     "bias_lambda": "bias_regularizer",
@@ -229,7 +240,7 @@ class TrialTemplate(BaseModel):
     fixed: dict[str, Any] = Field(default_factory=dict)
     max_epochs: int = Field(default=20, ge=1, le=100_000)
     seed: int = Field(default=0, ge=0, le=BASE_SEED_MAX, description="trial n trains with seed + n")
-    objective: str = VAL_LOSS
+    objective: str = VAL_DATA_LOSS
     loss: str | None = None
     early_stopping: EarlyStoppingConfig | None = None
     checkpoint: CheckpointConfig = CheckpointConfig()

@@ -98,6 +98,8 @@ def submit(
             f"{study['n_trials']} trials  (hpsearch show {study['id']})",
             highlight=False,
         )
+        for warning in study.get("warnings", []):
+            console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
         if not wait:
             return
         from service.client.display import follow_study, print_leaderboard

@@ -184,6 +184,8 @@ class TrialEpoch(Base):
     lr: Mapped[float | None] = mapped_column(Float)
     mae: Mapped[float | None] = mapped_column(Float)
     val_mae: Mapped[float | None] = mapped_column(Float)
+    data_loss: Mapped[float | None] = mapped_column(Float)
+    val_data_loss: Mapped[float | None] = mapped_column(Float)
 
     trial: Mapped[Trial] = relationship(back_populates="epochs")
 

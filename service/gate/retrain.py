@@ -72,16 +72,7 @@ def measure(
             result = run_trial(dataclasses.replace(config, seed=seed), device=device)
         except DatasetError as error:
             raise GateError(f"bad data set: {error}") from None
-        metrics: dict[str, float | None] = {}
-        for split in ("train", "val", "test"):
-            values = getattr(result, split)
-            if values is not None:
-                metrics[f"{split}_loss"] = values.loss
-                if result.task == "regression":
-                    metrics[f"{split}_mae"] = values.mae
-                else:
-                    metrics[f"{split}_accuracy"] = values.accuracy
-                metrics[f"{split}_error"] = values.error
+        metrics: dict[str, float | None] = dict(result.split_metrics())
         run = SeedRun(
             seed=seed,
             objective_value=result.objective_value,

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from service.db.models import Study, StudyStatus, TrialState
 from service.db.repositories import StudyRepository, TrialRepository
 from service.studies._reads import reading
+from service.studies.advice import spec_warnings
 from service.studies.errors import NotFoundError
 from service.studies.schemas import Page, StudyDetail, StudyRead, TrialRead
 from service.studies.settled_counts import is_settled, recall, remember
@@ -39,6 +40,9 @@ def get_study(session: Session, study_id: int) -> StudyDetail:
             {
                 **StudyRead.model_validate(study).model_dump(),
                 "spec": study.spec,
+                "warnings": spec_warnings(
+                    study.objective_metric, (study.spec or {}).get("search_space", {})
+                ),
                 "trial_counts": {state.value: 0 for state in TrialState} | counts,
                 "best_trial": None if best is None else TrialRead.model_validate(best),
             }

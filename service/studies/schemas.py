@@ -60,6 +60,8 @@ class EpochRead(BaseModel):
     lr: float | None
     mae: float | None = None
     val_mae: float | None = None
+    data_loss: float | None = None
+    val_data_loss: float | None = None
 
 
 class TrialRef(BaseModel):
@@ -117,6 +119,10 @@ class StudyRead(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what the submit found questionable in the spec (it was queued anyway)",
+    )
 
 
 class StudyDetail(StudyRead):

@@ -29,7 +29,16 @@ from trainer.template import TrialTemplate
 
 _STRICT = ConfigDict(extra="forbid")
 
-Metric = Literal["loss", "accuracy", "val_loss", "val_accuracy", "mae", "val_mae"]
+Metric = Literal[
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "mae",
+    "val_mae",
+    "data_loss",
+    "val_data_loss",
+]
 assert set(Metric.__args__) == set(EPOCH_METRICS)  # type: ignore[attr-defined]
 
 
@@ -78,7 +87,11 @@ def _unknown_task_stand_in() -> DatasetConfig:
 class ObjectiveSpec(BaseModel):
     model_config = _STRICT
 
-    metric: Metric = "val_loss"
+    metric: Metric = Field(
+        default="val_data_loss",
+        description="val_data_loss: the validation loss without the regularization penalty "
+        "(Keras's val_loss includes it, so it grows with λ whatever the fit)",
+    )
     direction: Literal["minimize", "maximize"] | None = Field(
         default=None, description="default: minimize losses, maximize accuracies"
     )

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from service.config import Settings
 from service.db.models import Study, StudyStatus
 from service.db.repositories import DatasetRepository, StudyRepository
+from service.studies.advice import spec_warnings
 from service.studies.errors import InvalidInputError, Issue
 from service.studies.limits import budget_issues
 from service.studies.schemas import StudyRead
@@ -41,7 +42,8 @@ def submit_study(session: Session, settings: Settings, spec: StudySpec) -> Study
                 cancel_requested=False,
             )
         )
-        return StudyRead.model_validate(study)
+        warnings = spec_warnings(spec.objective.metric, spec.search_space)
+        return StudyRead.model_validate(study).model_copy(update={"warnings": warnings})
 
 
 def _uploaded_dataset_issues(

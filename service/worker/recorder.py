@@ -366,6 +366,8 @@ def _upsert_epochs(connection: Connection, trial_id: int, records: Sequence[Epoc
             "lr": _finite(record.lr),
             "mae": _finite(record.mae),
             "val_mae": _finite(record.val_mae),
+            "data_loss": _finite(record.data_loss),
+            "val_data_loss": _finite(record.val_data_loss),
         }
         for record in records
     ]
@@ -377,7 +379,17 @@ def _epoch_upsert(dialect_name: str) -> Executable:
     """PostgreSQL's and SQLite's INSERT ... ON CONFLICT DO UPDATE on an epoch's row."""
     dialect = sqlite if dialect_name == "sqlite" else postgresql
     statement = dialect.insert(TrialEpoch)
-    values = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "mae", "val_mae")
+    values = (
+        "loss",
+        "accuracy",
+        "val_loss",
+        "val_accuracy",
+        "lr",
+        "mae",
+        "val_mae",
+        "data_loss",
+        "val_data_loss",
+    )
     upsert: Executable = statement.on_conflict_do_update(
         index_elements=["trial_id", "epoch"],
         set_={name: statement.excluded[name] for name in values},
@@ -400,16 +412,7 @@ def _epochs_run_raised(dialect_name: str) -> Executable:
 
 
 def _metrics(result: TrialResult) -> dict[str, Any]:
-    metrics: dict[str, Any] = {}
-    for split in ("train", "val", "test"):
-        values = getattr(result, split)
-        if values is not None:
-            metrics[f"{split}_loss"] = _finite(values.loss)
-            if values.accuracy is not None:
-                metrics[f"{split}_accuracy"] = _finite(values.accuracy)
-            if values.mae is not None:
-                metrics[f"{split}_mae"] = _finite(values.mae)
-            metrics[f"{split}_error"] = _finite(values.error)
+    metrics: dict[str, Any] = {k: _finite(v) for k, v in result.split_metrics().items()}
     if result.folds is not None:
         metrics["cv_mean"] = _finite(result.folds.mean)
         metrics["cv_std"] = _finite(result.folds.std)

@@ -99,9 +99,17 @@ async function plotCurves() {
       continue;
     }
     if (!node.classList.contains("js-plotly-plot")) node.replaceChildren();
+    const traces = [curve(key, `train ${label}`, "#4c78a8", "solid"), curve(`val_${key}`, `validation ${label}`, "#f58518", "dot")];
+    // A regularized trial's loss includes its penalty: its data loss is drawn beside it.
+    if (key === "loss" && trial.epochs.some((e) => e.data_loss != null && e.data_loss !== e.loss)) {
+      traces.push(
+        curve("data_loss", "train data loss (no penalty)", "#54a24b", "solid"),
+        curve("val_data_loss", "validation data loss (no penalty)", "#e45756", "dot"),
+      );
+    }
     await Plotly.react(
       node,
-      [curve(key, `train ${label}`, "#4c78a8", "solid"), curve(`val_${key}`, `validation ${label}`, "#f58518", "dot")],
+      traces,
       baseLayout({ title: { text: `Learning curve: ${label}` }, xaxis: countAxis("epoch", epochs), yaxis: { title: { text: label } }, margin: { l: 56, r: 16, t: 56, b: 44 }, ...markers() }),
       PLOT_CONFIG,
     );

@@ -28,11 +28,11 @@ _SORT_COLUMNS: dict[str, InstrumentedAttribute[Any]] = {
     "epochs_run": Trial.epochs_run,
 }
 _EPOCH_COLUMNS: dict[str, InstrumentedAttribute[float | None]] = {
-    "loss": TrialEpoch.loss,
-    "accuracy": TrialEpoch.accuracy,
-    "val_loss": TrialEpoch.val_loss,
-    "val_accuracy": TrialEpoch.val_accuracy,
+    name: getattr(TrialEpoch, name)
+    for name in TrialEpoch.__table__.columns.keys()  # noqa: SIM118 (a ColumnCollection)
+    if name not in ("trial_id", "epoch", "lr")
 }
+"""Every epoch metric an objective can name, by name (the table's columns are named so)."""
 
 
 SUMMARY_METRICS = ("train_error", "val_error", "train_accuracy", "val_accuracy")
