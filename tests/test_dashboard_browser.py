@@ -300,7 +300,14 @@ def test_trial_page_curves_markers_and_checkpoint(served: Served, page: Page) ->
     )
     page.goto(f"{served.url}/studies/{study}/trials/1?token={TOKEN}")
     page.wait_for_function("() => performance.getEntriesByName('hps:curves').length > 0")
-    assert traces(page, "plot-loss") == traces(page, "plot-score") == 2
+    assert traces(page, "plot-score") == 2
+    # the seeded curve's data loss differs from its loss (a penalty): both pairs are drawn
+    assert page.evaluate("document.getElementById('plot-loss').data.map(t => t.name)") == [
+        "train loss",
+        "validation loss",
+        "train data loss (no penalty)",
+        "validation data loss (no penalty)",
+    ]
     shapes = page.evaluate(
         "document.getElementById('plot-loss').layout.shapes.map(s => [s.x0, s.line.color])"
     )

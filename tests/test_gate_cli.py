@@ -126,7 +126,7 @@ def test_a_baseline_of_the_same_study_passes_and_a_better_baseline_fails(
     assert "hpsearch regress: regression" in failed.stdout
     suite = junit(report)
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("2", "1", "0")
-    failure = suite.find("testcase[@name='objective val_loss']/failure")
+    failure = suite.find("testcase[@name='objective val_data_loss']/failure")
     assert failure is not None
     assert "vs baseline 0.001 (minimize)" in (failure.get("message") or "")
 
@@ -157,7 +157,7 @@ def test_a_worse_candidate_study_regresses(
     suite = junit(report)
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "2", "0")
     names = [case.get("name") for case in suite.findall("testcase")]
-    assert names == ["objective val_loss", "metric test_accuracy", "data fingerprint"]
+    assert names == ["objective val_data_loss", "metric test_accuracy", "data fingerprint"]
     properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
     assert properties["candidate.seeds"] == properties["baseline.seeds"] == "0, 1"
 
