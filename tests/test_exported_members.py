@@ -8,6 +8,7 @@ import sys
 import trainer
 
 EXPECTED = {
+    "BatchNormalization",
     "CheckpointConfig",
     "DatasetConfig",
     "DatasetError",

@@ -252,3 +252,20 @@ def test_a_plugin_config_is_validated_by_its_schema_at_its_json_path(test_models
     assert cause.path == ("model", "config", "width")
     network = build_network(ModelConfig(type="with_schema", config={"width": 6}), (12,), 4)
     assert [layer.out_features for layer in kernel_layers(network)] == [6, 4]
+
+
+def test_batch_norm_searched_for_a_plugin_that_has_no_such_setting_is_refused_at_its_path(
+    examples: None,
+) -> None:
+    from trainer.template import TrialTemplate
+
+    spec = {
+        "model": {"type": "resmlp"},
+        "search_space": {"batch_norm": {"type": "categorical", "choices": [False, True]}},
+    }
+    with pytest.raises(ValidationError) as caught:
+        TrialTemplate.model_validate(spec)
+    error = caught.value.errors()[0]["ctx"]["error"]
+    assert isinstance(error, SpecError)
+    assert error.path == ("search_space", "batch_norm")
+    assert error.reason == "model 'resmlp': Extra inputs are not permitted"

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from trainer.contracts import DatasetLoader, ModelBuilder
     from trainer.data import DatasetError
     from trainer.diagnosis import Diagnosis
+    from trainer.layers import BatchNormalization
     from trainer.plugins import PluginInfo
     from trainer.plugins import activate as activate_plugins
     from trainer.plugins import installed as installed_plugins
@@ -46,6 +47,7 @@ _EXPORTS = {
     "activate_plugins": "trainer.plugins",
     "installed_plugins": "trainer.plugins",
     "Diagnosis": "trainer.diagnosis",
+    "BatchNormalization": "trainer.layers",
     "EpochRecord": "trainer.run",
     "FoldSummary": "trainer.run",
     "SplitMetrics": "trainer.run",
@@ -60,6 +62,7 @@ _EXPORTS = {
 
 __all__ = [
     "PARAMETERS",
+    "BatchNormalization",
     "CheckpointConfig",
     "DatasetConfig",
     "DatasetError",

@@ -10,6 +10,7 @@ from torch import nn
 
 from trainer import networks
 from trainer.config import ModelConfig
+from trainer.layers import BatchNormalization
 from trainer.networks import Activation, NetworkConfig
 
 _ACTIVATIONS: dict[Activation, Callable[[], nn.Module]] = {
@@ -35,12 +36,22 @@ class ModelBuildError(ValueError):
     """A model that cannot be built or does not fit the data; the message says what it got."""
 
 
+def _hidden(layer: nn.Module, width: int, config: NetworkConfig) -> list[nn.Module]:
+    """A hidden Linear/Conv layer, its BatchNormalization (when asked) and its activation."""
+    normalization: list[nn.Module] = []
+    if config.batch_norm:
+        normalization.append(
+            BatchNormalization(width, config.batch_norm_momentum, config.batch_norm_epsilon)
+        )
+    return [layer, *normalization, _ACTIVATIONS[config.activation]()]
+
+
 def _dense_stack(
     in_features: int, hidden_units: tuple[int, ...], config: NetworkConfig
 ) -> tuple[list[nn.Module], int]:
     layers: list[nn.Module] = []
     for units in hidden_units:
-        layers += [nn.Linear(in_features, units), _ACTIVATIONS[config.activation]()]
+        layers += _hidden(nn.Linear(in_features, units), units, config)
         if config.dropout > 0:
             layers.append(nn.Dropout(config.dropout))
         in_features = units
@@ -49,13 +60,17 @@ def _dense_stack(
 
 class _Builtin(nn.Sequential):
     def activity_layers(self) -> list[nn.Module]:
-        """Hidden layers' outputs after the activation, as Keras's Dense returns them."""
+        """What Keras's hidden Dense/Conv layers return, for their activity regularizer: the
+        output after the activation; with batch normalization (in Keras a Dense without
+        activation, then BatchNormalization, then Activation) the layer's own linear output."""
         modules = list(self.children())
-        return [
-            module
-            for position, module in enumerate(modules[:-1])
-            if position > 0 and isinstance(modules[position - 1], nn.Linear | nn.Conv2d)
-        ]
+        watched: list[nn.Module] = []
+        for position, module in enumerate(modules[:-1]):
+            if not isinstance(module, nn.Linear | nn.Conv2d):
+                continue
+            following = modules[position + 1]
+            watched.append(module if isinstance(following, BatchNormalization) else following)
+        return watched
 
 
 class MLP(_Builtin):
@@ -73,10 +88,8 @@ class CNN(_Builtin):
         channels, height, width = input_shape
         layers: list[nn.Module] = []
         for out_channels in config.channels:
-            layers += [
-                nn.Conv2d(channels, out_channels, config.kernel_size, padding="same"),
-                _ACTIVATIONS[config.activation](),
-            ]
+            convolution = nn.Conv2d(channels, out_channels, config.kernel_size, padding="same")
+            layers += _hidden(convolution, out_channels, config)
             if min(height, width) >= 2:
                 layers.append(nn.MaxPool2d(2))
                 height, width = height // 2, width // 2

@@ -32,7 +32,9 @@ class NetworkConfig(BaseModel):
     MLP: Linear → activation → Dropout for each hidden layer, then a Linear output layer.
     CNN: [Conv2d(same padding) → activation → MaxPool2d(2)] per channel count (pooling only
     while the image is at least 2 pixels wide), flatten, Dropout, then the MLP head above on
-    `hidden_units`. Dropout is never applied to the inputs or to the logits.
+    `hidden_units`. Dropout is never applied to the inputs or to the logits. With
+    `batch_norm`, a Keras `BatchNormalization(batch_norm_momentum, batch_norm_epsilon)` sits
+    after each hidden Linear/Conv and before its activation (never after the output layer).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -42,6 +44,11 @@ class NetworkConfig(BaseModel):
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     channels: tuple[int, ...] = Field(default=(16, 32), description="CNN only")
     kernel_size: int = Field(default=3, ge=1, le=15, description="CNN only (odd)")
+    batch_norm: bool = False
+    batch_norm_momentum: float = Field(
+        default=0.99, ge=0.0, lt=1.0, description="Keras's: the share of the old statistics kept"
+    )
+    batch_norm_epsilon: float = Field(default=1e-3, gt=0.0, le=1.0)
 
     @field_validator("hidden_units", "channels")
     @classmethod

@@ -154,6 +154,21 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("activity_lambda", _number(0.0, 100.0), "strength of the activity regularizer"),
         Parameter("dropout", _fraction, "dropout rate after each hidden layer"),
         Parameter(
+            "batch_norm",
+            _flag,
+            "BatchNormalization after each hidden Dense/Conv, before its activation",
+        ),
+        Parameter(
+            "batch_norm_momentum",
+            _fraction,
+            "BatchNormalization's momentum (Keras's: share of the old statistics kept, 0.99)",
+        ),
+        Parameter(
+            "batch_norm_epsilon",
+            _number(0.0, 1.0, low_open=True),
+            "BatchNormalization's ε (Keras's default 1e-3)",
+        ),
+        Parameter(
             "batch_size",
             _integer(1, 65_536, power_of_two=True),
             "mini-batch size (a power of two)",
@@ -178,7 +193,14 @@ MODEL_PARAMETER_PREFIX = "model."
 """`model.<key>` in the search space or `fixed` sets `model.config[key]` (a plugin's own
 parameters: what its `config_schema` accepts)."""
 
-_MODEL_SHAPE_PARAMETERS = ("dropout", "activation", "kernel_size")
+_MODEL_SHAPE_PARAMETERS = (
+    "dropout",
+    "activation",
+    "kernel_size",
+    "batch_norm",
+    "batch_norm_momentum",
+    "batch_norm_epsilon",
+)
 """Passed into `model.config` under their own name (for plugins, `units` and `n_layers` too;
 the built-ins turn those into `hidden_units`)."""
 
@@ -220,6 +242,8 @@ _CONDITIONAL_ON = {
     "bias_lambda": "bias_regularizer",
     "activity_lambda": "activity_regularizer",
     "orthogonal_mode": "regularizer",
+    "batch_norm_momentum": "batch_norm",
+    "batch_norm_epsilon": "batch_norm",
 }
 
 
@@ -301,8 +325,14 @@ class TrialTemplate(BaseModel):
                     )
         parent = _CONDITIONAL_ON.get(name)
         if parent is not None:
-            for regularizer in self._possible(parent, when):
-                if regularizer in (None, "none"):
+            for value in self._possible(parent, when):
+                if value is False:
+                    raise SpecError(
+                        ("search_space", name),
+                        f"applies only when {parent} is true, but {parent} may be false; "
+                        f'add "when": {{"{parent}": [true]}} or fix {parent} to true',
+                    )
+                if value in (None, "none"):
                     raise SpecError(
                         ("search_space", name),
                         f"applies only when a {parent} is chosen, but "
@@ -316,7 +346,11 @@ class TrialTemplate(BaseModel):
         if name in self.search_space:
             param = self.search_space[name]
             return list(param.choices) if isinstance(param, CategoricalParam) else []
-        return [self.fixed.get(name, _DEFAULTS.get(name))]
+        if name in self.fixed:
+            return [self.fixed[name]]
+        if name in _MODEL_SHAPE_PARAMETERS and name in self.model.config:
+            return [self.model.config[name]]  # set in the model's own config
+        return [_DEFAULTS.get(name)]
 
     def _check_task(self) -> None:
         """Metrics and loss of the wrong task, where the dataset's task is known at submit."""
@@ -399,6 +433,7 @@ _DEFAULTS: dict[str, Any] = {
     "regularizer": None,
     "bias_regularizer": None,
     "activity_regularizer": None,
+    "batch_norm": False,
 }
 
 
