@@ -10,6 +10,8 @@ batch's biased statistics in both.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -96,8 +98,9 @@ class BatchNormalization(nn.Module):
             self.running_mean.mul_(kept).add_(mean.detach().flatten(), alpha=1.0 - kept)
             self.running_var.mul_(kept)
         shape = (1, self.features) + (1,) * (x.dim() - 2)
-        scale = self.weight.view(shape) / self.epsilon**0.5
-        return (x - mean) * scale + self.bias.view(shape)
+        scale = self.weight.view(shape) / math.sqrt(self.epsilon)
+        normalized: torch.Tensor = (x - mean) * scale + self.bias.view(shape)
+        return normalized
 
     def extra_repr(self) -> str:
         return f"{self.features}, momentum={self.momentum}, epsilon={self.epsilon}"
