@@ -10,6 +10,8 @@ model and dataset instead; `--stream` adds `run_trial` over the DataLoader path
 (`data_loader.in_memory: false`) on the same data, to price streaming against device tensors.
 
     .venv/bin/python bench/trial_overhead.py [--repeats 7] [--threads 1] [--device cpu]
+    .venv/bin/python bench/trial_overhead.py --model cnn \\
+        --augmentation '{"random_translation": 0.1, "random_rotation": 0.05, "random_zoom": 0.1}'
     .venv/bin/python bench/trial_overhead.py --model resmlp --model-config '{"width": 128}' \\
         --dataset diabetes --stream
 """
@@ -27,7 +29,13 @@ from typing import Any
 import torch
 
 from trainer import TrialConfig, networks, run_trial
-from trainer.config import CheckpointConfig, DatasetConfig, EarlyStoppingConfig, ModelConfig
+from trainer.config import (
+    AugmentationConfig,
+    CheckpointConfig,
+    DatasetConfig,
+    EarlyStoppingConfig,
+    ModelConfig,
+)
 from trainer.data import DataSplits, Split, load_splits
 from trainer.losses import loss_function, resolve_loss
 from trainer.models import build_network
@@ -36,7 +44,11 @@ EPOCHS = 20
 BATCH = 64
 
 
-def bench_config(model: ModelConfig, dataset: DatasetConfig) -> TrialConfig:
+def bench_config(
+    model: ModelConfig,
+    dataset: DatasetConfig,
+    augmentation: AugmentationConfig | None = None,
+) -> TrialConfig:
     return TrialConfig(
         dataset=dataset,
         model=model,
@@ -46,6 +58,7 @@ def bench_config(model: ModelConfig, dataset: DatasetConfig) -> TrialConfig:
         # patience beyond max_epochs: EarlyStopping runs every epoch but never cuts the run short
         early_stopping=EarlyStoppingConfig(patience=EPOCHS, restore_best_weights=True),
         checkpoint=CheckpointConfig(save_best_only=True),
+        augmentation=augmentation or AugmentationConfig(),
     )
 
 
@@ -109,6 +122,11 @@ def main() -> None:
     parser.add_argument("--dataset", default="digits", help="a registered dataset")
     parser.add_argument("--dataset-config", default="{}", help="its config as JSON")
     parser.add_argument("--stream", action="store_true", help="also run the DataLoader path")
+    parser.add_argument(
+        "--augmentation",
+        default=None,
+        help='also run run_trial with this augmentation, as JSON (e.g. {"random_rotation": 0.05})',
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device.startswith("cuda") else "cpu")
@@ -128,6 +146,11 @@ def main() -> None:
     }
     if args.stream:
         contestants["run_trial/stream"] = lambda: with_run_trial(streamed, args.device)
+    if args.augmentation:
+        augmented = bench_config(
+            model, dataset, AugmentationConfig(**json.loads(args.augmentation))
+        )
+        contestants["run_trial/augmented"] = lambda: with_run_trial(augmented, args.device)
     for run in contestants.values():  # warm-up: first-call allocations and lazy imports
         run()
     times: dict[str, list[float]] = {name: [] for name in contestants}
@@ -146,6 +169,8 @@ def main() -> None:
     if args.stream:
         print(ratio_line("stream / plain", times["run_trial/stream"], times["plain"]))
         print(ratio_line("stream / run_trial", times["run_trial/stream"], times["run_trial"]))
+    if args.augmentation:
+        print(ratio_line("augmented / run_trial", times["run_trial/augmented"], times["run_trial"]))
 
 
 if __name__ == "__main__":

@@ -241,6 +241,41 @@ class ModelConfig(BaseModel):
         return hash(self.model_dump_json())
 
 
+FlipMode = Literal["none", "horizontal", "vertical", "horizontal_and_vertical"]
+
+IMAGE_AUGMENTATIONS = ("random_flip", "random_translation", "random_rotation", "random_zoom")
+"""The augmentations that need image inputs `(channels, height, width)`."""
+
+
+@dataclass(frozen=True, config=_FORBID)
+class AugmentationConfig:
+    """What a trial does to its training batches (the defaults do nothing)."""
+
+    gaussian_noise: float = Field(default=0.0, ge=0.0, le=100.0, description="stddev")
+    random_flip: FlipMode = "none"
+    random_translation: float = Field(default=0.0, ge=0.0, le=1.0)
+    random_rotation: float = Field(default=0.0, ge=0.0, le=1.0)
+    random_zoom: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    @property
+    def active(self) -> bool:
+        return self.gaussian_noise > 0 or self.geometric or self.random_flip != "none"
+
+    @property
+    def geometric(self) -> bool:
+        return self.random_translation > 0 or self.random_rotation > 0 or self.random_zoom > 0
+
+    @property
+    def needs_images(self) -> bool:
+        return self.geometric or self.random_flip != "none"
+
+    @classmethod
+    def of(cls, values: dict[str, Any]) -> AugmentationConfig:
+        """The augmentation of a trial's parameter values (absent ones keep their defaults)."""
+        names = ("gaussian_noise", *IMAGE_AUGMENTATIONS)
+        return cls(**{name: values[name] for name in names if name in values})
+
+
 @dataclass(frozen=True, config=_FORBID)
 class EarlyStoppingConfig:
     """Keras `EarlyStopping` arguments, with Keras's defaults and semantics."""
@@ -355,6 +390,7 @@ class TrialConfig:
     early_stopping: EarlyStoppingConfig | None = None
     checkpoint: CheckpointConfig = CheckpointConfig()
     diagnosis: DiagnosisConfig = DiagnosisConfig()
+    augmentation: AugmentationConfig = AugmentationConfig()
 
     @field_validator("optimizer", mode="before")
     @classmethod

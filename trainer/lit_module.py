@@ -17,6 +17,7 @@ import lightning.pytorch as pl
 import torch
 
 from trainer import initializers, optimizers, regularizers
+from trainer.augmentation import Augmenter
 from trainer.config import TrialConfig
 from trainer.contracts import Task
 from trainer.data import AnySplits, Split, StreamedSplit
@@ -81,6 +82,8 @@ class TrialModule(pl.LightningModule):
         self.fit_device = "cpu"
         self.final_metrics: dict[str, dict[str, float]] = {}
         self.optimizer_steps = 0
+        self.augmenter: Augmenter | None = None  # made on the training device at fit start
+        self._augment_state: torch.Tensor | None = None  # from a resume checkpoint
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._activations.clear()  # the activity penalty sees this forward pass only
@@ -98,6 +101,10 @@ class TrialModule(pl.LightningModule):
             raise RuntimeError("attach_data() must be called before fitting")
         self.data = self.data.to(self.device)
         self.fit_device = str(self.device)
+        if self.config.augmentation.active:
+            self.augmenter = Augmenter(self.config.augmentation, self.config.seed, self.device)
+            if self._augment_state is not None:
+                self.augmenter.set_state(self._augment_state)
 
     def on_train_end(self) -> None:
         """Final metrics on the training device (Lightning moves the model off it at teardown).
@@ -166,7 +173,10 @@ class TrialModule(pl.LightningModule):
         data_losses: list[torch.Tensor] = []  # kept only when a penalty makes them differ
         hits: list[torch.Tensor] = []  # classification: correct predictions; regression: |error|
         penalized = self.penalized
+        augment = self.augmenter
         for x, y in self._shuffled_batches(train, batch_size):
+            if augment is not None:
+                x = augment(x)
             logits = self.network(x) if self._activity_regularizer is None else self(x)
             data_loss = self._data_loss(logits, y)
             loss = self._with_penalties(data_loss, self.penalty(), len(y))
@@ -293,6 +303,8 @@ class TrialModule(pl.LightningModule):
             "shuffle_state": self.shuffle.get_state(),
             "optimizer_steps": self.optimizer_steps,
         }
+        if self.augmenter is not None:
+            checkpoint["hpsearch"]["augment_state"] = self.augmenter.state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("hpsearch")
@@ -300,3 +312,6 @@ class TrialModule(pl.LightningModule):
             self.history = list(state["history"])
             self.shuffle.set_state(state["shuffle_state"])
             self.optimizer_steps = int(state["optimizer_steps"])
+            self._augment_state = state.get("augment_state")
+            if self.augmenter is not None and self._augment_state is not None:
+                self.augmenter.set_state(self._augment_state)

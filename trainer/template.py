@@ -22,15 +22,18 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from trainer import initializers, optimizers, regularizers
+from trainer import initializers, networks, optimizers, regularizers
 from trainer._registry import Registry
 from trainer.config import (
     BASE_SEED_MAX,
+    IMAGE_AUGMENTATIONS,
     Activation,
+    AugmentationConfig,
     CheckpointConfig,
     DatasetConfig,
     DiagnosisConfig,
     EarlyStoppingConfig,
+    FlipMode,
     ModelConfig,
     TrialConfig,
 )
@@ -153,6 +156,21 @@ PARAMETERS: dict[str, Parameter] = {
         ),
         Parameter("activity_lambda", _number(0.0, 100.0), "strength of the activity regularizer"),
         Parameter("dropout", _fraction, "dropout rate after each hidden layer"),
+        Parameter("gaussian_noise", _number(0.0, 100.0), "GaussianNoise stddev on training inputs"),
+        Parameter(
+            "random_flip",
+            lambda v: (
+                None
+                if v in get_args(FlipMode)
+                else f"must be one of {', '.join(map(repr, get_args(FlipMode)))}, got {v!r}"
+            ),
+            "RandomFlip of training images: none, horizontal, vertical, horizontal_and_vertical",
+        ),
+        Parameter(
+            "random_translation", _number(0.0, 1.0), "RandomTranslation factor (height and width)"
+        ),
+        Parameter("random_rotation", _number(0.0, 1.0), "RandomRotation factor (fraction of 2π)"),
+        Parameter("random_zoom", _fraction, "RandomZoom factor (height and width)"),
         Parameter(
             "batch_norm",
             _flag,
@@ -285,6 +303,7 @@ class TrialTemplate(BaseModel):
             if name.startswith(MODEL_PARAMETER_PREFIX):
                 self._check_model_parameter(name)
         self._check_task()
+        self._check_image_augmentation()
         try:
             self.config_for(self.search_space.sample(_FirstValues()))
         except SpecError as error:
@@ -298,6 +317,21 @@ class TrialTemplate(BaseModel):
                         raise SpecError((block, name), error.reason) from None
             raise
         return self
+
+    def _check_image_augmentation(self) -> None:
+        """Flips, shifts, turns and zooms need image inputs: the model must take them."""
+        kind = networks.input_kind(self.model.type)
+        if kind == "image":
+            return
+        for block in ("fixed", "search_space"):
+            for name in IMAGE_AUGMENTATIONS:
+                if name in getattr(self, block):
+                    raise SpecError(
+                        (block, name),
+                        f"{name} transforms images, but model {self.model.type!r} takes "
+                        f"{kind} inputs (an image model such as 'cnn' takes "
+                        "(channels, height, width))",
+                    )
 
     def _check_model_parameter(self, name: str) -> None:
         """Each end of a range and each choice must be a value the model's config accepts."""
@@ -405,6 +439,7 @@ class TrialTemplate(BaseModel):
         return TrialConfig(
             dataset=self.dataset,
             model=self.model_for(values),
+            augmentation=AugmentationConfig.of(values),
             optimizer=_optimizer(values),
             kernel_initializer=values.get("initializer", "glorot_uniform"),
             bias_initializer=values.get("bias_initializer", "zeros"),
