@@ -118,7 +118,11 @@ def curve(result: TrialResult) -> list[float | None]:
     return [v for r in result.history for v in (r.loss, r.val_loss, r.val_accuracy)]
 
 
-AUGMENTED: dict[str, Any] = {"random_translation": 0.1, "random_rotation": 0.03, "gaussian_noise": 0.1}
+AUGMENTED: dict[str, Any] = {
+    "random_translation": 0.1,
+    "random_rotation": 0.03,
+    "gaussian_noise": 0.1,
+}
 
 
 def test_an_augmented_trial_is_reproducible_and_differs_from_a_plain_one() -> None:
