@@ -278,6 +278,29 @@ def test_study_page_draws_every_plot_and_follows_a_live_study(served: Served, pa
     screenshot(page, "study-live")
 
 
+def test_a_searched_batch_norm_joins_the_technique_groups(served: Served, page: Page) -> None:
+    study = seed_running_study(served, trials=0)
+    for number in range(4):
+        add_trial(
+            served,
+            study,
+            number,
+            state="complete",
+            value=1.0 / (number + 2),
+            params={"optimizer": "adam", "regularizer": "l2", "batch_norm": number % 2 == 0},
+        )
+    page.goto(f"{served.url}/studies/{study}?token={TOKEN}")
+    page.wait_for_function("() => performance.getEntriesByName('hps:plots').length > 0")
+    plot = "document.getElementById('plot-techniques')"
+    title = page.evaluate(f"{plot}.layout.title.text")
+    assert title == "Objective by optimizer × regularizer × initializer × batch_norm"
+    names = sorted(page.evaluate(f"{plot}.data.map(t => t.name)"))
+    assert names == [
+        "adam × l2 × he_normal × batch_norm off",
+        "adam × l2 × he_normal × batch_norm on",
+    ]
+
+
 def test_trial_page_curves_markers_and_checkpoint(served: Served, page: Page) -> None:
     study = seed_study(served.db, status="completed", n_trials=2)
     checkpoint = served.data_dir / "checkpoints" / "best.ckpt"

@@ -11,6 +11,12 @@ const studyId = Number(window.location.pathname.split("/")[2]);
 const LIMIT = 50;
 const PARALLEL_MAX = 1000; // parallel coordinates: the best trials, at most this many (WebGL lines)
 const TECHNIQUES = ["optimizer", "regularizer", "initializer"];
+// On/off techniques join the grouping when the study searches them (each doubles the groups).
+const SWITCHED_TECHNIQUES = ["batch_norm", "random_flip"];
+
+function techniques() {
+  return [...TECHNIQUES, ...SWITCHED_TECHNIQUES.filter((name) => summary.params[name] !== undefined)];
+}
 const table = { sort: "number", order: "asc", offset: 0, state: "", diagnosis: "" };
 let study = null;
 let summary = null;
@@ -302,21 +308,23 @@ function plotErrors(Plotly) {
   });
 }
 
-function techniqueOf(i) {
+function techniqueOf(i, names) {
   const fixed = (study && study.spec && study.spec.fixed) || {};
-  return TECHNIQUES.map((name) => {
+  return names.map((name) => {
     const column = summary.params[name];
     const value = column && column[i] !== null && column[i] !== undefined ? column[i] : fixed[name];
-    return value === undefined || value === null ? "default" : String(value);
+    if (value === undefined || value === null) return "default";
+    return typeof value === "boolean" ? `${name} ${value ? "on" : "off"}` : String(value);
   }).join(" × ");
 }
 
 function plotTechniques(Plotly) {
   const done = completeIndices();
   if (done.length === 0) return empty("plot-techniques", "Objective by technique: no complete trial yet.");
+  const names = techniques();
   const groups = new Map();
   for (const i of done) {
-    const key = techniqueOf(i);
+    const key = techniqueOf(i, names);
     if (!groups.has(key)) groups.set(key, []);
     groups.get(key).push(summary.value[i]);
   }
@@ -328,7 +336,7 @@ function plotTechniques(Plotly) {
     pointpos: 0, marker: { size: 4 }, line: { width: 1 },
   }));
   return draw(Plotly, "plot-techniques", traces, {
-    title: { text: "Objective by optimizer × regularizer × initializer" },
+    title: { text: `Objective by ${names.join(" × ")}` },
     yaxis: { title: { text: summary.objective_metric } },
     xaxis: { automargin: true, tickangle: -30 },
     showlegend: false,
