@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import optuna
 import pytest
@@ -185,6 +186,77 @@ def test_unknown_study_is_404(client: TestClient) -> None:
         response = client.request(method, path)
         assert response.status_code == 404, (method, path)
         assert "999" in response.json()["detail"]
+
+
+def extend(client: TestClient, study_id: int, n_trials: Any) -> Any:
+    return client.post(f"{STUDIES}/{study_id}/extend", json={"n_trials": n_trials})
+
+
+def test_extending_a_queued_or_running_study_adds_to_its_budget(
+    client: TestClient, db: sessionmaker[Session]
+) -> None:
+    queued = client.post(STUDIES, json=valid_spec(budget={"n_trials": 10})).json()["id"]
+    body = extend(client, queued, 3).json()
+    assert (body["status"], body["n_trials"]) == ("queued", 13)
+    running = seed_study(db, status="running", started_at=utcnow(), n_trials=4)
+    seed_trial(db, running, 0, state=TrialState.RUNNING.value)
+    body = extend(client, running, 2).json()
+    assert (body["status"], body["n_trials"], body["finished_at"]) == ("running", 6, None)
+
+
+def test_extending_a_completed_study_queues_it_again_for_that_many_more_trials(
+    client: TestClient, db: sessionmaker[Session]
+) -> None:
+    done = seed_study(db, status="completed", n_trials=2, started_at=utcnow(), finished_at=utcnow())
+    for number in range(2):
+        seed_trial(db, done, number)
+    body = extend(client, done, 3).json()
+    assert (body["status"], body["n_trials"], body["finished_at"]) == ("queued", 5, None)
+    # a study that ran out of time with 3 of 10 trials: 3 + 2, and its note is gone
+    timed_out = seed_study(
+        db,
+        status="completed",
+        n_trials=10,
+        finished_at=utcnow(),
+        error="time budget of 60 s ran out after 3 trials",
+    )
+    for number in range(3):
+        seed_trial(db, timed_out, number)
+    body = extend(client, timed_out, 2).json()
+    assert (body["status"], body["n_trials"], body["error"]) == ("queued", 5, None)
+    assert client.get(f"{STUDIES}/{timed_out}").json()["trial_counts"]["complete"] == 3
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [
+        {"status": "failed"},
+        {"status": "cancelled"},
+        {"status": "running", "cancel_requested": True},
+    ],
+    ids=["failed", "cancelled", "being-cancelled"],
+)
+def test_a_study_that_cannot_run_again_is_not_extended(
+    client: TestClient, db: sessionmaker[Session], columns: dict[str, Any]
+) -> None:
+    study_id = seed_study(db, n_trials=4, **columns)
+    response = extend(client, study_id, 2)
+    assert response.status_code == 409, response.text
+    assert "only a queued, running or completed study can be extended" in response.text
+    assert client.get(f"{STUDIES}/{study_id}").json()["n_trials"] == 4  # nothing changed
+
+
+def test_extend_refuses_bad_counts_unknown_studies_and_budgets_over_the_limit(
+    client: TestClient, api_settings: Settings
+) -> None:
+    study_id = client.post(STUDIES, json=valid_spec(budget={"n_trials": 10})).json()["id"]
+    for bad in (0, -1, "many"):
+        assert extend(client, study_id, bad).status_code == 422
+    assert extend(client, 999_999, 1).status_code == 404
+    over = extend(client, study_id, api_settings.max_trials_per_study)
+    assert over.status_code == 422
+    assert f"at most {api_settings.max_trials_per_study} trials per study" in over.text
+    assert client.get(f"{STUDIES}/{study_id}").json()["n_trials"] == 10
 
 
 def test_cancel_a_queued_study_cancels_it_at_once(client: TestClient) -> None:

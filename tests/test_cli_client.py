@@ -251,6 +251,20 @@ def test_cancel_changes_the_status_then_refuses_with_409(
     assert "already cancelled" in again
 
 
+def test_extend_queues_a_completed_study_for_more_trials_and_refuses_a_failed_one(
+    url: str, db: sessionmaker[Session]
+) -> None:
+    done = seed_study(db, status="completed", n_trials=2)
+    result = hps(url, "extend", str(done), "--trials", "3")
+    assert result.exit_code == 0, result.output
+    assert f"study {done} extended by 3: 3 trials, queued" in result.stdout  # 0 trials ran + 3
+    assert study_status(db, done) == StudyStatus.QUEUED
+    failed = seed_study(db, status="failed")
+    line = one_line_error(hps(url, "extend", str(failed), "--trials", "1"))
+    assert line.startswith("error: 409: ")
+    assert "only a queued, running or completed study can be extended" in line
+
+
 def test_export_csv_to_stdout_and_json_to_a_file(
     url: str, db: sessionmaker[Session], tmp_path: Path
 ) -> None:

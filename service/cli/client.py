@@ -1,4 +1,5 @@
-"""Client commands over REST: `submit`, `studies`, `show`, `trials`, `cancel`, `export`.
+"""Client commands over REST: `submit`, `studies`, `show`, `trials`, `cancel`, `extend`,
+`export`.
 
 Each talks to a running server (`--url`/`--token`, else `HPS_URL`/`HPS_API_TOKEN`, else the
 local server's token file: `service.client.connection_settings`). Every failure the server or
@@ -203,6 +204,24 @@ def trials(
     from service.client.display import trials_table
 
     console.print(trials_table(page, study))
+
+
+@app.command()
+def extend(
+    study_id: StudyIdArgument,
+    trials: Annotated[int, typer.Option("--trials", min=1, help="trials to add")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Run more trials of a study: on top of a queued or running one's budget, or again
+    for a completed one (the same Optuna study: the sampler sees every earlier trial)."""
+    with connect(url, token) as api:
+        study = api.extend_study(study_id, trials)
+    console.print(
+        f"study {study_id} extended by {trials}: {study['n_trials']} trials, {study['status']}"
+        f"  (hpsearch show {study_id})",
+        highlight=False,
+    )
 
 
 @app.command()

@@ -103,6 +103,9 @@ class ApiClient:
     def cancel_study(self, study_id: int) -> dict[str, Any]:
         return self._json("POST", f"/studies/{study_id}/cancel")
 
+    def extend_study(self, study_id: int, n_trials: int) -> dict[str, Any]:
+        return self._json("POST", f"/studies/{study_id}/extend", json={"n_trials": n_trials})
+
     def watch_study(self, study_id: int, *, poll_s: float = 0.5) -> Iterator[dict[str, Any]]:
         """The study (as `get_study` returns it) every `poll_s` seconds, until and including
         the first snapshot in a final status (`FINAL_STATUSES`)."""

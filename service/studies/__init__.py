@@ -20,7 +20,7 @@ from service.studies.errors import (
 )
 from service.studies.export import TrialTable, export_trials
 from service.studies.health import check_health
-from service.studies.lifecycle import cancel_study, delete_study
+from service.studies.lifecycle import cancel_study, delete_study, extend_study
 from service.studies.plugins import list_plugins, load_plugins
 from service.studies.spec import StudySpec
 from service.studies.stats import ServiceStats, collect_stats
@@ -53,6 +53,7 @@ __all__ = [
     "delete_dataset",
     "delete_study",
     "export_trials",
+    "extend_study",
     "get_study",
     "get_trial",
     "list_datasets",

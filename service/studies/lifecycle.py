@@ -1,19 +1,21 @@
-"""Cancel and delete studies; both are race-free against a worker claiming the study."""
+"""Cancel, extend and delete studies; each is race-free against a worker claiming the study."""
 
 from __future__ import annotations
 
 import logging
 import shutil
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.config import Settings
-from service.db.models import utcnow
+from service.db.models import Study, StudyStatus, utcnow
 from service.db.repositories import StudyRepository
+from service.queue.claim import slots_taken
 from service.queue.study_status import finish_study_if_done
 from service.studies._optuna import delete_optuna_study
 from service.studies.browse import find_study
-from service.studies.errors import ConflictError
+from service.studies.errors import ConflictError, InvalidInputError, Issue, NotFoundError
 from service.studies.schemas import StudyRead
 
 logger = logging.getLogger(__name__)
@@ -37,6 +39,51 @@ def cancel_study(session: Session, study_id: int) -> StudyRead:
             )
         if requested:
             finish_study_if_done(session, study)
+        return StudyRead.model_validate(study)
+
+
+def extend_study(session: Session, settings: Settings, study_id: int, n_trials: int) -> StudyRead:
+    """Give a study `n_trials` more trials. A queued or running one gets them on top of its
+    budget; a completed one is queued again with budget = the trials it has + `n_trials`, and
+    its next claim starts its time budget afresh. Its Optuna study (and so the sampler's
+    state: every finished trial) stays as it is. A failed or cancelled study, or one whose
+    cancel is pending, is a `ConflictError`; a budget over the server's limit is refused."""
+    with session.begin():
+        # The study's row first, locked, as a claim and a trial's end take it.
+        study = session.scalars(
+            select(Study).where(Study.id == study_id).with_for_update()
+        ).one_or_none()
+        if study is None:
+            raise NotFoundError(f"no study has id {study_id}")
+        active = study.status in (StudyStatus.QUEUED, StudyStatus.RUNNING)
+        if study.cancel_requested or not (active or study.status == StudyStatus.COMPLETED):
+            state = "being cancelled" if study.cancel_requested else study.status
+            raise ConflictError(
+                f"study {study_id} is {state}; only a queued, running or completed study "
+                "can be extended"
+            )
+        taken = int(session.scalar(select(slots_taken(study.id))) or 0)
+        budget = study.n_trials + n_trials if active else taken + n_trials
+        if budget > settings.max_trials_per_study:
+            raise InvalidInputError(
+                [
+                    Issue(
+                        ("n_trials",),
+                        f"this server allows at most {settings.max_trials_per_study} trials "
+                        f"per study; study {study_id} would have {budget}",
+                        "less_than_equal",
+                    )
+                ]
+            )
+        now = utcnow()
+        study.n_trials = budget
+        study.updated_at = now
+        if not active:
+            study.status = StudyStatus.QUEUED
+            study.finished_at = None
+            study.error = None
+        session.flush()
+        logger.info("study %d extended by %d trials to %d", study_id, n_trials, budget)
         return StudyRead.model_validate(study)
 
 

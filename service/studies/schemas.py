@@ -125,6 +125,14 @@ class StudyRead(BaseModel):
     )
 
 
+class ExtendRequest(BaseModel):
+    """More trials for a study (`POST /studies/{id}/extend`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_trials: int = Field(ge=1, le=1_000_000, description="trials to add to the study")
+
+
 class StudyDetail(StudyRead):
     """One study: its spec, its trials counted by state, and its best trial so far."""
 

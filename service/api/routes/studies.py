@@ -1,4 +1,4 @@
-"""/studies: submit, list, read, cancel, delete, export."""
+"""/studies: submit, list, read, cancel, extend, delete, export."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from service.studies import (
     cancel_study,
     delete_study,
     export_trials,
+    extend_study,
     get_study,
     list_studies,
     submit_study,
 )
-from service.studies.schemas import Page, StudyDetail, StudyRead
+from service.studies.schemas import ExtendRequest, Page, StudyDetail, StudyRead
 
 router = APIRouter(prefix=f"{API_PREFIX}/studies", tags=["studies"], dependencies=[ReadAccess])
 
@@ -52,6 +53,16 @@ def cancel(study_id: StudyId, session: SessionDep) -> StudyRead:
     """A queued study is cancelled at once; a running one is asked to stop starting trials
     (`cancel_requested`; its running trials finish). 409 if it has already finished."""
     return cancel_study(session, study_id)
+
+
+@router.post("/{study_id}/extend", dependencies=[WriteAccess])
+def extend(
+    study_id: StudyId, body: ExtendRequest, session: SessionDep, settings: SettingsDep
+) -> StudyRead:
+    """Add `n_trials` trials. A queued or running study gets them on top of its budget; a
+    completed one is queued again to run them, with the same Optuna study (the sampler sees
+    every earlier trial). 409 for a failed or cancelled study."""
+    return extend_study(session, settings, study_id, body.n_trials)
 
 
 @router.delete("/{study_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[WriteAccess])
