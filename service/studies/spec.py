@@ -132,6 +132,17 @@ class BudgetSpec(BaseModel):
     max_parallel_trials: int = Field(default=1, ge=1)
 
 
+class WarmStartSpec(BaseModel):
+    model_config = _STRICT
+
+    studies: list[int] = Field(
+        min_length=1,
+        max_length=20,
+        description="earlier studies of the same data, model and objective whose finished "
+        "trials seed the sampler; their best configuration runs first",
+    )
+
+
 class StudySpec(BaseModel):
     """A study as submitted (JSON; the CLI also reads YAML)."""
 
@@ -162,9 +173,16 @@ class StudySpec(BaseModel):
         default=0, ge=0, le=BASE_SEED_MAX, description="base seed; trial n trains with seed + n"
     )
     priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first")
+    warm_start: WarmStartSpec | None = None
 
     @model_validator(mode="after")
     def _check_template(self) -> StudySpec:
+        if self.warm_start is not None and self.sampler.name == "grid":
+            raise SpecError(
+                ("warm_start",),
+                "the grid sampler runs every grid point whatever came before; warm start "
+                "seeds tpe, gp, cmaes, qmc or random",
+            )
         if isinstance(self.dataset, DatasetConfig) and self.dataset.name in FILE_DATASETS:
             # A path on the server's disk is not the client's to name.
             raise SpecError(

@@ -9,41 +9,64 @@ from sqlalchemy.orm import Session
 from service.config import Settings
 from service.db.models import Study, StudyStatus
 from service.db.repositories import DatasetRepository, StudyRepository
+from service.studies._optuna import delete_optuna_study, seed_optuna_study
 from service.studies.advice import spec_warnings
 from service.studies.errors import InvalidInputError, Issue
 from service.studies.limits import budget_issues
 from service.studies.schemas import StudyRead
 from service.studies.spec import StudySpec, UploadedDataset
+from service.studies.warm_start import prepare_warm_start
 from trainer.spec_error import SpecError
 
 
 def submit_study(session: Session, settings: Settings, spec: StudySpec) -> StudyRead:
     """Store `spec` as a queued study; raises `InvalidInputError` (nothing stored) when it
-    breaks a server limit or names an uploaded data set that does not exist."""
+    breaks a server limit, names an uploaded data set that does not exist, or names warm-start
+    sources that cannot seed it. A warm start's trials are written to the study's Optuna study
+    first (a second database writer inside our transaction would wait on SQLite's lock), and
+    that Optuna study is removed again if the study is not stored."""
     issues = budget_issues(spec, settings)
-    with session.begin():
-        if isinstance(spec.dataset, UploadedDataset):
-            issues += _uploaded_dataset_issues(session, spec, spec.dataset)
-        if issues:
-            raise InvalidInputError(issues)
-        study = StudyRepository(session).add(
-            Study(
-                name=spec.name,
-                spec=spec.model_dump(mode="json"),
-                status=StudyStatus.QUEUED.value,
-                priority=spec.priority,
-                direction=spec.objective.resolved_direction,
-                objective_metric=spec.objective.metric,
-                n_trials=spec.budget.n_trials,
-                max_parallel_trials=spec.budget.max_parallel_trials,
-                # No study runs unbounded: without its own timeout it gets the server's ceiling.
-                timeout_s=spec.budget.timeout_s or settings.max_timeout_s,
-                optuna_study_name=f"hps-{uuid4().hex}",
-                cancel_requested=False,
-            )
+    optuna_name = f"hps-{uuid4().hex}"
+    warm = None
+    if spec.warm_start is not None and not issues:
+        with session.begin():
+            warm = prepare_warm_start(session, spec)
+        seed_optuna_study(
+            optuna_name,
+            settings.effective_database_url,
+            spec.objective.resolved_direction,
+            warm.trials,
         )
-        warnings = spec_warnings(spec.objective.metric, spec.search_space)
-        return StudyRead.model_validate(study).model_copy(update={"warnings": warnings})
+    try:
+        with session.begin():
+            if isinstance(spec.dataset, UploadedDataset):
+                issues += _uploaded_dataset_issues(session, spec, spec.dataset)
+            if issues:
+                raise InvalidInputError(issues)
+            study = StudyRepository(session).add(
+                Study(
+                    name=spec.name,
+                    spec=spec.model_dump(mode="json"),
+                    status=StudyStatus.QUEUED.value,
+                    priority=spec.priority,
+                    direction=spec.objective.resolved_direction,
+                    objective_metric=spec.objective.metric,
+                    n_trials=spec.budget.n_trials,
+                    max_parallel_trials=spec.budget.max_parallel_trials,
+                    # No study runs unbounded: without its own timeout it gets the server's
+                    # ceiling.
+                    timeout_s=spec.budget.timeout_s or settings.max_timeout_s,
+                    optuna_study_name=optuna_name,
+                    cancel_requested=False,
+                )
+            )
+            warnings = spec_warnings(spec.objective.metric, spec.search_space)
+            warnings += [] if warm is None else warm.notes
+            return StudyRead.model_validate(study).model_copy(update={"warnings": warnings})
+    except BaseException:
+        if warm is not None:
+            delete_optuna_study(optuna_name, settings.effective_database_url)
+        raise
 
 
 def _uploaded_dataset_issues(

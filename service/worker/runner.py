@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -95,8 +96,6 @@ class TrialRunner:
         try:
             spec, template = self._prepared(claim)
             sampler, pruner = make_sampler(spec, claim.number), make_pruner(spec)
-            if claim.params is not None:  # a retry runs its original's parameters again
-                sampler = optuna.samplers.PartialFixedSampler(claim.params, sampler)
         except (ValidationError, ValueError) as error:
             recorder.failed(f"the study cannot run: {error}")
             fail_study(self.factory, claim.study_id, str(error), patience_s)
@@ -104,6 +103,11 @@ class TrialRunner:
 
         mirror = self._mirror(claim, spec)
         study = self._study(claim, spec) if mirror is None else mirror.study
+        fixed = claim.params  # a retry runs its original's parameters again
+        if fixed is None and claim.number == 0 and spec.warm_start is not None:
+            fixed = _best_params(study)  # a warm start's first trial: the sources' best
+        if fixed is not None:
+            sampler = _partially_fixed(fixed, sampler)
         study.sampler, study.pruner = sampler, pruner
         # A lost answer to a committed ask would leave one orphan Optuna trial behind; that
         # rare case is better than a worker that dies with its claimed slot. (In memory, for a
@@ -235,3 +239,21 @@ class TrialRunner:
         if row is None:
             raise ValueError(f"uploaded dataset {spec.dataset.id} no longer exists")
         return spec.dataset.resolved(row.path, row.format, row.target, row.task)
+
+
+def _best_params(study: optuna.Study) -> dict[str, object] | None:
+    """The parameters of the study's best complete trial (None while it has none)."""
+    try:
+        return dict(study.best_trial.params)
+    except ValueError:
+        return None
+
+
+def _partially_fixed(
+    params: dict[str, object], sampler: optuna.samplers.BaseSampler
+) -> optuna.samplers.BaseSampler:
+    """`sampler` with `params` fixed. (Optuna marks PartialFixedSampler experimental, since
+    2.4; its warning would fill a worker's log once per retry.)"""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.PartialFixedSampler(params, sampler)

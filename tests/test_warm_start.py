@@ -1,0 +1,230 @@
+"""Warm start: earlier studies' trials seed a new study's sampler (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.config import Settings
+from service.db.models import Study, StudyStatus, Trial
+from service.studies.warm_start import replayed
+from tests.api_fixtures import TestClient, seed_study, seed_trial, valid_spec
+from tests.test_worker import add_study, run_worker_until_idle, sessions, spec
+from trainer.space import SearchSpace
+
+pytest_plugins = ["tests.api_fixtures"]
+__all__ = ["sessions"]
+
+STUDIES = "/api/v1/studies"
+
+
+def optuna_trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage).trials
+    finally:
+        storage.engine.dispose()
+
+
+def source_study(db: sessionmaker[Session], values: list[float], **spec: Any) -> int:
+    study = seed_study(
+        db,
+        status="completed",
+        spec=valid_spec(**spec),
+        n_trials=len(values),
+        objective_metric="val_data_loss",
+    )
+    for number, value in enumerate(values):
+        rate = 0.001 * (number + 1)
+        seed_trial(
+            db, study, number, value=value, params={"optimizer": "adam", "learning_rate": rate}
+        )
+    return study
+
+
+# --- replaying a trial through a search space ---------------------------------------------
+
+SPACE = SearchSpace.model_validate(
+    {
+        "optimizer": {"type": "categorical", "choices": ["sgd", "momentum"]},
+        "momentum": {
+            "type": "float",
+            "low": 0.5,
+            "high": 0.99,
+            "when": {"optimizer": ["momentum"]},
+        },
+        "learning_rate": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
+    }
+)
+
+
+def test_a_trial_that_fits_the_space_becomes_a_complete_optuna_trial() -> None:
+    trial = replayed(
+        SPACE, {"optimizer": "momentum", "momentum": 0.9, "learning_rate": 0.01}, 0.3, 7, 2
+    )
+    assert trial is not None
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert trial.value == 0.3
+    assert trial.params == {"optimizer": "momentum", "momentum": 0.9, "learning_rate": 0.01}
+    assert trial.distributions["learning_rate"] == optuna.distributions.FloatDistribution(
+        1e-4, 0.1, log=True
+    )
+    assert trial.user_attrs == {"hpsearch_warm_start": {"study_id": 7, "trial": 2}}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"optimizer": "sgd", "learning_rate": 0.5},  # out of range
+        {"optimizer": "adam", "learning_rate": 0.01},  # not a choice
+        {"optimizer": "momentum", "learning_rate": 0.01},  # momentum missing
+        {"optimizer": "sgd", "momentum": 0.9, "learning_rate": 0.01},  # inactive branch
+    ],
+)
+def test_a_trial_outside_the_space_is_left_out(params: dict[str, Any]) -> None:
+    assert replayed(SPACE, params, 0.3, 7, 2) is None
+
+
+def test_a_non_finite_value_is_left_out() -> None:
+    assert replayed(SPACE, {"optimizer": "sgd", "learning_rate": 0.01}, float("inf"), 7, 2) is None
+
+
+# --- submitting ---------------------------------------------------------------------------
+
+
+def test_the_sources_trials_seed_the_new_optuna_study_before_it_is_queued(
+    client: TestClient, db: sessionmaker[Session], api_settings: Settings
+) -> None:
+    first = source_study(db, [0.5, 0.2])
+    second = source_study(db, [0.4, 0.9, 0.1])
+    response = client.post(STUDIES, json=valid_spec(warm_start={"studies": [first, second]}))
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["warnings"] == []
+    trials = optuna_trials(api_settings.effective_database_url, body["optuna_study_name"])
+    assert sorted(t.value for t in trials if t.value is not None) == [0.1, 0.2, 0.4, 0.5, 0.9]
+    sources = {t.user_attrs["hpsearch_warm_start"]["study_id"] for t in trials}
+    assert sources == {first, second}
+    with db() as session:  # our table holds only the new study's own trials (none yet)
+        assert session.scalars(select(Trial).where(Trial.study_id == body["id"])).all() == []
+
+
+def test_source_trials_outside_the_new_ranges_are_left_out_with_a_note(
+    client: TestClient, db: sessionmaker[Session], api_settings: Settings
+) -> None:
+    source = source_study(db, [0.5, 0.2, 0.3])  # learning rates 0.001, 0.002, 0.003
+    narrow = {
+        "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]},
+        "learning_rate": {"type": "float", "low": 0.0015, "high": 0.1, "log": True},
+    }
+    response = client.post(
+        STUDIES, json=valid_spec(search_space=narrow, warm_start={"studies": [source]})
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["warnings"] == [
+        f"warm start: 1 of study {source}'s 3 complete trials fall outside this search space "
+        "and do not seed it"
+    ]
+    assert len(optuna_trials(api_settings.effective_database_url, body["optuna_study_name"])) == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"dataset": {"name": "synthetic"}}, "trained on other data"),
+        ({"model": {"type": "mlp", "hidden_units": [7]}}, "trained another model"),
+        ({"fixed": {"batch_size": 128}}, "fixed other values"),
+        ({"objective": {"metric": "val_accuracy"}}, "optimized minimize val_data_loss"),
+        (
+            {"search_space": {"learning_rate": {"type": "float", "low": 1e-4, "high": 0.1}}},
+            "searches 'optimizer', which this study does not",
+        ),
+    ],
+    ids=["dataset", "model", "fixed", "objective", "space"],
+)
+def test_an_incompatible_source_is_a_422_naming_what_differs_and_stores_nothing(
+    client: TestClient, db: sessionmaker[Session], change: dict[str, Any], reason: str
+) -> None:
+    source = source_study(db, [0.5])
+    response = client.post(STUDIES, json=valid_spec(warm_start={"studies": [source]}, **change))
+    assert response.status_code == 422, response.text
+    [detail] = response.json()["detail"]
+    assert detail["loc"] == ["body", "warm_start", "studies", 0]
+    assert reason in detail["msg"]
+    with db() as session:
+        assert session.scalars(select(Study.id)).all() == [source]
+
+
+def test_unknown_repeated_and_empty_sources_and_a_grid_study_are_refused(
+    client: TestClient, db: sessionmaker[Session]
+) -> None:
+    source = source_study(db, [0.5])
+    empty = seed_study(db, status="completed", spec=valid_spec(), objective_metric="val_data_loss")
+    cases = [
+        ([999_999], ["warm_start", "studies", 0], "no study has id 999999"),
+        ([source, source], ["warm_start", "studies", 1], "listed twice"),
+        ([empty], ["warm_start", "studies", 0], "has no complete trial within"),
+    ]
+    for studies, loc, message in cases:
+        response = client.post(STUDIES, json=valid_spec(warm_start={"studies": studies}))
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"] == ["body", *loc]
+        assert message in response.json()["detail"][0]["msg"]
+    grid = valid_spec(
+        search_space={"optimizer": {"type": "categorical", "choices": ["sgd", "adam"]}},
+        sampler={"name": "grid"},
+        warm_start={"studies": [source]},
+    )
+    response = client.post(STUDIES, json=grid)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "warm_start"]
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("parallel", [1, 2], ids=["one-at-a-time", "parallel"])
+def test_a_warm_started_study_runs_the_sources_best_first_and_keeps_its_own_count(
+    migrated_database_url: str,
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    api_settings: Settings,
+    parallel: int,
+) -> None:
+    from service.studies import submit_study
+
+    source_spec = spec(budget={"n_trials": 4, "max_epochs": 2})
+    source_id = add_study(sessions, source_spec)
+    run_worker_until_idle(migrated_database_url, tmp_path)
+    with sessions() as session:
+        source = session.get_one(Study, source_id)
+        best = session.get_one(Trial, source.best_trial_id)
+        best_params = dict(best.params)
+
+    warm_spec = spec(
+        budget={"n_trials": 2, "max_epochs": 2, "max_parallel_trials": parallel},
+        sampler={"name": "tpe", "seed": 5},
+        warm_start={"studies": [source_id]},
+    )
+    with sessions() as session:
+        submitted = submit_study(session, api_settings, warm_spec)
+    run_worker_until_idle(migrated_database_url, tmp_path)
+
+    with sessions() as session:
+        study = session.get_one(Study, submitted.id)
+        trials = session.scalars(
+            select(Trial).where(Trial.study_id == submitted.id).order_by(Trial.number)
+        ).all()
+    assert study.status == StudyStatus.COMPLETED
+    assert [t.number for t in trials] == [0, 1]
+    assert trials[0].params == best_params  # the sources' best configuration ran first
+    frozen = optuna_trials(migrated_database_url, study.optuna_study_name)
+    assert len(frozen) == 4 + 2  # the seeds, then the study's own trials
+    own = [t for t in frozen if "hpsearch_warm_start" not in t.user_attrs]
+    assert sorted(t.number for t in own) == sorted(t.optuna_trial_id or -1 for t in trials)
