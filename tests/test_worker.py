@@ -319,6 +319,24 @@ def test_epochs_are_written_at_most_once_per_flush_interval_from_the_trial_start
         assert session.get_one(Trial, claim.trial_id).state == TrialState.FAILED
 
 
+def test_studies_of_neighbouring_seeds_do_not_replay_each_other() -> None:
+    from service.worker.optuna_bridge import trial_seed
+
+    seeds = {(seed, n): trial_seed(seed, n) for seed in range(5) for n in range(50)}
+    assert len(set(seeds.values())) == len(seeds)  # seed s, trial n+1 is not seed s+1, trial n
+    assert trial_seed(3, 7) == trial_seed(3, 7)  # a study still replays the same way
+    first = make_sampler(spec(sampler={"name": "random", "seed": 0}), 1)
+    second = make_sampler(spec(sampler={"name": "random", "seed": 1}), 0)
+    drawn = [
+        sampler.sample_independent(
+            optuna.create_study(), optuna.trial.create_trial(value=0.0), "x",
+            optuna.distributions.FloatDistribution(0.0, 1.0),
+        )
+        for sampler in (first, second)
+    ]  # fmt: skip
+    assert drawn[0] != drawn[1]
+
+
 def test_tpe_lies_about_running_trials_only_when_trials_run_in_parallel() -> None:
     # Optuna keeps the setting private; its cost (a database read per suggest) is why it matters.
     tpe = {"name": "tpe", "seed": 0}

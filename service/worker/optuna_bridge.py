@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy
 import optuna
 
 from service.studies.spec import StudySpec
@@ -10,7 +11,7 @@ from service.worker.db_retry import with_db_retry
 
 def make_sampler(spec: StudySpec, trial_number: int) -> optuna.samplers.BaseSampler:
     """The spec's sampler, seeded per trial so a study replays the same way from its history."""
-    seed = None if spec.sampler.seed is None else spec.sampler.seed + trial_number
+    seed = None if spec.sampler.seed is None else trial_seed(spec.sampler.seed, trial_number)
     name = spec.sampler.name
     if name == "tpe":
         # Optuna 5's constant liar counts running trials as bad so parallel workers spread
@@ -28,6 +29,13 @@ def make_sampler(spec: StudySpec, trial_number: int) -> optuna.samplers.BaseSamp
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     return optuna.samplers.GridSampler(spec.grid_values(), seed=seed)
+
+
+def trial_seed(seed: int, trial_number: int) -> int:
+    """The sampler's seed for one trial: a stream of its own for each (seed, trial). Not
+    seed + trial, under which studies of neighbouring seeds (0, 1, 2: what users compare)
+    replayed each other's trials one position apart."""
+    return int(numpy.random.SeedSequence([seed, trial_number]).generate_state(1)[0])
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:

@@ -1,0 +1,207 @@
+"""Search quality: the service's default search against random search, through the service.
+
+Each arm runs `--seeds` studies of one workload through the real path (submit_study, then a
+worker claiming, training and recording every trial in a SQLite database), one trial at a
+time. Random search is the random sampler with no pruner; the default arm is whatever a spec
+that names no sampler or pruner gets. The key figure, for every cross-seed pair (default seed
+i against random seed j, i != j; the arms' seeds are drawn from disjoint ranges, so no pair
+shares start-up trials):
+
+    epochs the default arm trained (pruned trials included) until its first trial whose
+    objective is at or below random search's final best  /  random search's total epochs
+
+reported as the median and min-max over pairs, with the number of pairs that never got
+there within the budget, and each arm's best trial's test accuracy (median over seeds).
+
+    .venv/bin/python bench/search_quality.py [--seeds 10] [--trials 40] [--workload digits-mlp]
+    .venv/bin/python bench/search_quality.py --workload synthetic --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
+from service.config import Settings
+from service.db.migrate import upgrade
+from service.db.models import Study, Trial
+from service.studies import submit_study
+from service.studies.spec import StudySpec
+from service.worker.loop import WorkerOptions, WorkerProcess
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits-techniques.json"
+
+WORKLOADS: dict[str, dict[str, Any]] = {
+    # the digits MLP space of the example study
+    "digits-mlp": {},
+    # the same space on synthetic data of another shape (wider, more classes, more rows)
+    "synthetic": {
+        "dataset": {
+            "name": "synthetic",
+            "config": {"n_samples": 2000, "n_features": 24, "n_classes": 5},
+            "validation_split": 0.2,
+            "test_split": 0.2,
+            "seed": 0,
+        },
+        "model": {"type": "mlp", "hidden_units": [64, 64], "activation": "relu"},
+    },
+}
+
+ARMS: dict[str, dict[str, Any]] = {
+    "random": {"sampler": {"name": "random"}, "pruner": {"name": "none"}},
+    "default": {},  # the service's defaults: whatever a spec without sampler/pruner gets
+}
+SEED_BASE = {"random": 5000, "default": 1000}
+
+
+@dataclass
+class Run:
+    arm: str
+    seed: int
+    values: list[float | None]  # per trial in claim order (None: pruned or failed)
+    epochs: list[int]
+    best_value: float | None
+    best_test_accuracy: float | None
+    wall_s: float
+
+
+def study_spec(workload: str, arm: str, seed: int, trials: int, max_epochs: int) -> StudySpec:
+    spec = json.loads(EXAMPLE.read_text())
+    for key in ("sampler", "pruner"):
+        spec.pop(key, None)
+    spec.update(WORKLOADS[workload])
+    spec.update(ARMS[arm])
+    sampler = dict(spec.get("sampler", {}))
+    sampler["seed"] = seed
+    spec["sampler"] = sampler
+    spec["name"] = f"{workload}-{arm}-{seed}"
+    # trial n trains with seed + n: studies' training seeds spaced apart so none share one
+    spec["seed"] = 1000 * seed
+    spec["budget"] = {
+        "n_trials": trials,
+        "max_epochs": max_epochs,
+        "max_parallel_trials": 1,
+        "timeout_s": 24 * 3600,
+    }
+    return StudySpec.model_validate(spec)
+
+
+def run_arm(url: str, settings: Settings, spec: StudySpec, arm: str, seed: int) -> Run:
+    engine = create_engine(url)
+    with Session(engine) as session:
+        study_id = submit_study(session, settings, spec).id
+    started = time.perf_counter()
+    options = WorkerOptions(device="cpu", num_threads=1, exit_when_idle=True)
+    WorkerProcess(settings, options).run()
+    wall = time.perf_counter() - started
+    with Session(engine) as session:
+        study = session.get_one(Study, study_id)
+        trials = session.scalars(
+            select(Trial).where(Trial.study_id == study_id).order_by(Trial.number)
+        ).all()
+        best = next((t for t in trials if t.id == study.best_trial_id), None)
+        run = Run(
+            arm=arm,
+            seed=seed,
+            values=[t.value if t.state == "complete" else None for t in trials],
+            epochs=[t.epochs_run or 0 for t in trials],
+            best_value=study.best_value,
+            best_test_accuracy=None if best is None else (best.metrics or {}).get("test_accuracy"),
+            wall_s=wall,
+        )
+    engine.dispose()
+    return run
+
+
+def epochs_to_reach(run: Run, target: float) -> int | None:
+    """Epochs `run` trained until its first trial at or below `target` (None: never)."""
+    spent = 0
+    for value, epochs in zip(run.values, run.epochs, strict=True):
+        spent += epochs
+        if value is not None and value <= target:
+            return spent
+    return None
+
+
+def summary(runs: list[Run]) -> dict[str, Any]:
+    random_runs = [r for r in runs if r.arm == "random"]
+    default_runs = [r for r in runs if r.arm == "default"]
+    ratios: list[float] = []
+    never = 0
+    for mine in default_runs:
+        for theirs in random_runs:
+            if mine.seed - SEED_BASE["default"] == theirs.seed - SEED_BASE["random"]:
+                continue  # same-seed pairs left out (see the module's docstring)
+            assert theirs.best_value is not None
+            reached = epochs_to_reach(mine, theirs.best_value)
+            if reached is None:
+                never += 1
+            else:
+                ratios.append(reached / sum(theirs.epochs))
+    out: dict[str, Any] = {"pairs": len(ratios) + never, "never": never}
+    if ratios:
+        out |= {
+            "ratio_median": statistics.median(ratios),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+        }
+    for arm, arm_runs in (("random", random_runs), ("default", default_runs)):
+        accuracies = [r.best_test_accuracy for r in arm_runs if r.best_test_accuracy is not None]
+        out[f"{arm}_test_accuracy_median"] = statistics.median(accuracies) if accuracies else None
+        out[f"{arm}_test_accuracy_range"] = (
+            [min(accuracies), max(accuracies)] if accuracies else None
+        )
+        out[f"{arm}_epochs_median"] = statistics.median(sum(r.epochs) for r in arm_runs)
+        out[f"{arm}_best_value_median"] = statistics.median(
+            r.best_value for r in arm_runs if r.best_value is not None
+        )
+        out[f"{arm}_wall_s_median"] = statistics.median(r.wall_s for r in arm_runs)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="digits-mlp")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--max-epochs", type=int, default=15)
+    parser.add_argument("--json", type=Path, default=None, help="write every run and the summary")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/search-quality.db"
+        upgrade(url)
+        settings = Settings(database_url=url, data_dir=Path(tmp) / "data")
+        for index in range(args.seeds):
+            for arm in ("random", "default"):  # alternated: both arms see the same noise
+                seed = SEED_BASE[arm] + index
+                spec = study_spec(args.workload, arm, seed, args.trials, args.max_epochs)
+                run = run_arm(url, settings, spec, arm, seed)
+                runs.append(run)
+                print(
+                    f"{args.workload} {arm:7} seed {seed}: best {run.best_value:.4f} "
+                    f"test acc {run.best_test_accuracy} epochs {sum(run.epochs)} "
+                    f"({run.wall_s:.0f} s)",
+                    flush=True,
+                )
+    result = summary(runs)
+    print(json.dumps(result, indent=2))
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps({"summary": result, "runs": [asdict(r) for r in runs]}, indent=2)
+        )
+
+
+if __name__ == "__main__":
+    main()
