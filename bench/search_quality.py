@@ -24,6 +24,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from service.db.models import Study, Trial
 from service.studies import submit_study
 from service.studies.spec import StudySpec
 from service.worker.loop import WorkerOptions, WorkerProcess
+from service.worker.optuna_bridge import trial_seed
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits-techniques.json"
 
@@ -75,12 +77,50 @@ class Run:
     wall_s: float
 
 
-def study_spec(workload: str, arm: str, seed: int, trials: int, max_epochs: int) -> StudySpec:
+def _tpe(**options: Any) -> Callable[[], None]:
+    """A lever: the default arm's TPE built with `options` (patched into the worker)."""
+
+    def apply() -> None:
+        import optuna
+
+        from service.worker import optuna_bridge, runner
+
+        original = optuna_bridge.make_sampler
+
+        def make_sampler(spec: StudySpec, trial_number: int) -> optuna.samplers.BaseSampler:
+            if spec.sampler.name != "tpe":
+                return original(spec, trial_number)
+            seed = (
+                None if spec.sampler.seed is None else trial_seed(spec.sampler.seed, trial_number)
+            )
+            return optuna.samplers.TPESampler(seed=seed, **options)
+
+        runner.make_sampler = make_sampler  # type: ignore[attr-defined]
+
+    return apply
+
+
+LEVERS: dict[str, tuple[Callable[[], None] | None, dict[str, Any]]] = {
+    # name: (a patch of the worker, a change to the default arm's spec)
+    "none": (None, {}),
+    "multivariate": (_tpe(multivariate=True, group=True), {}),
+    "startup5": (_tpe(n_startup_trials=5), {}),
+    "multivariate-startup5": (_tpe(multivariate=True, group=True, n_startup_trials=5), {}),
+    "hyperband": (None, {"pruner": {"name": "hyperband"}}),
+    "no-pruner": (None, {"pruner": {"name": "none"}}),
+}
+
+
+def study_spec(
+    workload: str, arm: str, seed: int, trials: int, max_epochs: int, lever: str = "none"
+) -> StudySpec:
     spec = json.loads(EXAMPLE.read_text())
     for key in ("sampler", "pruner"):
         spec.pop(key, None)
     spec.update(WORKLOADS[workload])
     spec.update(ARMS[arm])
+    if arm == "default":
+        spec.update(LEVERS[lever][1])
     sampler = dict(spec.get("sampler", {}))
     sampler["seed"] = seed
     spec["sampler"] = sampler
@@ -175,9 +215,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--max-epochs", type=int, default=15)
+    parser.add_argument(
+        "--lever", choices=sorted(LEVERS), default="none", help="change the default arm"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write every run and the summary")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    patch = LEVERS[args.lever][0]
+    if patch is not None:
+        patch()
     runs: list[Run] = []
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/search-quality.db"
@@ -186,7 +232,9 @@ def main() -> None:
         for index in range(args.seeds):
             for arm in ("random", "default"):  # alternated: both arms see the same noise
                 seed = SEED_BASE[arm] + index
-                spec = study_spec(args.workload, arm, seed, args.trials, args.max_epochs)
+                spec = study_spec(
+                    args.workload, arm, seed, args.trials, args.max_epochs, args.lever
+                )
                 run = run_arm(url, settings, spec, arm, seed)
                 runs.append(run)
                 print(
@@ -195,7 +243,7 @@ def main() -> None:
                     f"({run.wall_s:.0f} s)",
                     flush=True,
                 )
-    result = summary(runs)
+    result = {"workload": args.workload, "lever": args.lever, **summary(runs)}
     print(json.dumps(result, indent=2))
     if args.json is not None:
         args.json.write_text(

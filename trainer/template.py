@@ -430,6 +430,34 @@ class TrialTemplate(BaseModel):
         except ValidationError as error:
             raise _spec_error_of(error) from None
 
+    def default_params(self) -> dict[str, Any]:
+        """The searched parameters at the values a Keras user would start from (Adam at
+        1e-3, He initialization for ReLU-family activations and Glorot otherwise, no
+        regularizer, no dropout, batch 32, ...), where the space holds them; the others are
+        left to the sampler. A study's first trial runs these, so the search begins from the
+        usual baseline instead of a random corner."""
+        values: dict[str, Any] = {}
+        space = self.search_space
+        for name in space.ordered_names():
+            if not space.is_active(name, values):
+                continue
+            default = self._keras_default(name, values)
+            if default is not None and _fits(space[name], default):
+                values[name] = default
+        return values
+
+    def _keras_default(self, name: str, values: Mapping[str, Any]) -> Any:
+        def current(key: str, fallback: Any) -> Any:
+            return values.get(key, self.fixed.get(key, self.model.config.get(key, fallback)))
+
+        if name == "initializer":
+            return (
+                "he_normal" if current("activation", "relu") in _RELU_FAMILY else "glorot_uniform"
+            )
+        if name == "learning_rate":
+            return 0.01 if current("optimizer", "adam") in _SGD_FAMILY else 1e-3
+        return KERAS_DEFAULTS.get(name)
+
     def config_for(self, params: Mapping[str, Any]) -> TrialConfig:
         """The `TrialConfig` for one trial's sampled `params` (plus the fixed values)."""
         values = {**self.fixed, **params}
@@ -538,6 +566,51 @@ def _regularizer(name: Any, strength: Any, mode: Any = None) -> dict[str, Any] |
     if mode is not None and canonical == "orthogonal":
         config["mode"] = mode
     return {"class_name": name, "config": config}
+
+
+_RELU_FAMILY = ("relu", "elu", "selu", "leaky_relu", "gelu", "silu")
+_SGD_FAMILY = ("sgd", "momentum", "nesterov")
+KERAS_DEFAULTS: dict[str, Any] = {
+    "optimizer": "adam",
+    "regularizer": "none",
+    "bias_regularizer": "none",
+    "activity_regularizer": "none",
+    "dropout": 0.0,
+    "batch_size": 32,
+    "momentum": 0.9,
+    "nesterov": False,
+    "rho": 0.9,
+    "centered": False,
+    "beta_1": 0.9,
+    "beta_2": 0.999,
+    "epsilon": 1e-7,
+    "amsgrad": False,
+    "weight_decay": 0.004,
+    "batch_norm": False,
+    "batch_norm_momentum": 0.99,
+    "batch_norm_epsilon": 1e-3,
+    "gaussian_noise": 0.0,
+    "random_flip": "none",
+    "random_translation": 0.0,
+    "random_rotation": 0.0,
+    "random_zoom": 0.0,
+}
+"""The values a Keras user starts from; `initializer` and `learning_rate` depend on the
+activation and the optimizer (`TrialTemplate.default_params`)."""
+
+
+def _fits(param: Any, value: Any) -> bool:
+    """Whether `value` is one the search-space parameter can take."""
+    if isinstance(param, CategoricalParam):
+        return any(choice == value and type(choice) is type(value) for choice in param.choices)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if not param.low <= value <= param.high:
+        return False
+    if param.step is None:
+        return True
+    steps = (value - param.low) / param.step
+    return math.isclose(steps, round(steps), abs_tol=1e-9)
 
 
 class _FirstValues:

@@ -108,6 +108,18 @@ class SamplerSpec(BaseModel):
 
     name: Literal["tpe", "random", "grid", "cmaes", "qmc", "gp"] = "tpe"
     seed: Seed | None = None
+    first_trial: Literal["keras_defaults", "sampled"] | None = Field(
+        default=None,
+        description="keras_defaults: the first trial runs the searched parameters at Keras's "
+        "defaults where the space holds them (Adam at 1e-3, He for ReLU, no regularizer, ...); "
+        "default: keras_defaults for tpe, gp and cmaes, sampled for random, qmc and grid",
+    )
+
+    @property
+    def starts_from_defaults(self) -> bool:
+        if self.first_trial is not None:
+            return self.first_trial == "keras_defaults"
+        return self.name in ("tpe", "gp", "cmaes")
 
 
 class PrunerSpec(BaseModel):

@@ -104,8 +104,11 @@ class TrialRunner:
         mirror = self._mirror(claim, spec)
         study = self._study(claim, spec) if mirror is None else mirror.study
         fixed = claim.params  # a retry runs its original's parameters again
-        if fixed is None and claim.number == 0 and spec.warm_start is not None:
-            fixed = _best_params(study)  # a warm start's first trial: the sources' best
+        if fixed is None and claim.number == 0:
+            if spec.warm_start is not None:
+                fixed = _best_params(study)  # a warm start's first trial: the sources' best
+            elif spec.sampler.starts_from_defaults:
+                fixed = template.default_params() or None
         if fixed is not None:
             sampler = _partially_fixed(fixed, sampler)
         study.sampler, study.pruner = sampler, pruner
