@@ -218,6 +218,12 @@ def main() -> None:
     parser.add_argument(
         "--lever", choices=sorted(LEVERS), default="none", help="change the default arm"
     )
+    parser.add_argument(
+        "--random-from",
+        type=Path,
+        default=None,
+        help="reuse the random arm of an earlier --json (same workload, seeds and budget)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write every run and the summary")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -225,6 +231,12 @@ def main() -> None:
     if patch is not None:
         patch()
     runs: list[Run] = []
+    reused: dict[int, Run] = {}
+    if args.random_from is not None:
+        earlier = json.loads(args.random_from.read_text())
+        if earlier["summary"].get("workload", args.workload) != args.workload:
+            parser.error(f"{args.random_from} holds another workload")
+        reused = {r["seed"]: Run(**r) for r in earlier["runs"] if r["arm"] == "random"}
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/search-quality.db"
         upgrade(url)
@@ -232,6 +244,9 @@ def main() -> None:
         for index in range(args.seeds):
             for arm in ("random", "default"):  # alternated: both arms see the same noise
                 seed = SEED_BASE[arm] + index
+                if arm == "random" and seed in reused:
+                    runs.append(reused[seed])  # the random arm does not change with a lever
+                    continue
                 spec = study_spec(
                     args.workload, arm, seed, args.trials, args.max_epochs, args.lever
                 )
