@@ -108,6 +108,9 @@ LEVERS: dict[str, tuple[Callable[[], None] | None, dict[str, Any]]] = {
     "multivariate-startup5": (_tpe(multivariate=True, group=True, n_startup_trials=5), {}),
     "hyperband": (None, {"pruner": {"name": "hyperband"}}),
     "no-pruner": (None, {"pruner": {"name": "none"}}),
+    "gp": (None, {"sampler": {"name": "gp"}}),
+    "gp-no-pruner": (None, {"sampler": {"name": "gp"}, "pruner": {"name": "none"}}),
+    "sampled-first": (None, {"sampler": {"first_trial": "sampled"}}),
 }
 
 
