@@ -267,22 +267,8 @@ def _fit(
     pl.seed_everything(config.seed, workers=False, verbose=False)
     module = TrialModule(config.to_dict(), data.input_shape, data.n_outputs, data.task)
     module.attach_data(data)
-    reporting = ReporterCallback(
-        config.objective, hooks.reporter, hooks.stop_requested, hooks.epoch_rows()
-    )
-    callbacks: list[Callback] = [reporting]
-    if hooks.stop_requested is not None:
-        callbacks.append(KeepCallerSignalHandlers())
-    early_stopping = None
-    if config.early_stopping is not None:
-        early_stopping = KerasEarlyStopping(config.early_stopping)
-        callbacks.append(early_stopping)
-    best_saver = resume_saver = None
-    if checkpoint_dir is not None:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        best_saver = KerasModelCheckpoint(config.checkpoint, checkpoint_dir)
-        resume_saver = ResumeCheckpoint(checkpoint_dir, config.checkpoint.resume_every_s)
-        callbacks += [best_saver, resume_saver]
+    watchers = _Callbacks.for_trial(config, hooks, checkpoint_dir)
+    callbacks = watchers.all()
     with _quiet_lightning():
         trainer = pl.Trainer(
             accelerator=accelerator,
@@ -303,35 +289,62 @@ def _fit(
             train_dataloaders=_EpochTicks(),
             ckpt_path=None if resume_from is None else str(resume_from),
         )
-    history = tuple(EpochRecord(**_record(row)) for row in module.history)
-    return _result(
-        config,
-        module,
-        data,
-        history,
-        reporting,
-        early_stopping,
-        best_saver,
-        resume_saver,
-        resumed_from,
-        accelerator,
-        started,
-    )
+    return _result(config, module, data, watchers, resumed_from, started)
+
+
+@dataclass(frozen=True)
+class _Callbacks:
+    """The Lightning callbacks of one fit, by role (the result reads what they saw)."""
+
+    reporting: ReporterCallback
+    signals: KeepCallerSignalHandlers | None
+    early_stopping: KerasEarlyStopping | None
+    best_saver: KerasModelCheckpoint | None
+    resume_saver: ResumeCheckpoint | None
+
+    @classmethod
+    def for_trial(
+        cls, config: TrialConfig, hooks: _Hooks, checkpoint_dir: Path | None
+    ) -> _Callbacks:
+        best_saver = resume_saver = None
+        if checkpoint_dir is not None:
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            best_saver = KerasModelCheckpoint(config.checkpoint, checkpoint_dir)
+            resume_saver = ResumeCheckpoint(checkpoint_dir, config.checkpoint.resume_every_s)
+        stopping = config.early_stopping
+        return cls(
+            reporting=ReporterCallback(
+                config.objective, hooks.reporter, hooks.stop_requested, hooks.epoch_rows()
+            ),
+            signals=None if hooks.stop_requested is None else KeepCallerSignalHandlers(),
+            early_stopping=None if stopping is None else KerasEarlyStopping(stopping),
+            best_saver=best_saver,
+            resume_saver=resume_saver,
+        )
+
+    def all(self) -> list[Callback]:
+        """In the order Lightning must run them (reporting first, the savers last)."""
+        ordered = (
+            self.reporting,
+            self.signals,
+            self.early_stopping,
+            self.best_saver,
+            self.resume_saver,
+        )
+        return [callback for callback in ordered if callback is not None]
 
 
 def _result(
     config: TrialConfig,
     module: TrialModule,
     data: AnySplits,
-    history: tuple[EpochRecord, ...],
-    reporting: ReporterCallback,
-    early_stopping: KerasEarlyStopping | None,
-    best_saver: KerasModelCheckpoint | None,
-    resume_saver: ResumeCheckpoint | None,
+    callbacks: _Callbacks,
     resumed_from: int | None,
-    accelerator: str,
     started: float,
 ) -> TrialResult:
+    history = tuple(EpochRecord(**_record(row)) for row in module.history)
+    reporting, early_stopping = callbacks.reporting, callbacks.early_stopping
+    best_saver, resume_saver = callbacks.best_saver, callbacks.resume_saver
     status: Status = "completed"
     message = ""
     train = val = test = None
