@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from trainer.checkpoint_io import BufferedCheckpointIO
 from trainer.config import CheckpointConfig, EarlyStoppingConfig
-from trainer.lit_module import TrialModule
+from trainer.lit_module import progress_of
 from trainer.metrics import Mode, resolve_mode
 
 logger = logging.getLogger(__name__)
@@ -50,10 +50,6 @@ class _Monitor:
 
     def is_improvement(self, value: float, reference: float | None) -> bool:
         return reference is None or bool(self._better(value - self.min_delta, reference))
-
-
-def _epoch_index(module: TrialModule) -> int:
-    return int(module.history[-1]["epoch"]) - 1
 
 
 class KerasEarlyStopping(Callback):
@@ -98,11 +94,11 @@ class KerasEarlyStopping(Callback):
         return False
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        assert isinstance(pl_module, TrialModule)
-        if pl_module.diverged_at is not None:
+        progress = progress_of(pl_module)
+        if progress.diverged_at is not None:
             return
         weights = _copy_weights(pl_module)
-        if self.update(_epoch_index(pl_module), pl_module.epoch_logs, weights):
+        if self.update(progress.epoch_index, progress.latest, weights):
             trainer.should_stop = True
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -156,8 +152,7 @@ class KerasModelCheckpoint(Checkpoint):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
         if isinstance(self.config.save_freq, int):
-            assert isinstance(pl_module, TrialModule)
-            pl_module.step_listeners.append(self._on_step)
+            progress_of(pl_module).step_listeners.append(self._on_step)
 
     def _on_step(self, step: int, logs: dict[str, float]) -> None:
         assert isinstance(self.config.save_freq, int)
@@ -166,11 +161,11 @@ class KerasModelCheckpoint(Checkpoint):
             self._save(self._trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        assert isinstance(pl_module, TrialModule)
+        progress = progress_of(pl_module)
         if (
             self.config.save_freq == "epoch"
-            and pl_module.diverged_at is None
-            and self.should_save(pl_module.epoch_logs)
+            and progress.diverged_at is None
+            and self.should_save(progress.latest)
         ):
             self._save(trainer)
 
@@ -202,10 +197,10 @@ class ResumeCheckpoint(Checkpoint):
         self.saved = False
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        assert isinstance(pl_module, TrialModule)
-        if pl_module.diverged_at is not None:
+        progress = progress_of(pl_module)
+        if progress.diverged_at is not None:
             return
-        final = trainer.should_stop or _epoch_index(pl_module) + 1 >= (trainer.max_epochs or 0)
+        final = trainer.should_stop or progress.epoch_index + 1 >= (trainer.max_epochs or 0)
         if final or time.monotonic() - self._last_write >= self.every_s:
             trainer.save_checkpoint(self.path)
             checkpoint_io = trainer.strategy.checkpoint_io
@@ -235,13 +230,13 @@ class ReporterCallback(Callback):
         self.interrupted = False
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        assert isinstance(pl_module, TrialModule)
+        progress = progress_of(pl_module)
         if self.on_epoch is not None:
-            self.on_epoch(pl_module.history[-1])
-        if pl_module.diverged_at is not None:
+            self.on_epoch(progress.latest)
+        if progress.diverged_at is not None:
             return
         if self.reporter is not None:
-            self.reporter.report(_epoch_index(pl_module) + 1, pl_module.epoch_logs[self.objective])
+            self.reporter.report(progress.epoch_index + 1, progress.latest[self.objective])
             if self.reporter.should_prune():
                 self.pruned = True
                 trainer.should_stop = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning.pytorch as pl
@@ -37,6 +38,33 @@ EVAL_CHUNK = 8192
 """Rows evaluated per forward pass outside training (bounds memory on large splits)."""
 
 StepListener = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class TrialProgress:
+    """What the training loop publishes for the callbacks and `run_trial`: one object, read
+    through `progress_of`, instead of loose fields on the LightningModule."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    """One row per epoch: `epoch` (from 1) and the epoch's metrics."""
+    diverged_at: int | None = None
+    """The epoch whose loss became non-finite (training stops there)."""
+    optimizer_steps: int = 0
+    step_listeners: list[StepListener] = field(default_factory=list)
+    """Called after every optimizer step with the step count and the running loss."""
+    final_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    """By split, evaluated on the training device once training ended (best weights)."""
+    device: str = "cpu"
+
+    @property
+    def epoch_index(self) -> int:
+        """The last epoch's index, from 0."""
+        return int(self.history[-1]["epoch"]) - 1
+
+    @property
+    def latest(self) -> dict[str, float]:
+        """The last epoch's metrics."""
+        return self.history[-1]
 
 
 class TrialModule(pl.LightningModule):
@@ -75,13 +103,7 @@ class TrialModule(pl.LightningModule):
             self._watch_activations()
         self.data: AnySplits | None = None
         self.shuffle = torch.Generator().manual_seed(self.config.seed)
-        self.epoch_logs: dict[str, float] = {}
-        self.history: list[dict[str, float]] = []
-        self.step_listeners: list[StepListener] = []
-        self.diverged_at: int | None = None
-        self.fit_device = "cpu"
-        self.final_metrics: dict[str, dict[str, float]] = {}
-        self.optimizer_steps = 0
+        self.progress = TrialProgress()
         self.augmenter: Augmenter | None = None  # made on the training device at fit start
         self._augment_state: torch.Tensor | None = None  # from a resume checkpoint
 
@@ -100,7 +122,7 @@ class TrialModule(pl.LightningModule):
         if self.data is None:
             raise RuntimeError("attach_data() must be called before fitting")
         self.data = self.data.to(self.device)
-        self.fit_device = str(self.device)
+        self.progress.device = str(self.device)
         if self.config.augmentation.active:
             self.augmenter = Augmenter(self.config.augmentation, self.config.seed, self.device)
             if self._augment_state is not None:
@@ -112,10 +134,10 @@ class TrialModule(pl.LightningModule):
         Runs after the callbacks' on_train_end, so EarlyStopping has restored the best weights.
         """
         assert self.data is not None
-        if self.diverged_at is not None:
+        if self.progress.diverged_at is not None:
             return
         splits = {"train": self.data.train, "val": self.data.val, "test": self.data.test}
-        self.final_metrics = {
+        self.progress.final_metrics = {
             name: self.evaluate(split) for name, split in splits.items() if split is not None
         }
 
@@ -174,6 +196,7 @@ class TrialModule(pl.LightningModule):
         hits: list[torch.Tensor] = []  # classification: correct predictions; regression: |error|
         penalized = self.penalized
         augment = self.augmenter
+        progress = self.progress
         for x, y in self._shuffled_batches(train, batch_size):
             if augment is not None:
                 x = augment(x)
@@ -183,19 +206,19 @@ class TrialModule(pl.LightningModule):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
             optimizer.step()
-            self.optimizer_steps += 1
+            progress.optimizer_steps += 1
             losses.append(loss.detach())
             if penalized:
                 data_losses.append(data_loss.detach())
             hits.append(self._hits(logits.detach(), y))
-            if self.step_listeners:
+            if progress.step_listeners:
                 running = {LOSS: self._mean_loss(losses, n, batch_size)}
-                for listener in self.step_listeners:
-                    listener(self.optimizer_steps, running)
+                for listener in progress.step_listeners:
+                    listener(progress.optimizer_steps, running)
         val = self.evaluate(self.data.val)
         score = ACCURACY if self.task == "classification" else MAE
         mean_loss = self._mean_loss(losses, n, batch_size)
-        self.epoch_logs = {
+        logs = {
             LOSS: mean_loss,
             score: float(torch.cat(hits).sum()) / torch.cat(hits).numel(),
             VAL_LOSS: val[LOSS],
@@ -204,11 +227,10 @@ class TrialModule(pl.LightningModule):
             VAL_DATA_LOSS: val[DATA_LOSS],
             LEARNING_RATE: float(optimizer.param_groups[0]["lr"]),
         }
-        val_loss = val[LOSS]
         epoch = self.current_epoch + 1
-        self.history.append({"epoch": epoch, **self.epoch_logs})
-        if not (math.isfinite(self.epoch_logs[LOSS]) and math.isfinite(val_loss)):
-            self.diverged_at = epoch
+        progress.history.append({"epoch": epoch, **logs})
+        if not (math.isfinite(logs[LOSS]) and math.isfinite(val[LOSS])):
+            progress.diverged_at = epoch
             self.trainer.should_stop = True
 
     def _shuffled_batches(
@@ -299,9 +321,9 @@ class TrialModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["hpsearch"] = {
-            "history": list(self.history),
+            "history": list(self.progress.history),
             "shuffle_state": self.shuffle.get_state(),
-            "optimizer_steps": self.optimizer_steps,
+            "optimizer_steps": self.progress.optimizer_steps,
         }
         if self.augmenter is not None:
             checkpoint["hpsearch"]["augment_state"] = self.augmenter.state()
@@ -309,9 +331,16 @@ class TrialModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("hpsearch")
         if state is not None:
-            self.history = list(state["history"])
+            self.progress.history = list(state["history"])
             self.shuffle.set_state(state["shuffle_state"])
-            self.optimizer_steps = int(state["optimizer_steps"])
+            self.progress.optimizer_steps = int(state["optimizer_steps"])
             self._augment_state = state.get("augment_state")
             if self.augmenter is not None and self._augment_state is not None:
                 self.augmenter.set_state(self._augment_state)
+
+
+def progress_of(module: pl.LightningModule) -> TrialProgress:
+    """The progress a `TrialModule` publishes (the callbacks get Lightning's base type)."""
+    if not isinstance(module, TrialModule):
+        raise TypeError(f"hpsearch's callbacks need a TrialModule, got {type(module).__name__}")
+    return module.progress

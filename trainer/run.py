@@ -342,7 +342,8 @@ def _result(
     resumed_from: int | None,
     started: float,
 ) -> TrialResult:
-    history = tuple(EpochRecord(**_record(row)) for row in module.history)
+    progress = module.progress
+    history = tuple(EpochRecord(**_record(row)) for row in progress.history)
     reporting, early_stopping = callbacks.reporting, callbacks.early_stopping
     best_saver, resume_saver = callbacks.best_saver, callbacks.resume_saver
     status: Status = "completed"
@@ -350,17 +351,17 @@ def _result(
     train = val = test = None
     diagnosis = None
     objective_value = None
-    if module.diverged_at is not None:
+    if progress.diverged_at is not None:
         status = "diverged"
         message = (
-            f"the loss became non-finite at epoch {module.diverged_at}; "
+            f"the loss became non-finite at epoch {progress.diverged_at}; "
             "a lower learning rate or a smaller initializer scale may help"
         )
     else:
-        train_variance = _train_variance(data, module.final_metrics["train"])
+        train_variance = _train_variance(data, progress.final_metrics["train"])
         final = {
             name: _split_metrics(values, data.task, train_variance)
-            for name, values in module.final_metrics.items()
+            for name, values in progress.final_metrics.items()
         }
         train, val, test = final["train"], final["val"], final.get("test")
         diagnosis = diagnose(
@@ -401,7 +402,7 @@ def _result(
         best_checkpoint=str(best_saver.path) if best_saver and best_saver.saved else None,
         last_checkpoint=str(resume_saver.path) if resume_saver and resume_saver.saved else None,
         resumed_from_epoch=resumed_from,
-        device=module.fit_device,
+        device=progress.device,
         seed=config.seed,
         wall_time_s=time.perf_counter() - started,
         data_fingerprint=data.fingerprint,
