@@ -216,6 +216,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="digits-mlp")
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0, help="seed index to start from")
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--max-epochs", type=int, default=15)
     parser.add_argument(
@@ -244,7 +245,7 @@ def main() -> None:
         url = f"sqlite:///{tmp}/search-quality.db"
         upgrade(url)
         settings = Settings(database_url=url, data_dir=Path(tmp) / "data")
-        for index in range(args.seeds):
+        for index in range(args.first_seed, args.first_seed + args.seeds):
             for arm in ("random", "default"):  # alternated: both arms see the same noise
                 seed = SEED_BASE[arm] + index
                 if arm == "random" and seed in reused:
