@@ -40,8 +40,15 @@ def study_id(db: sessionmaker[Session]) -> int:
             duration_s=None if running else 10.0 + number,
             params={"optimizer": "sgd" if number % 2 else "adam", "learning_rate": 0.01 * number},
             epochs=2,
+            problems=PROBLEMS if number == 1 else None,
         )
     return study
+
+
+PROBLEMS = [
+    {"label": "vanishing_gradients", "epoch": 2, "evidence": "ratio 1e-06", "hint": "use ReLU"},
+    {"label": "dead_units", "epoch": 2, "evidence": "80% never active", "hint": "leaky_relu"},
+]
 
 
 def trials_of(client: TestClient, study: int, **params: str | int) -> dict[str, Any]:
@@ -178,6 +185,7 @@ def test_trial_detail_has_its_curve_and_the_trial_it_retries(
     assert trial["epochs"][1] == {
         "epoch": 2, "loss": 0.5, "accuracy": 0.5, "val_loss": 0.75, "val_accuracy": 0.4,
         "lr": 0.01, "mae": None, "val_mae": None, "data_loss": 0.45, "val_data_loss": 0.6,
+        "kernel_grad_norms": None, "bias_grad_norms": None, "dead_units": None,
     }  # fmt: skip
     assert trial["retry_of"] == {"id": failed, "number": 7}
     assert trial["resumed_from_epoch"] == 1
@@ -264,7 +272,7 @@ def test_export_csv_has_one_flat_row_per_trial(client: TestClient, study_id: int
     assert reader.fieldnames == [
         "number", "state", "value", "param_optimizer", "param_learning_rate",
         "train_loss", "train_accuracy", "val_loss",
-        "epochs_run", "best_epoch", "diagnosis", "duration_s",
+        "epochs_run", "best_epoch", "diagnosis", "problems", "duration_s",
     ]  # fmt: skip
     rows = list(reader)
     assert [row["number"] for row in rows] == [str(n) for n in range(7)]
@@ -275,7 +283,17 @@ def test_export_csv_has_one_flat_row_per_trial(client: TestClient, study_id: int
     assert float(first["param_learning_rate"]) == pytest.approx(0.01)
     assert (float(first["train_loss"]), float(first["val_loss"])) == (0.5, 0.6)
     assert (first["epochs_run"], first["duration_s"]) == ("2", "11.0")
+    assert first["problems"] == "vanishing_gradients;dead_units"
+    assert rows[0]["problems"] == ""
     assert (running["state"], running["value"], running["duration_s"]) == ("running", "", "")
+
+
+def test_trial_detail_lists_its_training_problems_with_evidence_and_hints(
+    client: TestClient, study_id: int
+) -> None:
+    detail = client.get(f"/api/v1/studies/{study_id}/trials/1").json()
+    assert detail["problems"] == PROBLEMS
+    assert client.get(f"/api/v1/studies/{study_id}/trials/0").json()["problems"] == []
 
 
 def test_export_json_has_the_same_rows(client: TestClient, study_id: int) -> None:
@@ -296,7 +314,9 @@ def test_export_of_a_study_without_trials_and_bad_format(
 ) -> None:
     empty = seed_study(db)
     text = client.get(f"/api/v1/studies/{empty}/export").text
-    assert text.strip() == "number,state,value,epochs_run,best_epoch,diagnosis,duration_s"
+    assert text.strip() == (
+        "number,state,value,epochs_run,best_epoch,diagnosis,problems,duration_s"
+    )
     response = client.get(f"/api/v1/studies/{empty}/export", params={"format": "xml"})
     assert response.status_code == 422
 

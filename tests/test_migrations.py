@@ -16,7 +16,7 @@ from service.db import migrate
 from service.db.engine import create_db_engine, make_session_factory, transaction
 from service.db.models import Study, Trial, Worker
 
-HEAD = "0005"  # the newest revision in migrations/versions
+HEAD = "0006"  # the newest revision in migrations/versions
 
 OUR_TABLES = {"hps_studies", "hps_trials", "hps_trial_epochs", "hps_workers", "hps_datasets"}
 OPTUNA_CORE = {"studies", "trials", "trial_params", "version_info", "alembic_version"}

@@ -339,6 +339,32 @@ class DiagnosisConfig:
 
     max_train_error: float | None = Field(default=None, ge=0.0, le=1.0)
     max_generalization_gap: float | None = Field(default=None, ge=0.0, le=1.0)
+    # Training problems (`trainer.problems`):
+    not_learning_epochs: int = Field(
+        default=3, ge=2, description="epochs over which the training loss must fall"
+    )
+    not_learning_min_drop: float = Field(
+        default=0.01,
+        ge=0.0,
+        lt=1.0,
+        description="relative fall of the training loss below which it is not learning",
+    )
+    vanishing_ratio: float = Field(
+        default=1e-3,
+        gt=0.0,
+        lt=1.0,
+        description="first/last layer gradient norm ratio below which gradients vanish",
+    )
+    exploding_norm: float = Field(
+        default=1e3, gt=0.0, description="a layer's gradient norm above which gradients explode"
+    )
+    max_dead_units: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="fraction of ReLU units never active on the validation set above which "
+        "they are reported dead",
+    )
 
     def thresholds(self, task: Task) -> tuple[float, float]:
         default_error, default_gap = _DIAGNOSIS_DEFAULTS[task]

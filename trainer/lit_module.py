@@ -45,8 +45,9 @@ class TrialProgress:
     """What the training loop publishes for the callbacks and `run_trial`: one object, read
     through `progress_of`, instead of loose fields on the LightningModule."""
 
-    history: list[dict[str, float]] = field(default_factory=list)
-    """One row per epoch: `epoch` (from 1) and the epoch's metrics."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """One row per epoch: `epoch` (from 1), the epoch's metrics, and the training signals
+    the problem detectors read (`kernel_grad_norms`, `bias_grad_norms`, `dead_units`)."""
     diverged_at: int | None = None
     """The epoch whose loss became non-finite (training stops there)."""
     optimizer_steps: int = 0
@@ -62,7 +63,7 @@ class TrialProgress:
         return int(self.history[-1]["epoch"]) - 1
 
     @property
-    def latest(self) -> dict[str, float]:
+    def latest(self) -> dict[str, Any]:
         """The last epoch's metrics."""
         return self.history[-1]
 
@@ -92,8 +93,15 @@ class TrialModule(pl.LightningModule):
         kernel_regularizer = regularizers.get(self.config.kernel_regularizer)
         bias_regularizer = regularizers.get(self.config.bias_regularizer)
         self._penalized: list[tuple[regularizers.RegularizerLike, torch.Tensor]] = []
+        self._gradient_targets: list[tuple[torch.Tensor | None, torch.Tensor | None]] = []
         for layer in kernel_layers(self.network):
             weight, bias = getattr(layer, "weight", None), getattr(layer, "bias", None)
+            self._gradient_targets.append(
+                (
+                    weight if isinstance(weight, torch.Tensor) else None,
+                    bias if isinstance(bias, torch.Tensor) else None,
+                )
+            )
             if kernel_regularizer is not None and isinstance(weight, torch.Tensor):
                 self._penalized.append((kernel_regularizer, weight))
             if bias_regularizer is not None and isinstance(bias, torch.Tensor):
@@ -215,7 +223,8 @@ class TrialModule(pl.LightningModule):
                 running = {LOSS: self._mean_loss(losses, n, batch_size)}
                 for listener in progress.step_listeners:
                     listener(progress.optimizer_steps, running)
-        val = self.evaluate(self.data.val)
+        kernel_norms, bias_norms = self._gradient_norms()  # of the epoch's last step
+        val = self.evaluate(self.data.val, count_dead_units=True)
         score = ACCURACY if self.task == "classification" else MAE
         mean_loss = self._mean_loss(losses, n, batch_size)
         logs = {
@@ -228,7 +237,12 @@ class TrialModule(pl.LightningModule):
             LEARNING_RATE: float(optimizer.param_groups[0]["lr"]),
         }
         epoch = self.current_epoch + 1
-        progress.history.append({"epoch": epoch, **logs})
+        signals = {
+            "kernel_grad_norms": kernel_norms,
+            "bias_grad_norms": bias_norms,
+            "dead_units": val.get(DEAD_UNITS),
+        }
+        progress.history.append({"epoch": epoch, **logs, **signals})
         if not (math.isfinite(logs[LOSS]) and math.isfinite(val[LOSS])):
             progress.diverged_at = epoch
             self.trainer.should_stop = True
@@ -273,13 +287,35 @@ class TrialModule(pl.LightningModule):
         return (outputs - y).abs()
 
     @torch.no_grad()
-    def evaluate(self, split: Split | StreamedSplit) -> dict[str, float]:
+    def _gradient_norms(self) -> tuple[list[float], list[float | None]]:
+        """The L2 norm of each kernel layer's kernel and bias gradient as the last optimizer
+        step left them (one device sync); a kernel without a gradient counts 0, a layer
+        without a bias None."""
+        zero = torch.zeros((), device=self.device)
+        missing = torch.full((), math.nan, device=self.device)
+        norms: list[torch.Tensor] = []
+        for weight, bias in self._gradient_targets:
+            for tensor, absent in ((weight, zero), (bias, missing)):
+                grad = None if tensor is None else tensor.grad
+                norms.append(absent if grad is None else torch.linalg.vector_norm(grad))
+        if not norms:
+            return [], []
+        values = torch.stack(norms).tolist()
+        kernels = values[0::2]
+        biases = [None if math.isnan(v) else v for v in values[1::2]]
+        return kernels, biases
+
+    @torch.no_grad()
+    def evaluate(
+        self, split: Split | StreamedSplit, count_dead_units: bool = False
+    ) -> dict[str, float]:
         """The split's metrics for the current weights in inference mode: loss (penalty
         included), data_loss (without it), and accuracy (classification) or mae, mse (the
         data MSE) and target_variance (the mean over target columns of their variance on
         this split) for regression."""
         was_training = self.network.training
         self.network.eval()
+        units = _ActiveUnits(self.network) if count_dead_units else None
         loss_sum = 0.0
         data_loss_sum = 0.0
         hits = 0.0
@@ -289,6 +325,8 @@ class TrialModule(pl.LightningModule):
         y_squares: torch.Tensor | float = 0.0
         penalty = self.penalty()
         for x, y in self._eval_batches(split, self.device):
+            if units is not None:
+                units.next_batch()
             outputs = self(x)
             rows += len(y)
             data_loss = self._data_loss(outputs, y)
@@ -302,11 +340,17 @@ class TrialModule(pl.LightningModule):
                 y_sum = y_sum + y.double().sum(dim=0)
                 y_squares = y_squares + (y.double() ** 2).sum(dim=0)
         self.network.train(was_training)
+        extra: dict[str, float] = {}
+        if units is not None:
+            dead = units.close()
+            if dead is not None:
+                extra[DEAD_UNITS] = dead
         if self.task == "classification":
             return {
                 LOSS: loss_sum / rows,
                 DATA_LOSS: data_loss_sum / rows,
                 ACCURACY: hits / rows,
+                **extra,
             }
         cells = rows * self.n_outputs
         mean = torch.as_tensor(y_sum) / rows
@@ -317,6 +361,7 @@ class TrialModule(pl.LightningModule):
             MAE: hits / cells,
             "mse": squares / cells,
             "target_variance": variance,
+            **extra,
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -337,6 +382,53 @@ class TrialModule(pl.LightningModule):
             self._augment_state = state.get("augment_state")
             if self.augmenter is not None and self._augment_state is not None:
                 self.augmenter.set_state(self._augment_state)
+
+
+DEAD_UNITS = "dead_units"
+
+
+class _ActiveUnits:
+    """Which units of each `nn.ReLU` output were ever positive over an evaluation (units:
+    features of (N, F) outputs, channels of (N, C, ...) ones); forward hooks, removed by
+    `close`. A ReLU module applied several times per forward is tracked per application."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        self._ever: dict[tuple[int, int], torch.Tensor] = {}
+        self._calls: dict[int, int] = {}
+        self._handles = [
+            module.register_forward_hook(self._hook(index))
+            for index, module in enumerate(network.modules())
+            if type(module) is torch.nn.ReLU
+        ]
+
+    def _hook(self, index: int) -> Callable[..., None]:
+        def record(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+            call = self._calls.get(index, 0)
+            self._calls[index] = call + 1
+            if output.dim() < 2:
+                return
+            dims = [d for d in range(output.dim()) if d != 1]
+            active = output.amax(dim=dims) > 0
+            key = (index, call)
+            seen = self._ever.get(key)
+            self._ever[key] = (
+                active if seen is None or seen.shape != active.shape else seen | active
+            )
+
+        return record
+
+    def next_batch(self) -> None:
+        self._calls.clear()
+
+    def close(self) -> float | None:
+        """The fraction of units never active (None: the network has no ReLU)."""
+        for handle in self._handles:
+            handle.remove()
+        if not self._ever:
+            return None
+        total = sum(active.numel() for active in self._ever.values())
+        alive = torch.stack([active.sum() for active in self._ever.values()]).sum()
+        return 1.0 - float(alive) / total
 
 
 def progress_of(module: pl.LightningModule) -> TrialProgress:

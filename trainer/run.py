@@ -52,6 +52,7 @@ from trainer.metrics import (
     check_metric_for_task,
     resolve_mode,
 )
+from trainer.problems import EpochSignals, Problem, detect_problems
 
 Status = Literal["completed", "pruned", "diverged", "interrupted"]
 
@@ -72,6 +73,12 @@ class EpochRecord:
     val_mae: float | None = None
     data_loss: float | None = None
     val_data_loss: float | None = None
+    kernel_grad_norms: tuple[float, ...] | None = None
+    """The L2 norm of each kernel layer's kernel gradient at the epoch's last step, input
+    layer first (`models.kernel_layers` order)."""
+    bias_grad_norms: tuple[float | None, ...] | None = None
+    dead_units: float | None = None
+    """The fraction of ReLU units never active on the validation set (None: no ReLU)."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,8 @@ class TrialResult:
     message: str = ""
     task: Task = "classification"
     plugin_versions: dict[str, str] = field(default_factory=dict)
+    problems: tuple[Problem, ...] = ()
+    """Training problems found in the trial's epochs (`trainer.problems`), with evidence."""
     """Distribution → version of the installed plugins this trial used (model, dataset,
     initializers, regularizers): which code produced the result."""
 
@@ -409,6 +418,17 @@ def _result(
         message=message,
         task=data.task,
         plugin_versions=used_plugin_versions(config),
+        problems=tuple(
+            detect_problems(
+                [
+                    EpochSignals(r.epoch, r.loss, r.kernel_grad_norms, r.dead_units)
+                    for r in history
+                ],
+                config.diagnosis,
+                underfits=diagnosis is not None and diagnosis.label.startswith("underfitting"),
+                diverged_at=progress.diverged_at,
+            )
+        ),
     )
 
 
@@ -439,10 +459,14 @@ def _best_epoch(history: tuple[EpochRecord, ...], objective: str) -> EpochRecord
     return pick(finite, key=lambda r: float(getattr(r, objective)))
 
 
-def _record(row: dict[str, float]) -> dict[str, Any]:
+def _record(row: dict[str, Any]) -> dict[str, Any]:
     record: dict[str, Any] = {name: row.get(name) for name in EPOCH_METRICS}
     record["epoch"] = int(row["epoch"])
     record[LEARNING_RATE] = row[LEARNING_RATE]
+    for name in ("kernel_grad_norms", "bias_grad_norms"):
+        values = row.get(name)
+        record[name] = None if values is None else tuple(values)
+    record["dead_units"] = row.get("dead_units")
     return record
 
 

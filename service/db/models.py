@@ -138,6 +138,8 @@ class Trial(Base):
     )
     resumed_from_epoch: Mapped[int | None]
     plugin_versions: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    problems: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    """Training problems found (label, epoch, evidence, hint), `trainer.problems`."""
     """Distribution → version of the installed plugins the trial used."""
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -186,6 +188,9 @@ class TrialEpoch(Base):
     val_mae: Mapped[float | None] = mapped_column(Float)
     data_loss: Mapped[float | None] = mapped_column(Float)
     val_data_loss: Mapped[float | None] = mapped_column(Float)
+    kernel_grad_norms: Mapped[list[float] | None] = mapped_column(JSON)
+    bias_grad_norms: Mapped[list[float | None] | None] = mapped_column(JSON)
+    dead_units: Mapped[float | None] = mapped_column(Float)
 
     trial: Mapped[Trial] = relationship(back_populates="epochs")
 

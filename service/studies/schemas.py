@@ -62,6 +62,24 @@ class EpochRead(BaseModel):
     val_mae: float | None = None
     data_loss: float | None = None
     val_data_loss: float | None = None
+    kernel_grad_norms: list[float] | None = Field(
+        default=None, description="each kernel layer's gradient norm at the epoch's last step"
+    )
+    bias_grad_norms: list[float | None] | None = None
+    dead_units: float | None = Field(
+        default=None, description="fraction of ReLU units never active on the validation set"
+    )
+
+
+class ProblemRead(BaseModel):
+    """A training problem found in a trial's epochs, with its evidence and a hint."""
+
+    model_config = _FROZEN
+
+    label: str
+    epoch: int | None
+    evidence: str
+    hint: str
 
 
 class TrialRef(BaseModel):
@@ -91,6 +109,11 @@ class TrialDetail(TrialRead):
     plugin_versions: dict[str, str] | None = Field(
         default=None,
         description="distribution → version of the installed plugins this trial used",
+    )
+    problems: list[ProblemRead] = Field(
+        default_factory=list,
+        description="training problems found: not_learning, vanishing_gradients, "
+        "exploding_gradients, dead_units, diverged",
     )
     epochs: list[EpochRead]
 

@@ -105,6 +105,7 @@ def get_trial(session: Session, study_id: int, number: int) -> TrialDetail:
                 else TrialRef(id=retried.id, number=retried.number),
                 "resumed_from_epoch": trial.resumed_from_epoch,
                 "plugin_versions": trial.plugin_versions,
+                "problems": trial.problems or [],
                 "epochs": [EpochRead.model_validate(epoch) for epoch in trial.epochs],
             }
         )

@@ -63,6 +63,11 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _finite_list(values: Sequence[float | None] | None) -> list[float | None] | None:
+    """JSON has no NaN or infinity: those become null."""
+    return None if values is None else [_finite(value) for value in values]
+
+
 def _optuna_number(connection: Connection, optuna_trial: OptunaTrial) -> int:
     return optuna_trial if isinstance(optuna_trial, int) else optuna_trial(connection)
 
@@ -171,6 +176,7 @@ class TrialRecorder:
                         "last_checkpoint_path": result.last_checkpoint,
                         "error": result.message or None,
                         "plugin_versions": result.plugin_versions or None,
+                        "problems": [vars(problem) for problem in result.problems] or None,
                         "finished_at": utcnow(),
                     },
                 ).scalar_one_or_none()
@@ -368,6 +374,9 @@ def _upsert_epochs(connection: Connection, trial_id: int, records: Sequence[Epoc
             "val_mae": _finite(record.val_mae),
             "data_loss": _finite(record.data_loss),
             "val_data_loss": _finite(record.val_data_loss),
+            "kernel_grad_norms": _finite_list(record.kernel_grad_norms),
+            "bias_grad_norms": _finite_list(record.bias_grad_norms),
+            "dead_units": _finite(record.dead_units),
         }
         for record in records
     ]
@@ -389,6 +398,9 @@ def _epoch_upsert(dialect_name: str) -> Executable:
         "val_mae",
         "data_loss",
         "val_data_loss",
+        "kernel_grad_norms",
+        "bias_grad_norms",
+        "dead_units",
     )
     upsert: Executable = statement.on_conflict_do_update(
         index_elements=["trial_id", "epoch"],

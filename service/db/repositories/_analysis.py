@@ -10,7 +10,7 @@ import json
 from collections.abc import Collection, Sequence
 from typing import Any, Literal, NamedTuple
 
-from sqlalchemy import ColumnElement, RowMapping, Text, UnaryExpression, cast, func, select
+from sqlalchemy import ColumnElement, Float, RowMapping, Text, UnaryExpression, cast, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from service.db.models import Trial, TrialEpoch
@@ -29,8 +29,8 @@ _SORT_COLUMNS: dict[str, InstrumentedAttribute[Any]] = {
 }
 _EPOCH_COLUMNS: dict[str, InstrumentedAttribute[float | None]] = {
     name: getattr(TrialEpoch, name)
-    for name in TrialEpoch.__table__.columns.keys()  # noqa: SIM118 (a ColumnCollection)
-    if name not in ("trial_id", "epoch", "lr")
+    for name, column in TrialEpoch.__table__.columns.items()
+    if name not in ("trial_id", "epoch", "lr") and isinstance(column.type, Float)
 }
 """Every epoch metric an objective can name, by name (the table's columns are named so)."""
 

@@ -110,6 +110,7 @@ class ExportRow(NamedTuple):
     best_epoch: int | None
     diagnosis: str | None
     duration_s: float | None
+    problems: list[dict[str, Any]] | None
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,7 @@ class TrialRepository:
                 Trial.best_epoch,
                 Trial.diagnosis,
                 Trial.duration_s,
+                Trial.problems,
             )
             .where(Trial.study_id == study_id)
             .order_by(Trial.number)
