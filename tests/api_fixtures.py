@@ -155,6 +155,7 @@ def seed_trial(
                     val_mae=0.9 / epoch if regression else None,
                     data_loss=0.9 / epoch,
                     val_data_loss=1.2 / epoch,
+                    kernel_grad_norms=[0.5 / epoch, 0.1 / epoch],
                     lr=0.01,
                 )
             )

@@ -185,7 +185,7 @@ def test_trial_detail_has_its_curve_and_the_trial_it_retries(
     assert trial["epochs"][1] == {
         "epoch": 2, "loss": 0.5, "accuracy": 0.5, "val_loss": 0.75, "val_accuracy": 0.4,
         "lr": 0.01, "mae": None, "val_mae": None, "data_loss": 0.45, "val_data_loss": 0.6,
-        "kernel_grad_norms": None, "bias_grad_norms": None, "dead_units": None,
+        "kernel_grad_norms": [0.25, 0.05], "bias_grad_norms": None, "dead_units": None,
     }  # fmt: skip
     assert trial["retry_of"] == {"id": failed, "number": 7}
     assert trial["resumed_from_epoch"] == 1

@@ -320,10 +320,23 @@ def test_trial_page_curves_markers_and_checkpoint(served: Served, page: Page) ->
         retry_of_id=first,
         resumed_from_epoch=2,
         checkpoint_path=str(checkpoint),
+        problems=[
+            {
+                "label": "vanishing_gradients",
+                "epoch": 6,
+                "evidence": "first/last layer kernel gradient norm ratio 1e-05",
+                "hint": "He/Glorot initialization usually helps",
+            }
+        ],
     )
     page.goto(f"{served.url}/studies/{study}/trials/1?token={TOKEN}")
     page.wait_for_function("() => performance.getEntriesByName('hps:curves').length > 0")
     assert traces(page, "plot-score") == 2
+    assert traces(page, "plot-gradients") == 2  # one per kernel layer
+    assert page.evaluate("document.getElementById('plot-gradients').layout.yaxis.type") == "log"
+    expect(page.locator("#problems li")).to_have_count(1)
+    expect(page.locator("#problems li")).to_contain_text("vanishing gradients: first/last layer")
+    expect(page.locator("#problems li em")).to_have_text("He/Glorot initialization usually helps")
     # the seeded curve's data loss differs from its loss (a penalty): both pairs are drawn
     assert page.evaluate("document.getElementById('plot-loss').data.map(t => t.name)") == [
         "train loss",

@@ -1,5 +1,6 @@
 // The trial page: parameters, metrics, learning curves with the best epoch and the
-// early-stopping point marked, diagnosis, retry history, checkpoint download.
+// early-stopping point marked, diagnosis, training problems with their evidence and hints,
+// gradient norms per layer, retry history, checkpoint download.
 import {
   PLOT_CONFIG, api, badge, baseLayout, countAxis, el, errorText, fmtDuration, fmtNumber, fmtTime,
   initPage, loadPlotly, poll, setStatus,
@@ -55,6 +56,39 @@ function render(study) {
   document.getElementById("checkpoint").hidden = !trial.has_checkpoint;
   kv("params", trial.params);
   kv("metrics", trial.metrics);
+  const problems = trial.problems || [];
+  document.getElementById("problems-box").hidden = problems.length === 0;
+  document.getElementById("problems").replaceChildren(
+    ...problems.map((p) => el("li", { "data-label": p.label },
+      el("strong", {}, p.label.replaceAll("_", " ")), `: ${p.evidence}. `, el("em", {}, p.hint))),
+  );
+}
+
+async function plotGradients(Plotly) {
+  const node = document.getElementById("plot-gradients");
+  const rows = trial.epochs.filter((e) => Array.isArray(e.kernel_grad_norms));
+  if (rows.length === 0) {
+    node.replaceChildren(el("div", { class: "empty" }, "No gradient norms recorded."));
+    return;
+  }
+  if (!node.classList.contains("js-plotly-plot")) node.replaceChildren();
+  const layers = Math.max(...rows.map((e) => e.kernel_grad_norms.length));
+  const traces = [];
+  for (let layer = 0; layer < layers; layer++) {
+    traces.push({
+      type: "scatter", mode: "lines+markers", marker: { size: 4 },
+      name: layer === 0 ? "layer 1 (input)" : layer === layers - 1 ? `layer ${layer + 1} (output)` : `layer ${layer + 1}`,
+      x: rows.map((e) => e.epoch),
+      // a zero norm cannot sit on a log axis: drawn as a gap
+      y: rows.map((e) => (e.kernel_grad_norms[layer] > 0 ? e.kernel_grad_norms[layer] : null)),
+    });
+  }
+  await Plotly.react(
+    node,
+    traces,
+    baseLayout({ title: { text: "Kernel gradient norm per layer (last step of each epoch)" }, xaxis: countAxis("epoch", rows.map((e) => e.epoch)), yaxis: { title: { text: "L2 norm" }, type: "log" }, margin: { l: 56, r: 16, t: 56, b: 44 } }),
+    PLOT_CONFIG,
+  );
 }
 
 async function renderRetries() {
@@ -114,6 +148,7 @@ async function plotCurves() {
       PLOT_CONFIG,
     );
   }
+  await plotGradients(Plotly);
   performance.mark("hps:curves");
 }
 
