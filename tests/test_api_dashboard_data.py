@@ -209,8 +209,16 @@ def table_study(db: sessionmaker[Session]) -> int:
         ("complete", 0.4, "underfitting"),
     ]
     for number, (state, value, diagnosis) in enumerate(rows):
+        labels = {1: ",dead_units,", 5: ",not_learning,vanishing_gradients,"}.get(number)
         seed_trial(
-            db, study, number, state=state, value=value, diagnosis=diagnosis, duration_s=number
+            db,
+            study,
+            number,
+            state=state,
+            value=value,
+            diagnosis=diagnosis,
+            duration_s=number,
+            problem_labels=labels,
         )
     return study
 
@@ -228,6 +236,17 @@ def test_table_filters_by_diagnosis_and_state(client: TestClient, table_study: i
     assert table(client, table_study, state=["pruned", "failed"]) == ([2, 4], 2)
     assert table(client, table_study, state="complete", diagnosis="overfitting") == ([1, 3], 2)
     assert table(client, table_study, diagnosis="no-such-label") == ([], 0)
+
+
+def test_table_filters_by_training_problem(client: TestClient, table_study: int) -> None:
+    assert table(client, table_study, problem="dead_units") == ([1], 1)
+    assert table(client, table_study, problem="vanishing_gradients") == ([5], 1)
+    assert table(client, table_study, problem="diverged") == ([], 0)
+    assert table(client, table_study, problem="not_learning", state="pruned") == ([], 0)
+    page = get(client, f"/studies/{table_study}/table", problem="not_learning")
+    assert page["items"][0]["problem_labels"] == ["not_learning", "vanishing_gradients"]
+    bad = client.get(f"/api/v1/studies/{table_study}/table", params={"problem": "x"})
+    assert bad.status_code == 422
 
 
 def test_table_sorts_with_empty_values_last_and_pages(client: TestClient, table_study: int) -> None:

@@ -41,6 +41,7 @@ def study_id(db: sessionmaker[Session]) -> int:
             params={"optimizer": "sgd" if number % 2 else "adam", "learning_rate": 0.01 * number},
             epochs=2,
             problems=PROBLEMS if number == 1 else None,
+            problem_labels=",vanishing_gradients,dead_units," if number == 1 else None,
         )
     return study
 
@@ -294,6 +295,23 @@ def test_trial_detail_lists_its_training_problems_with_evidence_and_hints(
     detail = client.get(f"/api/v1/studies/{study_id}/trials/1").json()
     assert detail["problems"] == PROBLEMS
     assert client.get(f"/api/v1/studies/{study_id}/trials/0").json()["problems"] == []
+
+
+def test_trials_filter_by_training_problem_and_list_their_labels(
+    client: TestClient, study_id: int
+) -> None:
+    page = trials_of(client, study_id, problem="dead_units")
+    assert (numbers(page), page["total"]) == ([1], 1)
+    assert page["items"][0]["problem_labels"] == ["vanishing_gradients", "dead_units"]
+    assert trials_of(client, study_id, problem="not_learning")["total"] == 0
+    everything = trials_of(client, study_id)
+    assert [item["problem_labels"] for item in everything["items"]][:3] == [
+        [],
+        ["vanishing_gradients", "dead_units"],
+        [],
+    ]
+    assert client.get(f"/api/v1/studies/{study_id}/trials?problem=sadness").status_code == 422
+    assert client.get("/api/v1/studies/999999/trials?problem=dead_units").status_code == 404
 
 
 def test_export_json_has_the_same_rows(client: TestClient, study_id: int) -> None:

@@ -188,6 +188,7 @@ def add_trial(served: Served, study: int, number: int, **overrides: Any) -> None
         "device": "cpu",
         "best_epoch": 2 if pruned else 4,
         "stopped_early": number % 2 == 0,
+        "problem_labels": ",dead_units," if number == 1 else None,
         **overrides,
     }
     seed_trial(served.db, study, number, epochs=2 if pruned else 5, **values)
@@ -257,6 +258,11 @@ def test_study_page_draws_every_plot_and_follows_a_live_study(served: Served, pa
     page.select_option("#filter-state", "pruned")
     expect(page.locator("#trials tbody tr")).to_have_count(1)
     page.select_option("#filter-state", "")
+    page.select_option("#filter-problem", "dead_units")
+    expect(page.locator("#trials tbody tr")).to_have_count(1)
+    expect(page.locator("#trials tbody tr").first).to_have_attribute("data-number", "1")
+    expect(page.locator("#trials tbody tr td.problems-cell")).to_have_text("dead units")
+    page.select_option("#filter-problem", "")
     page.click("#trials th[data-sort=value]")
     expect(page.locator("#trials tbody tr").first).to_have_attribute("data-number", "4")
 

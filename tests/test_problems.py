@@ -168,6 +168,8 @@ def test_a_worker_records_the_signals_per_epoch_and_the_problems_per_trial(
     assert stored.problems is not None
     assert "not_learning" in [problem["label"] for problem in stored.problems]
     assert {"label", "epoch", "evidence", "hint"} <= set(stored.problems[0])
+    assert stored.problem_labels is not None
+    assert ",not_learning," in stored.problem_labels  # what the trial list filters on
     assert len(rows) == 4
     assert all(
         row.kernel_grad_norms is not None and len(row.kernel_grad_norms) == 2 for row in rows

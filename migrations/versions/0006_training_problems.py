@@ -29,10 +29,12 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("dead_units", sa.Float(), nullable=True))
     with op.batch_alter_table("hps_trials", schema=None) as batch_op:
         batch_op.add_column(sa.Column("problems", sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column("problem_labels", sa.String(length=300), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("hps_trials", schema=None) as batch_op:
+        batch_op.drop_column("problem_labels")
         batch_op.drop_column("problems")
     with op.batch_alter_table("hps_trial_epochs", schema=None) as batch_op:
         batch_op.drop_column("dead_units")

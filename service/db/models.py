@@ -140,6 +140,9 @@ class Trial(Base):
     plugin_versions: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     problems: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     """Training problems found (label, epoch, evidence, hint), `trainer.problems`."""
+    problem_labels: Mapped[str | None] = mapped_column(String(300))
+    """The problems' labels as `,a,b,`: what the trial list filters on (LIKE '%,a,%'), the
+    same SQL on SQLite and PostgreSQL."""
     """Distribution → version of the installed plugins the trial used."""
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -249,8 +249,10 @@ def list_trial_table(
     order: SortOrder,
     limit: int,
     offset: int,
+    problem: str | None = None,
 ) -> Page[TrialRead]:
-    """A page of the study's trials filtered by state and diagnosis (None: no diagnosis)."""
+    """A page of the study's trials filtered by state, diagnosis (None: no diagnosis) and
+    training problem."""
     with reading(session):
         rows, total = AnalysisRepository(session).table_page(
             study_id,
@@ -260,6 +262,7 @@ def list_trial_table(
             order=order,
             limit=limit,
             offset=offset,
+            problem=problem,
         )
         if total == 0 and not StudyRepository(session).exists(study_id):
             raise NotFoundError(f"no study has id {study_id}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 T = TypeVar("T")
 
@@ -25,6 +25,17 @@ class Page(BaseModel, Generic[T]):
     total: int = Field(description="items matching the filters, over all pages")
     limit: int
     offset: int
+
+
+ProblemLabel = Literal[
+    "not_learning", "vanishing_gradients", "exploding_gradients", "dead_units", "diverged"
+]
+"""The training problems a trial can show (`trainer.problems`)."""
+
+
+def split_problem_labels(stored: str | None) -> list[str]:
+    """`,a,b,` (how the trial row stores them) → ["a", "b"]."""
+    return [label for label in (stored or "").split(",") if label]
 
 
 class TrialRead(BaseModel):
@@ -47,6 +58,14 @@ class TrialRead(BaseModel):
     retry_of_id: int | None
     started_at: datetime
     finished_at: datetime | None
+    problem_labels: list[ProblemLabel] = Field(
+        default_factory=list, description="the training problems found (details: the trial)"
+    )
+
+    @field_validator("problem_labels", mode="before")
+    @classmethod
+    def _split_labels(cls, value: Any) -> Any:
+        return split_problem_labels(value) if isinstance(value, str) or value is None else value
 
 
 class EpochRead(BaseModel):

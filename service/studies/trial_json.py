@@ -16,6 +16,7 @@ from typing import Any
 from pydantic_core import to_json
 
 from service.db.repositories import JSON_TEXT_SCALARS
+from service.studies.schemas import split_problem_labels
 
 
 def trial_page_json(rows: Sequence[tuple[Any, ...]], total: int, limit: int, offset: int) -> bytes:
@@ -29,7 +30,9 @@ def _trial_json(row: tuple[Any, ...]) -> bytes:
     """One row of `JsonTextPage.rows`: the scalars, then params and metrics as JSON text."""
     # Non-finite floats become null, as pydantic models encode them (the stored JSON never
     # holds any: the worker writes only finite metrics).
-    scalars = to_json(dict(zip(JSON_TEXT_SCALARS, row, strict=False)), inf_nan_mode="null")
+    values = dict(zip(JSON_TEXT_SCALARS, row, strict=False))
+    values["problem_labels"] = split_problem_labels(values["problem_labels"])
+    scalars = to_json(values, inf_nan_mode="null")
     params: str = row[-2]
     metrics: str | None = row[-1]
     return b"".join(

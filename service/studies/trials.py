@@ -39,13 +39,14 @@ def list_trials_json(
     order: SortOrder,
     limit: int,
     offset: int,
+    problem: str | None = None,
 ) -> bytes:
     """A page of the study's trials, without their epochs, as the JSON of `Page[TrialRead]`:
     one round trip, whose count is left out when the study has settled and its counts are
-    remembered."""
+    remembered (by state: a page filtered by problem always counts)."""
     with reading(session):
         trials = TrialRepository(session)
-        remembered = recall(session, study_id)
+        remembered = recall(session, study_id) if problem is None else None
         page = trials.page_json_text(
             study_id,
             state=state,
@@ -54,8 +55,14 @@ def list_trials_json(
             limit=limit,
             offset=offset,
             with_total=remembered is None,
+            problem=problem,
         )
-        total = _page_total(session, trials, study_id, state, page, remembered)
+        if problem is not None:
+            total = page.total if page.total is not None else trials.count(study_id, state, problem)
+            if not page.rows and total == 0:
+                _require_study(session, study_id)
+        else:
+            total = _page_total(session, trials, study_id, state, page, remembered)
     return trial_page_json(page.rows, total, limit, offset)
 
 

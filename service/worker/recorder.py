@@ -63,6 +63,12 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _labels(result: TrialResult) -> str | None:
+    """`,a,b,` for the trial list's problem filter (None: no problem)."""
+    labels = [problem.label for problem in result.problems]
+    return f",{','.join(labels)}," if labels else None
+
+
 def _finite_list(values: Sequence[float | None] | None) -> list[float | None] | None:
     """JSON has no NaN or infinity: those become null."""
     return None if values is None else [_finite(value) for value in values]
@@ -177,6 +183,7 @@ class TrialRecorder:
                         "error": result.message or None,
                         "plugin_versions": result.plugin_versions or None,
                         "problems": [vars(problem) for problem in result.problems] or None,
+                        "problem_labels": _labels(result),
                         "finished_at": utcnow(),
                     },
                 ).scalar_one_or_none()

@@ -4,7 +4,7 @@
 /api/v1/studies/{id}/summary         every trial as columns (values, best so far, params, ...)
 /api/v1/studies/{id}/intermediate    the objective per epoch of the latest trials
 /api/v1/studies/{id}/importances     Optuna's parameter importances
-/api/v1/studies/{id}/table           a trial page filtered by state and diagnosis
+/api/v1/studies/{id}/table           a trial page filtered by state, diagnosis and problem
 /api/v1/studies/{id}/diagnoses       the diagnosis labels present (the table's filter)
 /api/v1/dashboard/parse-spec         a pasted JSON or YAML spec as JSON (before submitting)
 """
@@ -40,7 +40,7 @@ from service.studies.analysis import (
     list_study_overviews,
     list_trial_table,
 )
-from service.studies.schemas import Page, TrialRead
+from service.studies.schemas import Page, ProblemLabel, TrialRead
 from service.studies.spec_text import parse_spec_text
 
 router = APIRouter(prefix=API_PREFIX, tags=["dashboard"], dependencies=[ReadAccess])
@@ -99,8 +99,11 @@ def table(
     ] = None,
     sort: Annotated[TableSort, Query(description="empty values come last")] = "number",
     order: Annotated[SortOrder, Query()] = "asc",
+    problem: Annotated[
+        ProblemLabel | None, Query(description="only trials that showed this training problem")
+    ] = None,
 ) -> Page[TrialRead]:
-    """A page of the study's trials, sortable, filtered by state and diagnosis."""
+    """A page of the study's trials, sortable, filtered by state, diagnosis and problem."""
     return list_trial_table(
         session,
         study_id,
@@ -110,6 +113,7 @@ def table(
         order=order,
         limit=page.limit,
         offset=page.offset,
+        problem=problem,
     )
 
 

@@ -17,7 +17,7 @@ from service.studies import (
     list_trials_json,
     trial_checkpoint,
 )
-from service.studies.schemas import Page, TrialDetail, TrialRead
+from service.studies.schemas import Page, ProblemLabel, TrialDetail, TrialRead
 
 router = APIRouter(
     prefix=API_PREFIX + "/studies/{study_id}/trials", tags=["trials"], dependencies=[ReadAccess]
@@ -32,6 +32,9 @@ def list_(
     state: Annotated[TrialState | None, Query(description="only trials in this state")] = None,
     sort: Annotated[TrialSort, Query(description="number, or value (no value: last)")] = "number",
     order: Annotated[SortOrder, Query()] = "asc",
+    problem: Annotated[
+        ProblemLabel | None, Query(description="only trials that showed this training problem")
+    ] = None,
 ) -> Response:
     """A page of the study's trials, without their learning curves."""
     body = list_trials_json(
@@ -42,6 +45,7 @@ def list_(
         order=order,
         limit=page.limit,
         offset=page.offset,
+        problem=problem,
     )
     return Response(body, media_type="application/json")
 

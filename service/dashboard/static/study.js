@@ -17,7 +17,7 @@ const SWITCHED_TECHNIQUES = ["batch_norm", "random_flip"];
 function techniques() {
   return [...TECHNIQUES, ...SWITCHED_TECHNIQUES.filter((name) => summary.params[name] !== undefined)];
 }
-const table = { sort: "number", order: "asc", offset: 0, state: "", diagnosis: "" };
+const table = { sort: "number", order: "asc", offset: 0, state: "", diagnosis: "", problem: "" };
 let study = null;
 let summary = null;
 let lastSignature = "";
@@ -71,6 +71,7 @@ async function loadTable() {
   });
   if (table.state) query.append("state", table.state);
   if (table.diagnosis) query.append("diagnosis", table.diagnosis);
+  if (table.problem) query.append("problem", table.problem);
   const page = await api(`/studies/${studyId}/table?${query}`);
   const body = document.querySelector("#trials tbody");
   body.replaceChildren(
@@ -82,6 +83,7 @@ async function loadTable() {
         el("td", {}, badge(trial.state)),
         el("td", { class: "num" }, fmtNumber(trial.value)),
         el("td", {}, trial.diagnosis || "—"),
+        el("td", { class: "problems-cell" }, (trial.problem_labels || []).map((label) => label.replaceAll("_", " ")).join(", ") || "—"),
         el("td", { class: "num" }, `${trial.epochs_run}${trial.stopped_early ? " (stopped early)" : ""}`),
         el("td", { class: "num" }, trial.best_epoch ?? "—"),
         el("td", { class: "num" }, fmtDuration(trial.duration_s)),
@@ -90,7 +92,7 @@ async function loadTable() {
       ),
     ),
   );
-  if (page.items.length === 0) body.append(el("tr", {}, el("td", { colspan: 9 }, "No trials match.")));
+  if (page.items.length === 0) body.append(el("tr", {}, el("td", { colspan: 10 }, "No trials match.")));
   document.getElementById("page-info").textContent =
     page.total ? `${table.offset + 1}–${table.offset + page.items.length} of ${page.total}` : "";
   document.getElementById("prev").disabled = table.offset === 0;
@@ -119,7 +121,7 @@ function wireTable() {
       loadTable();
     });
   }
-  for (const [id, key] of [["filter-state", "state"], ["filter-diagnosis", "diagnosis"]]) {
+  for (const [id, key] of [["filter-state", "state"], ["filter-diagnosis", "diagnosis"], ["filter-problem", "problem"]]) {
     document.getElementById(id).addEventListener("change", (event) => {
       table[key] = event.target.value;
       table.offset = 0;

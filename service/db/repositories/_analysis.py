@@ -128,6 +128,7 @@ class AnalysisRepository:
         order: SortOrder,
         limit: int,
         offset: int,
+        problem: str | None = None,
     ) -> tuple[Sequence[RowMapping], int]:
         """A page of trials as plain rows of `LISTED_COLUMNS` and the total, filtered by
         state and by diagnosis (None: trials without one). Empty sort keys come last either
@@ -141,6 +142,8 @@ class AnalysisRepository:
             if None in diagnoses:
                 condition = condition | Trial.diagnosis.is_(None)
             filters.append(condition)
+        if problem is not None:  # labels are stored `,a,b,` (`Trial.problem_labels`)
+            filters.append(Trial.problem_labels.like(f"%,{problem},%"))
         column = _SORT_COLUMNS[sort]
         ordering: list[UnaryExpression[Any]] = [
             (column.asc() if order == "asc" else column.desc()).nulls_last()

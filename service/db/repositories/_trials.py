@@ -48,6 +48,7 @@ LISTED_COLUMNS = (
     Trial.retry_of_id,
     Trial.started_at,
     Trial.finished_at,
+    Trial.problem_labels,
 )
 """The columns a trial list shows (no texts, no checkpoint paths)."""
 _LISTED = load_only(*LISTED_COLUMNS)
@@ -174,15 +175,18 @@ class TrialRepository:
         limit: int,
         offset: int,
         with_total: bool,
+        problem: str | None = None,
     ) -> JsonTextPage:
         """A page for a caller that passes params and metrics on as JSON, in one round trip:
         rows of `JSON_TEXT_SCALARS` then params and metrics as their stored JSON text, the
         study's status and end time (a settled study's total may be known already), and the
         total if asked. By value, trials without one come last either way; ties by number."""
-        statement = _json_text_page(state is not None, sort, order, with_total)
+        statement = _json_text_page(state is not None, problem is not None, sort, order, with_total)
         values: dict[str, Any] = {"study_id": study_id, "limit": limit, "offset": offset}
         if state is not None:
             values["state"] = str(state)
+        if problem is not None:
+            values["problem"] = _problem_pattern(problem)
         rows = self._session.execute(statement, values).all()
         if not rows:
             return JsonTextPage([], None, None, None)
@@ -194,8 +198,13 @@ class TrialRepository:
             first["_finished_at"],
         )
 
-    def count(self, study_id: int, state: TrialState | None = None) -> int:
-        statement = select(func.count()).select_from(Trial).where(*_study_filters(study_id, state))
+    def count(
+        self, study_id: int, state: TrialState | None = None, problem: str | None = None
+    ) -> int:
+        filters = _study_filters(study_id, state)
+        if problem is not None:
+            filters.append(Trial.problem_labels.like(_problem_pattern(problem)))
+        statement = select(func.count()).select_from(Trial).where(*filters)
         return self._session.scalar(statement) or 0
 
     def export_rows(self, study_id: int) -> list[ExportRow]:
@@ -242,9 +251,15 @@ def _study_filters(study_id: int, state: TrialState | None) -> list[ColumnElemen
     return filters
 
 
+def _problem_pattern(label: str) -> str:
+    """LIKE pattern of a label in `problem_labels` (labels are [a-z_]: `_` is LIKE's one-char
+    wildcard, which can only match what a real label would)."""
+    return f"%,{label},%"
+
+
 @functools.cache
 def _json_text_page(
-    by_state: bool, sort: TrialSort, order: SortOrder, with_total: bool
+    by_state: bool, by_problem: bool, sort: TrialSort, order: SortOrder, with_total: bool
 ) -> Select[Any]:
     """The page statement of `page_json_text`, built once per shape with bound parameters: a
     Core select (no ORM row loading) whose SQL cache key is computed once, not per request."""
@@ -253,6 +268,8 @@ def _json_text_page(
     filters = [trials.study_id == study_id]
     if by_state:
         filters.append(trials.state == bindparam("state"))
+    if by_problem:
+        filters.append(trials.problem_labels.like(bindparam("problem")))
     if sort == "value":
         value = trials.value.asc() if order == "asc" else trials.value.desc()
         ordering = [value.nulls_last(), trials.number.asc()]
