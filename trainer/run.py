@@ -420,10 +420,7 @@ def _result(
         plugin_versions=used_plugin_versions(config),
         problems=tuple(
             detect_problems(
-                [
-                    EpochSignals(r.epoch, r.loss, r.kernel_grad_norms, r.dead_units)
-                    for r in history
-                ],
+                [EpochSignals(r.epoch, r.loss, r.kernel_grad_norms, r.dead_units) for r in history],
                 config.diagnosis,
                 underfits=diagnosis is not None and diagnosis.label.startswith("underfitting"),
                 diverged_at=progress.diverged_at,
