@@ -225,6 +225,37 @@ def extend(
 
 
 @app.command()
+def report(
+    study_id: StudyIdArgument,
+    output: Annotated[
+        str, typer.Option("--format", help="markdown (default) or json")
+    ] = "markdown",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="write to this file instead of stdout")
+    ] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """What a study teaches: each technique's importance and effect with intervals, in plain
+    sentences; problems by choice; the best configuration against Keras's defaults."""
+    if output not in ("markdown", "json"):
+        raise typer.BadParameter("--format is markdown or json")
+    with connect(url, token) as api:
+        body = api.get_report(study_id)
+    if output == "json":
+        text = json.dumps(body, indent=2) + "\n"
+    else:
+        from service.client.report_markdown import report_markdown
+
+        text = report_markdown(body)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"report of study {study_id} written to {out}", highlight=False)
+
+
+@app.command()
 def cancel(study_id: StudyIdArgument, url: UrlOption = None, token: TokenOption = None) -> None:
     """Cancel a study: a queued one at once; a running one starts no new trial."""
     with connect(url, token) as api:

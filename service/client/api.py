@@ -103,6 +103,9 @@ class ApiClient:
     def cancel_study(self, study_id: int) -> dict[str, Any]:
         return self._json("POST", f"/studies/{study_id}/cancel")
 
+    def get_report(self, study_id: int) -> dict[str, Any]:
+        return self._json("GET", f"/studies/{study_id}/report")
+
     def extend_study(self, study_id: int, n_trials: int) -> dict[str, Any]:
         return self._json("POST", f"/studies/{study_id}/extend", json={"n_trials": n_trials})
 

@@ -22,6 +22,7 @@ from service.studies.export import TrialTable, export_trials
 from service.studies.health import check_health
 from service.studies.lifecycle import cancel_study, delete_study, extend_study
 from service.studies.plugins import list_plugins, load_plugins
+from service.studies.report import StudyReport, build_report
 from service.studies.spec import StudySpec
 from service.studies.stats import ServiceStats, collect_stats
 from service.studies.submit import submit_study
@@ -40,6 +41,7 @@ __all__ = [
     "ServiceStats",
     "SortOrder",
     "SpecError",
+    "StudyReport",
     "StudySpec",
     "StudyStatus",
     "TooLargeError",
@@ -47,6 +49,7 @@ __all__ = [
     "TrialState",
     "TrialTable",
     "Upload",
+    "build_report",
     "cancel_study",
     "check_health",
     "collect_stats",

@@ -10,8 +10,10 @@ from fastapi import APIRouter, Query, Response, status
 from service.api.deps import PageDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
 from service.api.paths import API_PREFIX, StudyId
 from service.studies import (
+    StudyReport,
     StudySpec,
     StudyStatus,
+    build_report,
     cancel_study,
     delete_study,
     export_trials,
@@ -46,6 +48,15 @@ def list_(
 def read(study_id: StudyId, session: SessionDep) -> StudyDetail:
     """A study with its spec, its trials counted by state and its best trial."""
     return get_study(session, study_id)
+
+
+@router.get("/{study_id}/report")
+def report(study_id: StudyId, session: SessionDep) -> StudyReport:
+    """What the study teaches: each searched technique's importance and effect (by choice or
+    by thirds of its range, bootstrap 95 % intervals, trial counts), in figures and in
+    sentences no stronger than the figures; training problems by choice; the best
+    configuration against Keras's defaults."""
+    return build_report(session, study_id)
 
 
 @router.post("/{study_id}/cancel", dependencies=[WriteAccess])

@@ -1,0 +1,130 @@
+"""The technique report: effects with bootstrap intervals, sentences no stronger than them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db.engine import transaction
+from service.db.models import Study
+from tests.api_fixtures import TestClient, seed_study, seed_trial, valid_spec
+
+pytest_plugins = ["tests.api_fixtures"]
+
+
+def seeded(db: sessionmaker[Session], adam: float, sgd: float, problems_in_sgd: int = 0) -> int:
+    """10 adam and 10 sgd trials with objectives drawn around the given means (σ 0.02)."""
+    rng = numpy.random.default_rng(7)
+    study = seed_study(db, status="completed", spec=valid_spec(), objective_metric="val_data_loss")
+    best: tuple[float, int] | None = None
+    for number in range(20):
+        optimizer = "adam" if number % 2 == 0 else "sgd"
+        value = float(rng.normal(adam if optimizer == "adam" else sgd, 0.02))
+        rate = 0.001 if number == 0 else float(10 ** rng.uniform(-4, -1))
+        labels = (
+            ",vanishing_gradients,"
+            if optimizer == "sgd" and number // 2 < problems_in_sgd
+            else None
+        )
+        trial_id = seed_trial(
+            db,
+            study,
+            number,
+            value=value,
+            params={"optimizer": optimizer, "learning_rate": rate},
+            metrics={"test_accuracy": 0.9, "val_data_loss": value},
+            problem_labels=labels,
+        )
+        if best is None or value < best[0]:
+            best = (value, trial_id)
+    assert best is not None
+    with transaction(db) as session:
+        row = session.get_one(Study, study)
+        row.best_value, row.best_trial_id = best
+    return study
+
+
+def report(client: TestClient, study: int) -> dict[str, Any]:
+    response = client.get(f"/api/v1/studies/{study}/report")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def technique(body: dict[str, Any], name: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(t for t in body["techniques"] if t["parameter"] == name)
+    return found
+
+
+def test_a_clearly_better_choice_is_reported_better_with_an_interval_excluding_zero(
+    client: TestClient, db: sessionmaker[Session]
+) -> None:
+    body = report(client, seeded(db, adam=0.10, sgd=0.30))
+    optimizer = technique(body, "optimizer")
+    assert [g["label"] for g in optimizer["groups"]] == ["optimizer=adam", "optimizer=sgd"]
+    assert [g["n"] for g in optimizer["groups"]] == [10, 10]
+    [comparison] = optimizer["comparisons"]
+    assert comparison["conclusive"] is True
+    low, high = comparison["interval"]
+    assert 0 < low < comparison["improvement"] < high
+    assert 0.17 < comparison["improvement"] < 0.23
+    assert optimizer["sentences"][0].startswith("optimizer=adam beat optimizer=sgd by 0.")
+    assert "10 vs 10 trials" in optimizer["sentences"][0]
+    assert optimizer["sentences"][0] in body["summary"]
+    rate = technique(body, "learning_rate")
+    assert rate["kind"] == "numeric"
+    assert all(g["label"].startswith("learning_rate in [") for g in rate["groups"])
+    assert len(rate["groups"]) == 3
+    assert optimizer["importance"] > rate["importance"]  # only the optimizer matters here
+
+
+def test_no_real_effect_is_not_claimed(client: TestClient, db: sessionmaker[Session]) -> None:
+    body = report(client, seeded(db, adam=0.20, sgd=0.20))
+    [comparison] = technique(body, "optimizer")["comparisons"]
+    assert comparison["conclusive"] is False
+    low, high = comparison["interval"]
+    assert low < 0 < high
+    assert technique(body, "optimizer")["sentences"][0].startswith("not enough trials to tell")
+    assert not any("beat" in line for line in body["summary"] if "optimizer" in line)
+
+
+def test_problems_are_counted_by_choice(client: TestClient, db: sessionmaker[Session]) -> None:
+    body = report(client, seeded(db, adam=0.1, sgd=0.3, problems_in_sgd=7))
+    optimizer = technique(body, "optimizer")
+    assert optimizer["problems"] == [
+        {"group": "optimizer=sgd", "label": "vanishing_gradients", "count": 7, "of": 10}
+    ]
+    assert "7 of 10 optimizer=sgd trials showed vanishing gradients" in optimizer["sentences"]
+
+
+def test_the_best_configuration_and_keras_defaults(
+    client: TestClient, db: sessionmaker[Session]
+) -> None:
+    body = report(client, seeded(db, adam=0.1, sgd=0.3))
+    best = body["best"]
+    assert best["params"]["optimizer"] == "adam"
+    assert best["test_metrics"] == {"test_accuracy": 0.9}
+    assert body["keras_defaults"] is not None  # trial 0 ran Keras's defaults (tpe)
+    assert "Keras's defaults (trial 0" in body["keras_defaults"]
+    assert client.get("/api/v1/studies/999999/report").status_code == 404
+
+
+def test_hpsearch_report_writes_markdown_and_json(
+    url: str, db: sessionmaker[Session], tmp_path: Path
+) -> None:
+    from tests.test_cli_client import hps
+
+    study = seeded(db, adam=0.1, sgd=0.3)
+    result = hps(url, "report", str(study))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"# Study {study}: seeded")
+    assert "- optimizer=adam beat optimizer=sgd by" in result.stdout
+    assert "| optimizer=adam | 10 |" in result.stdout
+    out = tmp_path / "report.json"
+    result = hps(url, "report", str(study), "--format", "json", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["study_id"] == study
