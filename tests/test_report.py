@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.engine import transaction
 from service.db.models import Study
 from tests.api_fixtures import TestClient, seed_study, seed_trial, valid_spec
+from tests.test_dashboard_browser import browser
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
+__all__ = ["browser"]  # the browser fixture, shared with the dashboard's tests
 
 pytest_plugins = ["tests.api_fixtures"]
 
@@ -128,3 +135,30 @@ def test_hpsearch_report_writes_markdown_and_json(
     result = hps(url, "report", str(study), "--format", "json", "--out", str(out))
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["study_id"] == study
+
+
+@pytest.mark.browser
+def test_the_html_report_opens_offline_with_its_plots_and_no_error(
+    url: str, db: sessionmaker[Session], tmp_path: Path, browser: Browser
+) -> None:
+    from tests.test_cli_client import hps
+
+    study = seeded(db, adam=0.1, sgd=0.3)
+    out = tmp_path / "report.html"
+    result = hps(url, "report", str(study), "--out", str(out))  # html from the suffix
+    assert result.exit_code == 0, result.output
+    assert out.read_text().startswith("<!doctype html>")
+    page = browser.new_page()
+    requests: list[str] = []
+    errors: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    try:
+        page.goto(out.as_uri())
+        page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length === 2")
+        assert "optimizer=adam beat optimizer=sgd" in page.inner_text("body")
+    finally:
+        page.close()
+    assert requests == [out.as_uri()]  # nothing but the file itself
+    assert errors == []

@@ -228,8 +228,13 @@ def extend(
 def report(
     study_id: StudyIdArgument,
     output: Annotated[
-        str, typer.Option("--format", help="markdown (default) or json")
-    ] = "markdown",
+        str | None,
+        typer.Option(
+            "--format",
+            help="markdown, json or html (one offline file with its plots); default: from "
+            "--out's suffix (.html, .json), else markdown",
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="write to this file instead of stdout")
     ] = None,
@@ -238,12 +243,18 @@ def report(
 ) -> None:
     """What a study teaches: each technique's importance and effect with intervals, in plain
     sentences; problems by choice; the best configuration against Keras's defaults."""
-    if output not in ("markdown", "json"):
-        raise typer.BadParameter("--format is markdown or json")
+    suffixes = {".html": "html", ".htm": "html", ".json": "json"}
+    chosen = output or (suffixes.get(out.suffix.lower(), "markdown") if out else "markdown")
+    if chosen not in ("markdown", "json", "html"):
+        raise typer.BadParameter("--format is markdown, json or html")
     with connect(url, token) as api:
         body = api.get_report(study_id)
-    if output == "json":
+    if chosen == "json":
         text = json.dumps(body, indent=2) + "\n"
+    elif chosen == "html":
+        from service.client.report_html import report_html
+
+        text = report_html(body)
     else:
         from service.client.report_markdown import report_markdown
 
