@@ -49,6 +49,12 @@ class Settings(BaseSettings):
         description="how long a worker rides out an unreachable database (a restart) before "
         "giving up the write in hand",
     )
+    db_prepared_statements: bool = Field(
+        default=True,
+        description="PostgreSQL: let psycopg prepare statements it runs often; false behind "
+        "PgBouncer in transaction pooling before 1.21 (a prepared statement lives on one "
+        "server connection, the next transaction may get another)",
+    )
 
     plugins: str | None = Field(
         default=None,

@@ -70,3 +70,26 @@ def test_an_idle_connection_that_died_is_replaced_before_use(
     assert second != first
     assert third == second  # the replacement is alive and kept
     assert len(pings) == 2  # idle_s=0: every reuse of a pooled connection is pinged
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+def test_prepared_statements_can_be_turned_off_for_pgbouncer(prepared: bool) -> None:
+    with fresh_postgres_database() as url:
+        engine = create_db_engine(url, prepared_statements=prepared)
+        try:
+            with engine.connect() as connection:
+                raw = connection.connection.driver_connection
+                assert isinstance(raw, psycopg.Connection)
+                assert raw.prepare_threshold == (5 if prepared else None)  # psycopg's default: 5
+        finally:
+            engine.dispose()
+
+
+def test_only_postgresql_gets_connect_arguments() -> None:
+    from service.db.engine import postgres_connect_args
+
+    assert postgres_connect_args("sqlite:///x.db", prepared_statements=False) == {}
+    assert postgres_connect_args("postgresql+psycopg://u@h/d") == {}
+    assert postgres_connect_args("postgresql+psycopg://u@h/d", prepared_statements=False) == {
+        "prepare_threshold": None
+    }

@@ -227,4 +227,6 @@ def test_a_warm_started_study_runs_the_sources_best_first_and_keeps_its_own_coun
     frozen = optuna_trials(migrated_database_url, study.optuna_study_name)
     assert len(frozen) == 4 + 2  # the seeds, then the study's own trials
     own = [t for t in frozen if "hpsearch_warm_start" not in t.user_attrs]
-    assert sorted(t.number for t in own) == sorted(t.optuna_trial_id or -1 for t in trials)
+    ids = sorted(t.optuna_trial_id for t in trials if t.optuna_trial_id is not None)
+    assert sorted(t.number for t in own) == ids
+    assert len(ids) == len(trials)

@@ -52,7 +52,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "behind TLS and a proxy, or bind 127.0.0.1",
             settings.host,
         )
-    engine = create_db_engine(settings.effective_database_url, pool_size=DB_POOL_SIZE)
+    engine = create_db_engine(
+        settings.effective_database_url,
+        pool_size=DB_POOL_SIZE,
+        prepared_statements=settings.db_prepared_statements,
+    )
     runtime = Runtime(engine, make_session_factory(engine), resolve_api_tokens(settings))
     collector = DatabaseCollector(runtime.session_factory)
     metrics.registry.register(collector)

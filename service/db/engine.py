@@ -14,9 +14,20 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def create_db_engine(url: str, *, pool_size: int = 5, immediate: bool = False) -> Engine:
+def postgres_connect_args(url: str, prepared_statements: bool = True) -> dict[str, Any]:
+    """The DB-API `connect` arguments for `url`: without server-side prepared statements
+    (psycopg prepares a statement run five times on a connection) when told, for PgBouncer's
+    transaction pooling, which hands each transaction any server connection."""
+    if make_url(url).get_backend_name() == "postgresql" and not prepared_statements:
+        return {"prepare_threshold": None}
+    return {}
+
+
+def create_db_engine(
+    url: str, *, pool_size: int = 5, immediate: bool = False, prepared_statements: bool = True
+) -> Engine:
     """SQLite: WAL, foreign keys, a generous busy timeout. PostgreSQL: a pool whose
-    connections are pinged after sitting idle.
+    connections are pinged after sitting idle (and `postgres_connect_args`).
 
     immediate: SQLite transactions start with BEGIN IMMEDIATE, taking the write lock up front,
     so two processes that read-then-write (a queue claim) wait for each other instead of one
@@ -34,7 +45,12 @@ def create_db_engine(url: str, *, pool_size: int = 5, immediate: bool = False) -
             event.listen(engine, "connect", _no_implicit_begin)
             event.listen(engine, "begin", _begin_immediate)
         return engine
-    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
+    engine = create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        connect_args=postgres_connect_args(url, prepared_statements),
+    )
     _ping_after_idle(engine, PING_AFTER_IDLE_S)
     return engine
 

@@ -27,6 +27,7 @@ from service.db.repositories._analysis import (
     TableSort,
 )
 from service.states import ENDED_TRIAL_STATES
+from service.studies._optuna import optuna_storage
 from service.studies._reads import reading
 from service.studies.browse import find_study
 from service.studies.errors import NotFoundError
@@ -295,7 +296,9 @@ def get_param_importances(
     empty = {"study_id": study_id, "evaluator": "fanova", "params": [], "importances": []}
     if complete.get(TrialState.COMPLETE, 0) < 2:
         return ParamImportances(**empty, n_trials=0, note="needs two complete trials")
-    trials, note = _optuna_trials(settings.effective_database_url, optuna_name)
+    trials, note = _optuna_trials(
+        settings.effective_database_url, optuna_name, settings.db_prepared_statements
+    )
     if note is not None:
         return ParamImportances(**empty, n_trials=0, note=note)
     trials = trials[-max_trials:]
@@ -315,10 +318,10 @@ def get_param_importances(
 
 
 def _optuna_trials(
-    storage_url: str, study_name: str
+    storage_url: str, study_name: str, prepared_statements: bool = True
 ) -> tuple[list[optuna.trial.FrozenTrial], str | None]:
     """The Optuna study's complete trials with a finite value, or a note why there are none."""
-    storage = optuna.storages.RDBStorage(storage_url)
+    storage = optuna_storage(storage_url, prepared_statements)
     try:
         try:
             record = optuna.load_study(study_name=study_name, storage=storage)

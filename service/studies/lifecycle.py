@@ -99,7 +99,9 @@ def delete_study(session: Session, settings: Settings, study_id: int) -> None:
             )
     # The study is gone for clients; leftovers below are logged, not reported as failures.
     try:
-        delete_optuna_study(optuna_name, settings.effective_database_url)
+        delete_optuna_study(
+            optuna_name, settings.effective_database_url, settings.db_prepared_statements
+        )
     except Exception:
         logger.exception("study %d deleted, but not its Optuna study %r", study_id, optuna_name)
     checkpoints = settings.checkpoint_dir / f"study-{study_id}"

@@ -36,6 +36,7 @@ def submit_study(session: Session, settings: Settings, spec: StudySpec) -> Study
             settings.effective_database_url,
             spec.objective.resolved_direction,
             warm.trials,
+            settings.db_prepared_statements,
         )
     try:
         with session.begin():
@@ -65,7 +66,9 @@ def submit_study(session: Session, settings: Settings, spec: StudySpec) -> Study
             return StudyRead.model_validate(study).model_copy(update={"warnings": warnings})
     except BaseException:
         if warm is not None:
-            delete_optuna_study(optuna_name, settings.effective_database_url)
+            delete_optuna_study(
+                optuna_name, settings.effective_database_url, settings.db_prepared_statements
+            )
         raise
 
 

@@ -22,7 +22,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
-from service.db.engine import create_db_engine, make_session_factory, transaction
+from service.db.engine import (
+    create_db_engine,
+    make_session_factory,
+    postgres_connect_args,
+    transaction,
+)
 from service.db.models import Trial, TrialState, Worker, utcnow
 from service.db.schema import require_current_schema
 from service.process import freeze_startup_objects
@@ -58,9 +63,12 @@ class WorkerProcess:
         url = settings.effective_database_url
         require_current_schema(url)  # before registering: hps_workers may not exist
         # One engine per process: ours (claims need BEGIN IMMEDIATE on SQLite) and Optuna's.
-        self.engine: Engine = create_db_engine(url, pool_size=2, immediate=True)
+        prepared = settings.db_prepared_statements
+        self.engine: Engine = create_db_engine(
+            url, pool_size=2, immediate=True, prepared_statements=prepared
+        )
         self.factory: sessionmaker[Session] = make_session_factory(self.engine)
-        self.storage = _optuna_storage(url)
+        self.storage = _optuna_storage(url, prepared)
         self.worker_id = self._register()
         self.current_trial_id: int | None = None
         self._away_delay = 0.1  # backoff while the database is unreachable
@@ -252,13 +260,20 @@ class WorkerProcess:
                 worker.current_trial_id = None
 
 
-def _optuna_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+def _optuna_storage(
+    url: str, prepared_statements: bool = True, attempts: int = 5
+) -> optuna.storages.RDBStorage:
     """Optuna's storage on our database. Workers starting together race to create Optuna's
     tables (its first start on a database is not concurrency-safe); the loser retries."""
     engine_kwargs: dict[str, Any] = (
         {}
         if url.startswith("sqlite")
-        else {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2}
+        else {
+            "pool_pre_ping": True,
+            "pool_size": 2,
+            "max_overflow": 2,
+            "connect_args": postgres_connect_args(url, prepared_statements),
+        }
     )
     for attempt in range(attempts):
         try:
