@@ -12,13 +12,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.engine import transaction
 from service.db.models import Study
-from tests.api_fixtures import TestClient, seed_study, seed_trial, valid_spec
-from tests.test_dashboard_browser import browser
+from tests.api_fixtures import TOKEN, TestClient, seed_study, seed_trial, valid_spec
+from tests.test_dashboard_browser import Served, browser, page, served
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, Page
 
-__all__ = ["browser"]  # the browser fixture, shared with the dashboard's tests
+__all__ = ["browser", "page", "served"]  # the dashboard tests' fixtures
 
 pytest_plugins = ["tests.api_fixtures"]
 
@@ -162,3 +162,26 @@ def test_the_html_report_opens_offline_with_its_plots_and_no_error(
         page.close()
     assert requests == [out.as_uri()]  # nothing but the file itself
     assert errors == []
+
+
+def test_a_study_whose_spec_no_longer_validates_is_a_409_not_a_500(
+    client: TestClient, db: sessionmaker[Session]
+) -> None:
+    study = seed_study(db, spec={"name": "old", "search_space": {"x": {"type": "nope"}}})
+    response = client.get(f"/api/v1/studies/{study}/report")
+    assert response.status_code == 409
+    assert "cannot be reported" in response.text
+
+
+@pytest.mark.browser
+def test_the_dashboard_report_page_draws_a_chart_per_technique(served: Served, page: Page) -> None:
+    study = seeded(served.db, adam=0.1, sgd=0.3)
+    page.goto(f"{served.url}/studies/{study}?token={TOKEN}")
+    page.click("#report-link")
+    page.wait_for_function("() => performance.getEntriesByName('hps:report').length > 0")
+    assert page.url.endswith(f"/studies/{study}/report")
+    assert page.locator(".technique .js-plotly-plot").count() == 2
+    optimizer = page.locator(".technique[data-parameter=optimizer] .sentences li").first
+    assert optimizer.inner_text().startswith("optimizer=adam beat optimizer=sgd by")
+    assert "optimizer=adam beat optimizer=sgd" in page.locator("#summary").inner_text()
+    assert not page.locator("#best-box").is_hidden()

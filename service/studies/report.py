@@ -18,13 +18,14 @@ from typing import Any, Literal
 
 import numpy
 import optuna
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db.models import Study, Trial, TrialState
 from service.studies._reads import reading
 from service.studies.browse import find_study
+from service.studies.errors import ConflictError
 from service.studies.schemas import split_problem_labels
 from service.studies.spec import StudySpec
 from service.studies.warm_start import replayed
@@ -116,7 +117,13 @@ def build_report(session: Session, study_id: int) -> StudyReport:
             )
         ]
         best = _best(session, study)
-    spec = StudySpec.model_validate(study.spec)
+    try:
+        spec = StudySpec.model_validate(study.spec)
+    except (ValidationError, ValueError) as error:
+        raise ConflictError(
+            f"study {study_id}'s spec is not one this server reads any more, so its "
+            f"techniques cannot be reported: {error}"
+        ) from None
     direction: Literal["minimize", "maximize"] = (
         "maximize" if study.direction == "maximize" else "minimize"
     )

@@ -8,6 +8,7 @@ import {
 initPage();
 
 const studyId = Number(window.location.pathname.split("/")[2]);
+document.getElementById("report-link").href = `/studies/${studyId}/report`;
 const LIMIT = 50;
 const PARALLEL_MAX = 1000; // parallel coordinates: the best trials, at most this many (WebGL lines)
 const TECHNIQUES = ["optimizer", "regularizer", "initializer"];
