@@ -45,6 +45,7 @@ def seeded(db: sessionmaker[Session], adam: float, sgd: float, problems_in_sgd: 
             params={"optimizer": optimizer, "learning_rate": rate},
             metrics={"test_accuracy": 0.9, "val_data_loss": value},
             problem_labels=labels,
+            epochs=3,
         )
         if best is None or value < best[0]:
             best = (value, trial_id)

@@ -61,8 +61,8 @@ def error_details(errors: Sequence[Mapping[str, Any]], body: Any) -> list[dict[s
 
 
 def issue_details(issues: Iterable[Issue]) -> list[dict[str, Any]]:
-    """A use case's `Issue`s in the same shape (their paths are within the body)."""
-    return [{"loc": ["body", *i.path], "msg": i.reason, "type": i.type} for i in issues]
+    """A use case's `Issue`s in the same shape (their paths within the body or the query)."""
+    return [{"loc": [i.where, *i.path], "msg": i.reason, "type": i.type} for i in issues]
 
 
 def _locate(order: int, error: Mapping[str, Any], body: Any) -> _Error:

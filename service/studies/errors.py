@@ -37,6 +37,8 @@ class Issue:
     path: tuple[str | int, ...]
     reason: str
     type: str = "value_error"
+    where: str = "body"
+    """What `path` is within: the body, or the query string."""
 
 
 class InvalidInputError(ServiceError):

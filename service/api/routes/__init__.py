@@ -3,6 +3,7 @@
 from fastapi import APIRouter
 
 from service.api.routes import (
+    compare,
     dashboard_data,
     datasets,
     health,
@@ -14,7 +15,17 @@ from service.api.routes import (
 )
 
 router = APIRouter()
-for _module in (studies, trials, datasets, plugins, workers, health, metrics, dashboard_data):
+for _module in (
+    studies,
+    trials,
+    compare,
+    datasets,
+    plugins,
+    workers,
+    health,
+    metrics,
+    dashboard_data,
+):
     router.include_router(_module.router)
 
 __all__ = ["router"]
