@@ -186,3 +186,16 @@ def test_the_dashboard_report_page_draws_a_chart_per_technique(served: Served, p
     assert optimizer.inner_text().startswith("optimizer=adam beat optimizer=sgd by")
     assert "optimizer=adam beat optimizer=sgd" in page.locator("#summary").inner_text()
     assert not page.locator("#best-box").is_hidden()
+
+
+def test_the_bootstrap_of_large_groups_is_drawn_in_chunks_with_the_same_answer() -> None:
+    from service.studies.report import BOOTSTRAP_RESAMPLES, _compare, _resampled_means
+
+    rng = numpy.random.default_rng(3)
+    good, bad = rng.normal(0.10, 0.05, 3000), rng.normal(0.12, 0.05, 3000)
+    means = _resampled_means(numpy.random.default_rng(0), good)
+    assert means.shape == (BOOTSTRAP_RESAMPLES,)
+    assert abs(float(means.mean()) - float(good.mean())) < 0.001
+    comparison = _compare("a", "b", list(good), list(bad), sign=-1.0)  # minimizing
+    assert comparison.conclusive
+    assert comparison.interval[0] < 0.02 < comparison.interval[1]  # the true difference

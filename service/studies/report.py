@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from service.db.models import Study, Trial, TrialState
 from service.studies._reads import reading
+from service.studies.analysis import MAX_IMPORTANCE_TRIALS
 from service.studies.browse import find_study
 from service.studies.errors import ConflictError
 from service.studies.schemas import split_problem_labels
@@ -183,10 +184,11 @@ def _importances(
     study_id: int,
     direction: Literal["minimize", "maximize"],
 ) -> tuple[dict[str, float], str | None]:
-    """fANOVA importances on the study's own complete trials (not a warm start's seeds)."""
+    """fANOVA importances on the study's own complete trials (not a warm start's seeds), the
+    latest `MAX_IMPORTANCE_TRIALS` of them, as the importances endpoint fits them."""
     frozen = [
         trial
-        for row in complete
+        for row in complete[-MAX_IMPORTANCE_TRIALS:]
         if row.value is not None
         and (trial := replayed(spec.search_space, row.params, row.value, study_id, row.number))
         is not None
@@ -304,9 +306,7 @@ def _compare(
     direction (`sign` −1 when minimizing)."""
     rng = numpy.random.default_rng(0)
     a, b = numpy.asarray(good, dtype=float), numpy.asarray(bad, dtype=float)
-    resampled_a = rng.choice(a, size=(BOOTSTRAP_RESAMPLES, len(a))).mean(axis=1)
-    resampled_b = rng.choice(b, size=(BOOTSTRAP_RESAMPLES, len(b))).mean(axis=1)
-    differences = sign * (resampled_a - resampled_b)
+    differences = sign * (_resampled_means(rng, a) - _resampled_means(rng, b))
     low, high = (float(v) for v in numpy.percentile(differences, [2.5, 97.5]))
     return Comparison(
         better=better,
@@ -317,6 +317,17 @@ def _compare(
         n_worse=len(b),
         conclusive=low > 0,
     )
+
+
+def _resampled_means(rng: numpy.random.Generator, values: numpy.ndarray) -> numpy.ndarray:
+    """`BOOTSTRAP_RESAMPLES` means of resamples of `values`, drawn in chunks so a group of
+    10,000 trials needs a few MB, not the 160 MB of one (2000, n) draw."""
+    chunk = max(1, 2_000_000 // max(len(values), 1))
+    means = [
+        rng.choice(values, size=(min(chunk, BOOTSTRAP_RESAMPLES - start), len(values))).mean(axis=1)
+        for start in range(0, BOOTSTRAP_RESAMPLES, chunk)
+    ]
+    return numpy.concatenate(means)
 
 
 def _sentence(c: Comparison, metric: str) -> str:
