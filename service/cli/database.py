@@ -108,3 +108,44 @@ def db_current(url: UrlOption = None) -> None:
     else:
         state = f"{revision} (head is {newest}: run `hpsearch db upgrade`)"
     console.print(f"{shown}: {state}", soft_wrap=True, highlight=False)
+
+
+@app.command("wait")
+def db_wait(
+    url: UrlOption = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0, help="seconds before giving up (exit 1)")
+    ] = 600.0,
+    poll: Annotated[float, typer.Option("--poll", min=0.1, help="seconds between checks")] = 2.0,
+) -> None:
+    """Wait until the database's hps_ tables are at this code's newest revision: what a
+    server or worker waits for while a migration runs (a Kubernetes initContainer). An
+    unreachable database counts as not yet."""
+    import time
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from service.db import migrate
+
+    target, shown = _target(url)
+    newest = migrate.head()
+    deadline = time.monotonic() + timeout
+    last = "not checked yet"
+    while True:
+        try:
+            revision = migrate.current(target)
+            last = revision or "base"
+            if revision == newest:
+                console.print(f"{shown}: {revision} (head)", soft_wrap=True, highlight=False)
+                return
+        except SQLAlchemyError as error:
+            last = f"unreachable ({str(error).strip().splitlines()[0]})"
+        if time.monotonic() >= deadline:
+            error_console.print(
+                f"error: {shown} is at {last} after {timeout:g} s; expected {newest} "
+                "(run `hpsearch db upgrade`)",
+                soft_wrap=True,
+                highlight=False,
+            )
+            raise typer.Exit(1)
+        time.sleep(poll)
