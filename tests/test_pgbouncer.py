@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from service.db.engine import create_db_engine, make_session_factory
 from service.db.models import Study, StudyStatus, Trial, TrialState
+from tests.api_fixtures import free_port
 from tests.conftest import _libpq, create_schema, fresh_postgres_database, require
 from tests.test_worker import add_study, spec
 from tests.test_worker_processes import LOGS, start_worker
@@ -42,13 +43,6 @@ class Bounced:
     direct: str
     bounced: str
     database: str
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture

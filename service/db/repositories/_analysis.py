@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, Float, RowMapping, Text, UnaryExpression, 
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from service.db.models import Trial, TrialEpoch
-from service.db.repositories._trials import SortOrder, listed_page
+from service.db.repositories._trials import SortOrder, listed_page, problem_pattern
 
 TableSort = Literal["number", "value", "state", "diagnosis", "duration_s", "epochs_run"]
 EpochMetric = Literal["loss", "accuracy", "val_loss", "val_accuracy"]
@@ -142,8 +142,8 @@ class AnalysisRepository:
             if None in diagnoses:
                 condition = condition | Trial.diagnosis.is_(None)
             filters.append(condition)
-        if problem is not None:  # labels are stored `,a,b,` (`Trial.problem_labels`)
-            filters.append(Trial.problem_labels.like(f"%,{problem},%"))
+        if problem is not None:
+            filters.append(Trial.problem_labels.like(problem_pattern(problem)))
         column = _SORT_COLUMNS[sort]
         ordering: list[UnaryExpression[Any]] = [
             (column.asc() if order == "asc" else column.desc()).nulls_last()

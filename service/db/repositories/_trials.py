@@ -186,7 +186,7 @@ class TrialRepository:
         if state is not None:
             values["state"] = str(state)
         if problem is not None:
-            values["problem"] = _problem_pattern(problem)
+            values["problem"] = problem_pattern(problem)
         rows = self._session.execute(statement, values).all()
         if not rows:
             return JsonTextPage([], None, None, None)
@@ -203,7 +203,7 @@ class TrialRepository:
     ) -> int:
         filters = _study_filters(study_id, state)
         if problem is not None:
-            filters.append(Trial.problem_labels.like(_problem_pattern(problem)))
+            filters.append(Trial.problem_labels.like(problem_pattern(problem)))
         statement = select(func.count()).select_from(Trial).where(*filters)
         return self._session.scalar(statement) or 0
 
@@ -251,7 +251,7 @@ def _study_filters(study_id: int, state: TrialState | None) -> list[ColumnElemen
     return filters
 
 
-def _problem_pattern(label: str) -> str:
+def problem_pattern(label: str) -> str:
     """LIKE pattern of a label in `problem_labels` (labels are [a-z_]: `_` is LIKE's one-char
     wildcard, which can only match what a real label would)."""
     return f"%,{label},%"
