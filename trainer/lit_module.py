@@ -10,7 +10,7 @@ checkpointing still run, once per epoch, where they matter.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,29 +223,46 @@ class TrialModule(pl.LightningModule):
                 running = {LOSS: self._mean_loss(losses, n, batch_size)}
                 for listener in progress.step_listeners:
                     listener(progress.optimizer_steps, running)
+        lr = float(optimizer.param_groups[0]["lr"])
+        if not self.end_epoch(self.current_epoch + 1, losses, data_losses, hits, lr):
+            self.trainer.should_stop = True
+
+    def end_epoch(
+        self,
+        epoch: int,
+        losses: Sequence[torch.Tensor],
+        data_losses: Sequence[torch.Tensor],
+        hits: Sequence[torch.Tensor],
+        lr: float,
+    ) -> bool:
+        """Close an epoch of training steps (also for a packed member, `trainer.packing`):
+        the gradient norms its last step left, the validation pass, and the epoch's row in
+        `progress.history`. Returns False when the losses became non-finite (it diverged)."""
+        assert self.data is not None
+        n, batch_size = len(self.data.train), self.config.batch_size
         kernel_norms, bias_norms = self._gradient_norms()  # of the epoch's last step
         val = self.evaluate(self.data.val, count_dead_units=True)
         score = ACCURACY if self.task == "classification" else MAE
         mean_loss = self._mean_loss(losses, n, batch_size)
         logs = {
             LOSS: mean_loss,
-            score: float(torch.cat(hits).sum()) / torch.cat(hits).numel(),
+            score: float(torch.cat(list(hits)).sum()) / torch.cat(list(hits)).numel(),
             VAL_LOSS: val[LOSS],
             f"val_{score}": val[score],
-            DATA_LOSS: self._mean_loss(data_losses, n, batch_size) if penalized else mean_loss,
+            DATA_LOSS: self._mean_loss(data_losses, n, batch_size) if data_losses else mean_loss,
             VAL_DATA_LOSS: val[DATA_LOSS],
-            LEARNING_RATE: float(optimizer.param_groups[0]["lr"]),
+            LEARNING_RATE: lr,
         }
-        epoch = self.current_epoch + 1
         signals = {
             "kernel_grad_norms": kernel_norms,
             "bias_grad_norms": bias_norms,
             "dead_units": val.get(DEAD_UNITS),
         }
-        progress.history.append({"epoch": epoch, **logs, **signals})
+        self.progress.history.append({"epoch": epoch, **logs, **signals})
         if not (math.isfinite(logs[LOSS]) and math.isfinite(val[LOSS])):
-            progress.diverged_at = epoch
-            self.trainer.should_stop = True
+            self.progress.diverged_at = epoch
+            return False
+        return True
 
     def _shuffled_batches(
         self, split: Split | StreamedSplit, batch_size: int
@@ -273,13 +290,13 @@ class TrialModule(pl.LightningModule):
             yield split.X[start : start + EVAL_CHUNK], split.y[start : start + EVAL_CHUNK]
 
     @staticmethod
-    def _mean_loss(losses: list[torch.Tensor], n: int, batch_size: int) -> float:
+    def _mean_loss(losses: Sequence[torch.Tensor], n: int, batch_size: int) -> float:
         """Keras's running loss: the mean of batch losses weighted by batch size."""
         seen = min(len(losses) * batch_size, n)
         last = seen - (len(losses) - 1) * batch_size
         weights = torch.full((len(losses),), float(batch_size), device=losses[0].device)
         weights[-1] = last
-        return float(torch.dot(torch.stack(losses), weights)) / seen
+        return float(torch.dot(torch.stack(list(losses)), weights)) / seen
 
     def _hits(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.task == "classification":

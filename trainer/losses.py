@@ -63,3 +63,30 @@ def loss_function(name: str) -> LossFunction:
         "huber": lambda prediction, target: F.huber_loss(prediction, target, delta=1.0),
     }
     return functions[canonical_loss(name)]
+
+
+def per_member_loss(name: str) -> LossFunction:
+    """`loss_function(name)` for a pack (`trainer.packing`): outputs and targets carry a
+    leading member axis, and each member gets its own batch mean (a vector, one per member)."""
+    from torch.nn import functional as F
+
+    def flat(
+        function: Callable[..., torch.Tensor],
+    ) -> LossFunction:
+        def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            return function(outputs, targets, reduction="none").flatten(1).mean(dim=1)
+
+        return loss
+
+    def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        members = logits.shape[0]
+        per_row = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+        return per_row.view(members, -1).mean(dim=1)
+
+    functions: dict[str, LossFunction] = {
+        "sparse_categorical_crossentropy": cross_entropy,
+        "mean_squared_error": flat(F.mse_loss),
+        "mean_absolute_error": flat(F.l1_loss),
+        "huber": flat(lambda p, t, reduction: F.huber_loss(p, t, reduction=reduction, delta=1.0)),
+    }
+    return functions[canonical_loss(name)]

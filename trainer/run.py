@@ -36,7 +36,7 @@ from trainer.config import TrialConfig
 from trainer.contracts import Task
 from trainer.data import AnySplits, load_data, load_folds
 from trainer.diagnosis import Diagnosis, diagnose
-from trainer.lit_module import TrialModule
+from trainer.lit_module import TrialModule, TrialProgress
 from trainer.losses import resolve_loss
 from trainer.metrics import (
     ACCURACY,
@@ -53,6 +53,9 @@ from trainer.metrics import (
     resolve_mode,
 )
 from trainer.problems import EpochSignals, Problem, detect_problems
+
+PACK_MEMBER_MARK = "packed"
+"""The key, in a checkpoint's `hpsearch` state, marking a pack member's resume state."""
 
 Status = Literal["completed", "pruned", "diverged", "interrupted"]
 
@@ -191,16 +194,23 @@ def run_trial(
         torch.set_num_threads(num_threads)
     hooks = _Hooks(reporter, stop_requested, on_epoch)
     image = _IMAGE_INPUTS[networks.input_kind(config.model.type)]
+    if resume_from is not None and _resumes_a_pack_member(resume_from):
+        from trainer import packing  # packing builds on this module
+
+        member = packing.PackMember(
+            config, reporter, _as_path(checkpoint_dir), Path(resume_from), on_epoch
+        )
+        return packing.run_pack([member], device=device, stop_requested=stop_requested)[0]
     if config.dataset.folds is None:
         data = load_data(config.dataset, image=image)
-        _check_task(config, data.task)
+        check_task(config, data.task)
         return _fit(config, data, hooks, _as_path(checkpoint_dir), resume_from, device)
     if resume_from is not None:
         raise ValueError("resuming is not supported with k-fold cross-validation")
     started = time.perf_counter()
     results = []
     for fold, splits in enumerate(load_folds(config.dataset, image=image)):
-        _check_task(config, splits.task)
+        check_task(config, splits.task)
         fold_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"fold{fold}"
         fold_hooks = hooks if fold == 0 else _Hooks(None, stop_requested, None)
         result = _fit(config, splits, fold_hooks, fold_dir, None, device)
@@ -223,7 +233,7 @@ def run_trial(
 _IMAGE_INPUTS = {"flat": False, "image": True, "any": None}
 
 
-def _check_task(config: TrialConfig, task: Task) -> None:
+def check_task(config: TrialConfig, task: Task) -> None:
     """Metrics and loss must exist for the data's task (known for sure only once loaded)."""
     check_metric_for_task(config.objective, task)
     if config.early_stopping is not None:
@@ -259,7 +269,7 @@ class _Hooks:
         on_epoch = self.on_epoch
         if on_epoch is None:
             return None
-        return lambda row: on_epoch(EpochRecord(**_record(row)))
+        return lambda row: on_epoch(epoch_record(row))
 
 
 def _fit(
@@ -271,7 +281,7 @@ def _fit(
     device: str,
 ) -> TrialResult:
     started = time.perf_counter()
-    accelerator, devices = _resolve_device(device)
+    accelerator, devices = resolve_device(device)
     resumed_from = None if resume_from is None else _epochs_done(resume_from)
     pl.seed_everything(config.seed, workers=False, verbose=False)
     module = TrialModule(config.to_dict(), data.input_shape, data.n_outputs, data.task)
@@ -298,7 +308,7 @@ def _fit(
             train_dataloaders=_EpochTicks(),
             ckpt_path=None if resume_from is None else str(resume_from),
         )
-    return _result(config, module, data, watchers, resumed_from, started)
+    return trial_result(config, module.progress, data, watchers.outcome(), resumed_from, started)
 
 
 @dataclass(frozen=True)
@@ -331,6 +341,18 @@ class _Callbacks:
             resume_saver=resume_saver,
         )
 
+    def outcome(self) -> Outcome:
+        best_saver, resume_saver = self.best_saver, self.resume_saver
+        return Outcome(
+            pruned=self.reporting.pruned,
+            interrupted=self.reporting.interrupted,
+            stopped_early=self.early_stopping is not None and self.early_stopping.stopped_epoch > 0,
+            best_checkpoint=str(best_saver.path) if best_saver and best_saver.saved else None,
+            last_checkpoint=(
+                str(resume_saver.path) if resume_saver and resume_saver.saved else None
+            ),
+        )
+
     def all(self) -> list[Callback]:
         """In the order Lightning must run them (reporting first, the savers last)."""
         ordered = (
@@ -343,18 +365,27 @@ class _Callbacks:
         return [callback for callback in ordered if callback is not None]
 
 
-def _result(
+@dataclass(frozen=True)
+class Outcome:
+    """How a fit ended, as its callbacks (or a pack's per-member trackers) saw it."""
+
+    pruned: bool
+    interrupted: bool
+    stopped_early: bool
+    best_checkpoint: str | None
+    last_checkpoint: str | None
+
+
+def trial_result(
     config: TrialConfig,
-    module: TrialModule,
+    progress: TrialProgress,
     data: AnySplits,
-    callbacks: _Callbacks,
+    outcome: Outcome,
     resumed_from: int | None,
     started: float,
 ) -> TrialResult:
-    progress = module.progress
-    history = tuple(EpochRecord(**_record(row)) for row in progress.history)
-    reporting, early_stopping = callbacks.reporting, callbacks.early_stopping
-    best_saver, resume_saver = callbacks.best_saver, callbacks.resume_saver
+    """The `TrialResult` of a fit that ended (alone, or as a member of a pack)."""
+    history = tuple(epoch_record(row) for row in progress.history)
     status: Status = "completed"
     message = ""
     train = val = test = None
@@ -390,9 +421,9 @@ def _result(
             DATA_LOSS: train.data_loss,
             VAL_DATA_LOSS: val.data_loss,
         }[config.objective]
-        if reporting.pruned:
+        if outcome.pruned:
             status = "pruned"
-        elif reporting.interrupted:
+        elif outcome.interrupted:
             status = "interrupted"
     best = _best_epoch(history, config.objective)
     return TrialResult(
@@ -406,10 +437,10 @@ def _result(
         best=best,
         history=history,
         epochs_run=len(history),
-        stopped_early=early_stopping is not None and early_stopping.stopped_epoch > 0,
+        stopped_early=outcome.stopped_early,
         diagnosis=diagnosis,
-        best_checkpoint=str(best_saver.path) if best_saver and best_saver.saved else None,
-        last_checkpoint=str(resume_saver.path) if resume_saver and resume_saver.saved else None,
+        best_checkpoint=outcome.best_checkpoint,
+        last_checkpoint=outcome.last_checkpoint,
         resumed_from_epoch=resumed_from,
         device=progress.device,
         seed=config.seed,
@@ -456,6 +487,11 @@ def _best_epoch(history: tuple[EpochRecord, ...], objective: str) -> EpochRecord
     return pick(finite, key=lambda r: float(getattr(r, objective)))
 
 
+def epoch_record(row: dict[str, Any]) -> EpochRecord:
+    """A `TrialProgress.history` row as the `EpochRecord` callers get."""
+    return EpochRecord(**_record(row))
+
+
 def _record(row: dict[str, Any]) -> dict[str, Any]:
     record: dict[str, Any] = {name: row.get(name) for name in EPOCH_METRICS}
     record["epoch"] = int(row["epoch"])
@@ -467,12 +503,18 @@ def _record(row: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def _resumes_a_pack_member(checkpoint: str | Path) -> bool:
+    """A trial that ran in a pack resumes in one (`trainer.packing`)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    return bool(state.get("hpsearch", {}).get(PACK_MEMBER_MARK, False))
+
+
 def _epochs_done(checkpoint: str | Path) -> int:
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     return len(state.get("hpsearch", {}).get("history", []))
 
 
-def _resolve_device(device: str) -> tuple[str, list[int] | int]:
+def resolve_device(device: str) -> tuple[str, list[int] | int]:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":

@@ -1,0 +1,311 @@
+"""Trial packing (`trainer.packing`): members of a fused pack train as they would alone."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from trainer import EpochRecord, TrialConfig, TrialResult, run_trial
+from trainer import optimizers as keras_optimizers
+from trainer.config import (
+    AugmentationConfig,
+    DatasetConfig,
+    EarlyStoppingConfig,
+    ModelConfig,
+)
+from trainer.lit_module import TrialModule
+from trainer.packed_optimizers import pack_optimizer
+from trainer.packing import PackMember, pack_key, packing_blocker, run_pack
+
+DIGITS = DatasetConfig(name="digits", validation_split=0.2, test_split=0.2, seed=0)
+
+
+def member(
+    seed: int,
+    *,
+    optimizer: Any = "adam",
+    dropout: float = 0.0,
+    regularizer: Any = None,
+    initializer: str = "glorot_uniform",
+    epochs: int = 3,
+    **fields: Any,
+) -> TrialConfig:
+    values: dict[str, Any] = {
+        "dataset": DIGITS,
+        "model": ModelConfig(type="mlp", hidden_units=[32, 16], dropout=dropout),
+        "optimizer": optimizer,
+        "kernel_initializer": initializer,
+        "kernel_regularizer": regularizer,
+        "batch_size": 64,
+        "max_epochs": epochs,
+        "seed": seed,
+        **fields,
+    }
+    return TrialConfig(**values)
+
+
+def assert_same_trial(alone: TrialResult, packed: TrialResult, rel: float = 1e-4) -> None:
+    assert (packed.status, packed.epochs_run, packed.best_epoch, packed.stopped_early) == (
+        alone.status,
+        alone.epochs_run,
+        alone.best_epoch,
+        alone.stopped_early,
+    )
+    for a, b in zip(alone.history, packed.history, strict=True):
+        for name in ("loss", "val_loss", "val_data_loss", "accuracy", "val_accuracy", "lr"):
+            x, y = getattr(a, name), getattr(b, name)
+            if x is None or not math.isfinite(x):
+                assert y is None or not math.isfinite(y) or x is None
+                continue
+            assert y == pytest.approx(x, rel=rel, abs=1e-6), (a.epoch, name)
+        assert b.kernel_grad_norms == pytest.approx(
+            a.kernel_grad_norms, rel=1e-3, abs=1e-6, nan_ok=True
+        )
+        assert b.dead_units == pytest.approx(a.dead_units)
+    if alone.objective_value is None:
+        assert packed.objective_value is None
+    else:
+        assert packed.objective_value == pytest.approx(alone.objective_value, rel=rel)
+        assert alone.test is not None
+        assert packed.test is not None
+        assert packed.test.accuracy == pytest.approx(alone.test.accuracy, abs=1e-9)
+    assert packed.data_fingerprint == alone.data_fingerprint
+    assert (packed.diagnosis is None) == (alone.diagnosis is None)
+
+
+OPTIMIZERS: list[tuple[str, list[dict[str, object]]]] = [
+    ("adam", [{"learning_rate": r} for r in (1e-3, 3e-3, 1e-2)]),
+    ("adamw", [{"learning_rate": 2e-3, "weight_decay": w} for w in (0.004, 0.05, 0.0)]),
+    ("adam", [{"learning_rate": 2e-3, "amsgrad": True, "beta_2": b} for b in (0.999, 0.99, 0.9)]),
+    ("sgd", [{"learning_rate": r} for r in (0.01, 0.1, 0.5)]),
+    ("momentum", [{"learning_rate": 0.02, "momentum": m} for m in (0.5, 0.9, 0.99)]),
+    ("nesterov", [{"learning_rate": r, "momentum": 0.9} for r in (0.01, 0.05, 0.003)]),
+    ("rmsprop", [{"learning_rate": 1e-3, "momentum": m} for m in (0.0, 0.5, 0.9)]),
+    ("rmsprop", [{"learning_rate": r, "centered": True} for r in (1e-3, 3e-4, 3e-3)]),
+]
+
+
+@pytest.mark.parametrize(("name", "settings"), OPTIMIZERS)
+def test_each_member_trains_as_it_would_alone(name: str, settings: list[dict[str, object]]) -> None:
+    """Per optimizer: members with their own learning rate (and momentum, decay, ...),
+    dropout rate (one without dropout), regularizer, initializer and seed match `run_trial`."""
+    regularizers: list[dict[str, object] | None] = [
+        None,
+        {"class_name": "l2", "config": {"l2": 1e-3}},
+        {"class_name": "l1_l2", "config": {"l1": 1e-4, "l2": 1e-4}},
+    ]
+    initializers = ["glorot_uniform", "he_normal", "orthogonal"]
+    configs = [
+        member(
+            seed,
+            optimizer={"class_name": name, "config": settings[seed]},
+            dropout=(0.0, 0.2, 0.45)[seed],
+            regularizer=regularizers[seed],
+            initializer=initializers[seed],
+        )
+        for seed in range(3)
+    ]
+    packed = run_pack([PackMember(config) for config in configs], device="cpu")
+    for config, result in zip(configs, packed, strict=True):
+        assert_same_trial(run_trial(config, device="cpu"), result)
+
+
+def test_a_diverging_member_fails_alone_and_a_stopping_one_leaves_the_pack() -> None:
+    stopping = EarlyStoppingConfig(monitor="val_data_loss", patience=0, min_delta=10.0)
+    configs = [
+        member(0, epochs=5),
+        member(1, optimizer={"class_name": "sgd", "config": {"learning_rate": 1e4}}, epochs=5),
+        member(2, epochs=5, early_stopping=stopping),  # no epoch improves by 10: stops at 2
+        member(3, epochs=2, dropout=0.3),
+    ]
+    # one optimizer class per pack: the diverging SGD member trains in its own pack
+    sgd_configs = [configs[1], member(4, optimizer="sgd", epochs=5)]
+    adam = run_pack([PackMember(c) for c in (configs[0], configs[2], configs[3])], device="cpu")
+    sgd = run_pack([PackMember(c) for c in sgd_configs], device="cpu")
+    assert sgd[0].status == "diverged"
+    assert sgd[0].objective_value is None
+    assert "non-finite" in sgd[0].message
+    assert [r.epochs_run for r in adam] == [5, 2, 2]
+    assert adam[1].stopped_early
+    lone = [configs[0], configs[2], configs[3], *sgd_configs]
+    for config, result in zip(lone, [*adam, *sgd], strict=True):
+        assert_same_trial(run_trial(config, device="cpu"), result)
+
+
+class PruneAt:
+    def __init__(self, epoch: int) -> None:
+        self.epoch, self.seen = epoch, 0
+        self.reported: list[tuple[int, float]] = []
+
+    def report(self, epoch: int, value: float) -> None:
+        self.seen = epoch
+        self.reported.append((epoch, value))
+
+    def should_prune(self) -> bool:
+        return self.seen >= self.epoch
+
+
+def test_each_member_hears_its_own_pruner_and_epochs() -> None:
+    configs = [member(0, epochs=4), member(1, epochs=4, dropout=0.1)]
+    reporters = [PruneAt(99), PruneAt(2)]
+    rows: list[list[int]] = [[], []]
+
+    def listener(own: list[int]) -> Callable[[EpochRecord], None]:
+        return lambda record: own.append(record.epoch)
+
+    members = [
+        PackMember(c, reporter=r, on_epoch=listener(own))
+        for c, r, own in zip(configs, reporters, rows, strict=True)
+    ]
+    results = run_pack(members, device="cpu")
+    assert [r.status for r in results] == ["completed", "pruned"]
+    assert rows == [[1, 2, 3, 4], [1, 2]]
+    alone = run_trial(configs[1], PruneAt(2), device="cpu")
+    assert_same_trial(alone, results[1])
+    assert [v for _, v in reporters[1].reported] == pytest.approx(
+        [r.val_data_loss for r in alone.history], rel=1e-5
+    )
+
+
+def test_an_interrupted_pack_resumes_member_by_member(tmp_path: Path) -> None:
+    stopping = EarlyStoppingConfig(monitor="val_data_loss", patience=5, restore_best_weights=True)
+    configs = [
+        member(seed, epochs=5, dropout=0.25, early_stopping=stopping, regularizer=reg)
+        for seed, reg in ((0, None), (1, {"class_name": "l2", "config": {"l2": 1e-3}}))
+    ]
+    epochs = 0
+
+    def stop_after_two() -> bool:
+        nonlocal epochs
+        epochs += 1
+        return epochs >= 2
+
+    first = run_pack(
+        [PackMember(c, checkpoint_dir=tmp_path / f"m{i}") for i, c in enumerate(configs)],
+        device="cpu",
+        stop_requested=stop_after_two,
+    )
+    assert [r.status for r in first] == ["interrupted", "interrupted"]
+    assert all(r.epochs_run == 2 and r.last_checkpoint for r in first)
+    # each member's retry resumes on its own through run_trial (a pack of one)
+    resumed = [
+        run_trial(c, checkpoint_dir=tmp_path / f"m{i}", resume_from=r.last_checkpoint, device="cpu")
+        for i, (c, r) in enumerate(zip(configs, first, strict=True))
+    ]
+    for config, result in zip(configs, resumed, strict=True):
+        straight = run_trial(config, device="cpu")
+        assert result.resumed_from_epoch == 2
+        assert_same_trial(straight, result)
+        assert result.best_checkpoint is not None
+        restored = TrialModule.load_from_checkpoint(result.best_checkpoint, map_location="cpu")
+        assert isinstance(restored, TrialModule)
+        assert restored.config == config
+
+
+def test_best_checkpoint_holds_the_best_epochs_weights(tmp_path: Path) -> None:
+    config = member(0, epochs=4, dropout=0.2)
+    (result,) = run_pack([PackMember(config, checkpoint_dir=tmp_path)], device="cpu")
+    assert result.best_checkpoint == str(tmp_path / "best.ckpt")
+    module = TrialModule.load_from_checkpoint(result.best_checkpoint, map_location="cpu")
+    state = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)
+    assert len(state["hpsearch"]["history"]) == result.best_epoch
+    assert module.config == config
+    assert result.val is not None
+
+
+def test_regression_members_match_alone() -> None:
+    data = DatasetConfig(
+        name="synthetic", config={"task": "regression", "n_samples": 300, "n_features": 5}
+    )
+    configs = [
+        member(s, dataset=data, loss=loss, optimizer="rmsprop")
+        for s, loss in ((0, "mse"), (1, "mse"), (2, "mse"))
+    ]
+    packed = run_pack([PackMember(c) for c in configs], device="cpu")
+    for config, result in zip(configs, packed, strict=True):
+        alone = run_trial(config, device="cpu")
+        assert result.history[-1].val_mae == pytest.approx(alone.history[-1].val_mae, rel=1e-4)
+        assert result.task == "regression"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"model": ModelConfig(type="cnn")}, "only the built-in mlp"),
+        ({"model": ModelConfig(type="mlp", config={"batch_norm": True})}, "batch normalization"),
+        ({"augmentation": AugmentationConfig(gaussian_noise=0.1)}, "augmentation"),
+        ({"activity_regularizer": {"class_name": "l2", "config": {}}}, "activity regularizer"),
+        ({"dataset": DatasetConfig(name="digits", folds=3)}, "cross-validation"),
+    ],
+)
+def test_what_cannot_be_packed_is_refused_with_its_reason(
+    change: dict[str, Any], reason: str
+) -> None:
+    config = member(0, **change)
+    assert reason in (packing_blocker(config) or "")
+    with pytest.raises(ValueError, match=reason):
+        run_pack([PackMember(config)], device="cpu")
+
+
+def test_members_must_share_shape_batch_and_optimizer_class() -> None:
+    base = member(0)
+    assert pack_key(base) == pack_key(member(1, dropout=0.4, initializer="he_normal"))
+    assert pack_key(base) == pack_key(
+        member(2, optimizer={"class_name": "adam", "config": {"learning_rate": 0.1}})
+    )
+    for other in (
+        member(1, batch_size=32),
+        member(1, optimizer="sgd"),
+        member(1, model=ModelConfig(hidden_units=[8])),
+    ):
+        assert pack_key(other) != pack_key(base)
+        with pytest.raises(ValueError, match="differs from member 0"):
+            run_pack([PackMember(base), PackMember(other)], device="cpu")
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        {"class_name": "adam", "config": {"learning_rate": 0.01}},
+        {"class_name": "adamw", "config": {"learning_rate": 0.01, "weight_decay": 0.1}},
+        {"class_name": "nesterov", "config": {"learning_rate": 0.05, "momentum": 0.8}},
+        {
+            "class_name": "rmsprop",
+            "config": {"learning_rate": 0.01, "momentum": 0.5, "centered": True},
+        },
+    ],
+)
+def test_stacked_updates_equal_each_members_torch_optimizer(optimizer: dict[str, Any]) -> None:
+    """The vectorized update of the built-ins (`packed_optimizers`) against the torch optimizer
+    `trainer.optimizers` builds for each member, over 5 steps with member-specific rates."""
+    generator = torch.Generator().manual_seed(0)
+    members = 3
+    factories = []
+    for index in range(members):
+        settings = dict(optimizer["config"])
+        settings["learning_rate"] = float(settings["learning_rate"]) * (index + 1)
+        factories.append(
+            keras_optimizers.get({"class_name": optimizer["class_name"], "config": settings})
+        )
+    shapes = [(members, 4, 3), (members, 4)]
+    stacked = [torch.randn(shape, generator=generator).requires_grad_() for shape in shapes]
+    alone = [[s.detach()[i].clone().requires_grad_() for s in stacked] for i in range(members)]
+    packed_optimizer = pack_optimizer(factories, stacked, [[] for _ in range(members)])
+    torch_optimizers = [f.build(params) for f, params in zip(factories, alone, strict=True)]
+    for _ in range(5):
+        grads = [torch.randn(shape, generator=generator) for shape in shapes]
+        for tensor, grad in zip(stacked, grads, strict=True):
+            tensor.grad = grad.clone()
+        packed_optimizer.step()
+        for index, (params, opt) in enumerate(zip(alone, torch_optimizers, strict=True)):
+            for param, grad in zip(params, grads, strict=True):
+                param.grad = grad[index].clone()
+            opt.step()
+    for index in range(members):
+        for tensor, param in zip(stacked, alone[index], strict=True):
+            torch.testing.assert_close(tensor.detach()[index], param.detach(), rtol=1e-5, atol=1e-6)

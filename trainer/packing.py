@@ -1,0 +1,567 @@
+"""Trial packing: several trials of one network shape trained as one fused model.
+
+Trials of a technique search are mostly small models that differ only in hyperparameters;
+trained one at a time, per-step framework and kernel-launch overhead dominates. A pack trains
+its members together: each mini-batch is ONE batched matmul per layer for all active members
+(`torch.baddbmm` over weights stacked at each step), one backward, then each member's own
+optimizer step. Everything else stays each member's own, with the code that trains it alone:
+its `TrialModule` (built under its seed: the same initial weights), its data order (its own
+shuffle generator), its dropout masks (a generator starting where the global one stood after
+its initialization, drawn with the same `bernoulli_` call as `nn.Dropout`), its regularization
+penalty, its torch optimizer, its validation pass and epoch row (`TrialModule.end_epoch`), its
+EarlyStopping / ModelCheckpoint / pruning decisions (the Keras logic of `trainer.callbacks`),
+its checkpoints and its `TrialResult`. On the CPU a member's curves equal those of `run_trial`
+to float rounding (tested); on a GPU the dropout masks come from another generator than the
+fused kernel's of a lone trial (same distribution, other draws).
+
+A member that stops (early stopping, pruning, divergence, its own `max_epochs`) leaves the
+stack at the end of that epoch and costs nothing afterwards.
+
+Written by hand rather than with `torch.func` ensembling (`stack_module_state` + `vmap`): vmap's
+randomness cannot draw each member's dropout from that member's own generator (so no member
+would match its lone run), and stacked leaf parameters would force one optimizer with one
+learning rate for all members, where each member here keeps its own torch optimizer.
+
+Checkpoints: `best.ckpt` is a Lightning-loadable checkpoint of the member's `TrialModule`;
+`last.ckpt` holds the member's whole training state and is marked as a pack member's.
+`run_trial` given such a `last.ckpt` resumes it here (a pack of one), so a member of a pack
+killed mid-run resumes on its own or in another pack alike.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from trainer import optimizers, regularizers
+from trainer.callbacks import KerasEarlyStopping, KerasModelCheckpoint, Reporter
+from trainer.checkpoint_io import AtomicCheckpointIO
+from trainer.config import TrialConfig
+from trainer.data import AnySplits, Split, load_data
+from trainer.lit_module import TrialModule
+from trainer.losses import per_member_loss, resolve_loss
+from trainer.networks import NetworkConfig
+from trainer.packed_optimizers import pack_optimizer
+from trainer.run import PACK_MEMBER_MARK as PACK_MEMBER_MARK
+from trainer.run import (
+    EpochRecord,
+    Outcome,
+    TrialResult,
+    check_task,
+    epoch_record,
+    resolve_device,
+    trial_result,
+)
+
+
+@dataclass(frozen=True)
+class PackMember:
+    """One trial of a pack, with what `run_trial` would have been given for it."""
+
+    config: TrialConfig
+    reporter: Reporter | None = None
+    checkpoint_dir: Path | None = None
+    resume_from: Path | None = None
+    on_epoch: Callable[[EpochRecord], None] | None = None
+
+
+def packing_blocker(config: TrialConfig) -> str | None:
+    """Why `config` cannot be trained in a pack, in a few words (None: it can)."""
+    if config.model.type != "mlp":
+        return f"only the built-in mlp is packed (this trial's model is {config.model.type!r})"
+    network = NetworkConfig.model_validate(config.model.config)
+    if network.batch_norm:
+        return "batch normalization is not packed"
+    if config.augmentation.active:
+        return "data augmentation is not packed"
+    if config.dataset.folds is not None:
+        return "k-fold cross-validation is not packed"
+    if config.activity_regularizer is not None:
+        return "an activity regularizer is not packed"
+    if not isinstance(config.checkpoint.save_freq, str):
+        return "a ModelCheckpoint saving every N steps (save_freq) is not packed"
+    if config.dataset.data_loader.in_memory is False:
+        return "streamed data (data_loader.in_memory false) is not packed"
+    return None
+
+
+def pack_key(config: TrialConfig) -> Hashable:
+    """Trials with equal keys can share a pack: the same data, network shape (all but the
+    dropout rate), batch size, loss, optimizer class and its on/off options (amsgrad,
+    centered, nesterov); the numbers (learning rate, momentum, λ, ...) are each member's."""
+    network = NetworkConfig.model_validate(config.model.config)
+    optimizer = optimizers.serialize(optimizers.get(config.optimizer))
+    return (
+        config.dataset.model_dump_json(),
+        network.hidden_units,
+        network.activation,
+        config.batch_size,
+        config.loss,
+        optimizer["class_name"],
+        tuple(sorted((k, v) for k, v in optimizer["config"].items() if isinstance(v, bool))),
+    )
+
+
+def run_pack(
+    members: Sequence[PackMember],
+    *,
+    device: str = "auto",
+    num_threads: int | None = None,
+    stop_requested: Callable[[], bool] | None = None,
+) -> list[TrialResult]:
+    """Train `members` as one fused model; one `TrialResult` per member, in order.
+
+    Each member's arguments mean what `run_trial`'s do; `stop_requested` (polled each epoch)
+    interrupts every member still training, each checkpointed for its resume. Raises
+    ValueError when a member cannot be packed (`packing_blocker`) or members differ in
+    `pack_key`.
+    """
+    if not members:
+        return []
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    _check_packable([member.config for member in members])
+    started = time.perf_counter()
+    target = _torch_device(device)
+    data = load_data(members[0].config.dataset, image=False)
+    if not isinstance(data.train, Split):
+        raise ValueError("packing needs the data in memory; a streamed dataset runs alone")
+    for member in members:
+        check_task(member.config, data.task)
+    data = data.to(target)
+    trials = [_Member(spec, data, target, started) for spec in members]
+    loss = per_member_loss(resolve_loss(members[0].config.loss, data.task))
+    training = [trial for trial in trials if trial.result is None]
+    pack = _Pack(training) if training else None
+    while pack is not None and pack.members:
+        _train_epoch(pack, data, loss)
+        stop = stop_requested is not None and stop_requested()
+        for position, trial in enumerate(pack.members):
+            trial.close_epoch(stop, functools.partial(pack.optimizer.member_state, position))
+        pack.leave()
+    return [trial.result for trial in trials if trial.result is not None]
+
+
+def _check_packable(configs: Sequence[TrialConfig]) -> None:
+    key = pack_key(configs[0])
+    for index, config in enumerate(configs):
+        blocker = packing_blocker(config)
+        if blocker is not None:
+            raise ValueError(f"pack member {index} cannot be packed: {blocker}")
+        if pack_key(config) != key:
+            raise ValueError(
+                f"pack member {index} differs from member 0 in data, network shape, batch "
+                "size, loss or optimizer class; only trials with equal pack_key() share a pack"
+            )
+
+
+def _torch_device(device: str) -> torch.device:
+    accelerator, devices = resolve_device(device)
+    if accelerator == "cpu":
+        return torch.device("cpu")
+    return torch.device("cuda", devices[0] if isinstance(devices, list) else 0)
+
+
+@dataclass
+class _Steps:
+    """One epoch's per-step values of the active members (each a tensor over members)."""
+
+    losses: list[torch.Tensor] = field(default_factory=list)
+    data_losses: list[torch.Tensor] = field(default_factory=list)
+    hits: list[torch.Tensor] = field(default_factory=list)
+
+
+class _Pack:
+    """The members still training, their Linear weights and biases stacked (members first):
+    the leaves the fused step trains. Each member's own Parameters alias their slice
+    (`param.data = stacked[i]`), so its module (evaluation, state_dict, checkpoints) always
+    sees its current weights; a member that finished leaves, the rest are stacked anew."""
+
+    def __init__(self, members: list[_Member]) -> None:
+        self.members = members
+        self.activation = members[0].activation
+        self.params = self._stacked(members)
+        self.optimizer = pack_optimizer(
+            [member.factory for member in members],
+            self.params,
+            [member.own_params for member in members],
+        )
+        for position, member in enumerate(members):
+            if member.optimizer_resume is not None:
+                self.optimizer.load_member_state(position, member.optimizer_resume)
+                member.optimizer_resume = None
+
+    @staticmethod
+    def _stacked(members: list[_Member]) -> list[torch.Tensor]:
+        """[W0, b0, W1, b1, ...] stacked over members, aliased by the members' Parameters."""
+        params = [
+            torch.stack([member.own_params[index].detach() for member in members]).requires_grad_()
+            for index in range(len(members[0].own_params))
+        ]
+        for position, member in enumerate(members):
+            for stacked, own in zip(params, member.own_params, strict=True):
+                own.data = stacked.data[position]
+        return params
+
+    def leave(self) -> None:
+        """Drop the members that finished this epoch (they stop costing compute)."""
+        positions = [i for i, member in enumerate(self.members) if member.result is None]
+        if len(positions) == len(self.members):
+            return
+        self.members = [self.members[i] for i in positions]
+        if not self.members:
+            return
+        self.params = self._stacked(self.members)
+        self.optimizer.keep(positions, self.params)
+
+    def penalties(self) -> torch.Tensor | None:
+        """Each member's kernel and bias penalty (a vector over members; None: none has one)."""
+        if not any(member.module.penalized for member in self.members):
+            return None
+        total: torch.Tensor | None = None
+        for index, stacked in enumerate(self.params):
+            kinds = [
+                m.bias_regularizer if index % 2 else m.kernel_regularizer for m in self.members
+            ]
+            penalty = _stacked_penalty(stacked, kinds)
+            if penalty is not None:
+                total = penalty if total is None else total + penalty
+        return total
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The members' MLPs on their own batches `x` (members, batch, ...): per layer one
+        batched matmul, then the activation and each member's dropout."""
+        hidden = x.flatten(2)
+        layers = len(self.params) // 2
+        for layer in range(layers):
+            weight, bias = self.params[2 * layer], self.params[2 * layer + 1]
+            hidden = torch.baddbmm(bias.unsqueeze(1), hidden, weight.transpose(1, 2))
+            if layer == layers - 1:
+                break
+            hidden = self.activation(hidden)
+            rates = [member.dropout_rates[layer] for member in self.members]
+            if any(rates):
+                hidden = hidden * _dropout_noise(hidden, self.members, rates)
+        return hidden
+
+    def publish_gradients(self) -> None:
+        """Each member's Parameters get their slice of the stacked gradients (the epoch's
+        gradient norms read them)."""
+        for position, member in enumerate(self.members):
+            for stacked, own in zip(self.params, member.own_params, strict=True):
+                own.grad = None if stacked.grad is None else stacked.grad[position]
+
+
+def _stacked_penalty(
+    stacked: torch.Tensor, kinds: list[regularizers.RegularizerLike | None]
+) -> torch.Tensor | None:
+    """Each member's penalty on its slice of `stacked`: Keras's L1/L2 as one reduction over
+    the pack, any other regularizer called on each member's slice."""
+    if all(kind is None for kind in kinds):
+        return None
+    if all(kind is None or type(kind) in _LP for kind in kinds):
+        l1 = [float(getattr(kind, "l1", 0.0)) for kind in kinds]
+        l2 = [float(getattr(kind, "l2", 0.0)) for kind in kinds]
+        total = torch.zeros(len(kinds), device=stacked.device, dtype=stacked.dtype)
+        if any(l1):
+            weights = torch.tensor(l1, device=stacked.device, dtype=stacked.dtype)
+            total = total + weights * stacked.abs().flatten(1).sum(dim=1)
+        if any(l2):
+            weights = torch.tensor(l2, device=stacked.device, dtype=stacked.dtype)
+            total = total + weights * stacked.square().flatten(1).sum(dim=1)
+        return total
+    zero = torch.zeros((), device=stacked.device, dtype=stacked.dtype)
+    return torch.stack([zero if kind is None else kind(stacked[i]) for i, kind in enumerate(kinds)])
+
+
+_LP = (regularizers.L1, regularizers.L2, regularizers.L1L2)
+
+
+def _train_epoch(
+    pack: _Pack, data: AnySplits, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+) -> None:
+    train = data.train
+    assert isinstance(train, Split)
+    active = pack.members
+    n, batch_size = len(train), active[0].config.batch_size
+    device = train.X.device
+    orders = torch.stack([torch.randperm(n, generator=trial.module.shuffle) for trial in active])
+    orders = orders.to(device, non_blocking=True)
+    for trial in active:
+        trial.module.network.train()
+    classification = data.task == "classification"
+    steps = _Steps()
+    penalized = False
+    for start in range(0, n, batch_size):
+        index = orders[:, start : start + batch_size]
+        x, y = train.X[index], train.y[index]
+        outputs = pack.forward(x)
+        data_loss = loss(outputs, y)
+        penalties = pack.penalties()
+        penalized = penalties is not None
+        total = data_loss if penalties is None else data_loss + penalties
+        for param in pack.params:  # in place: the optimizer keeps views of the gradients
+            if param.grad is not None:
+                param.grad.zero_()
+        total.sum().backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+        pack.optimizer.step()
+        steps.losses.append(total.detach())
+        if penalized:
+            steps.data_losses.append(data_loss.detach())
+        detached = outputs.detach()
+        steps.hits.append(detached.argmax(dim=2) == y if classification else (detached - y).abs())
+    pack.publish_gradients()
+    losses = torch.stack(steps.losses, dim=1)
+    data_losses = torch.stack(steps.data_losses, dim=1) if penalized else None
+    for position, trial in enumerate(active):
+        trial.module.progress.optimizer_steps += len(steps.losses)
+        own_data_losses = (
+            list(data_losses[position].unbind())
+            if data_losses is not None and trial.module.penalized
+            else []
+        )
+        trial.end_epoch(
+            list(losses[position].unbind()),
+            own_data_losses,
+            [hits[position] for hits in steps.hits],
+        )
+
+
+def _dropout_noise(hidden: torch.Tensor, active: list[_Member], rates: list[float]) -> torch.Tensor:
+    """Each member's inverted-dropout noise, drawn as `nn.Dropout` draws it on the CPU
+    (`empty_like(x).bernoulli_(1 - p).div_(1 - p)`) but from the member's own generator."""
+    noise = torch.empty_like(hidden)
+    for position, (trial, rate) in enumerate(zip(active, rates, strict=True)):
+        if rate == 0:
+            noise[position].fill_(1.0)
+        else:
+            noise[position].bernoulli_(1 - rate, generator=trial.dropout_generator)
+            noise[position].div_(1 - rate)
+    return noise
+
+
+class _Member:
+    """A trial in a pack: its module and optimizer, and the callbacks' decisions made
+    per epoch as Lightning would make them for it alone (reporting, then EarlyStopping, then
+    ModelCheckpoint, then the resume state)."""
+
+    def __init__(
+        self, spec: PackMember, data: AnySplits, device: torch.device, started: float
+    ) -> None:
+        self.spec = spec
+        self.config = config = spec.config
+        self.started = started
+        self.result: TrialResult | None = None
+        pl.seed_everything(config.seed, workers=False, verbose=False)
+        module = TrialModule(config.to_dict(), data.input_shape, data.n_outputs, data.task)
+        # Dropout draws next from the global generator in a lone trial: start from there.
+        self.dropout_generator = torch.Generator(device=device)
+        if device.type == "cpu":
+            self.dropout_generator.set_state(torch.get_rng_state())
+        else:
+            self.dropout_generator.manual_seed(config.seed)
+        module.attach_data(data)
+        self.module = module.to(device)
+        module.progress.device = str(device)
+        self.factory = optimizers.get(config.optimizer)
+        self.kernel_regularizer = regularizers.get(config.kernel_regularizer)
+        self.bias_regularizer = regularizers.get(config.bias_regularizer)
+        linears, self.activation, self.dropout_rates = _layers(module.network)
+        self.own_params: list[torch.Tensor] = []
+        for linear in linears:
+            self.own_params += [linear.weight, linear.bias]
+        self.optimizer_resume: dict[str, Any] | None = None
+        stopping = config.early_stopping
+        self.early_stopping = None if stopping is None else KerasEarlyStopping(stopping)
+        directory = spec.checkpoint_dir
+        self.best_saver = None
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            self.best_saver = KerasModelCheckpoint(config.checkpoint, directory)
+        self.pending_best: dict[str, Any] | None = None
+        self.last_saved = False
+        self.last_write = time.monotonic()
+        self.pruned = self.interrupted = False
+        self.resumed_from: int | None = None
+        if spec.resume_from is not None:
+            self._resume(Path(spec.resume_from), device)
+        if len(module.progress.history) >= config.max_epochs:
+            self._finish()
+
+    def _resume(self, path: Path, device: torch.device) -> None:
+        state = torch.load(path, map_location=device, weights_only=True)
+        self.module.load_state_dict(state["state_dict"])
+        self.module.on_load_checkpoint(state)
+        self.optimizer_resume = state["optimizer_states"][0]
+        callbacks = state["callbacks"]
+        if self.early_stopping is not None and "early_stopping" in callbacks:
+            self.early_stopping.load_state_dict(callbacks["early_stopping"])
+        if self.best_saver is not None and "best_saver" in callbacks:
+            self.best_saver.load_state_dict(callbacks["best_saver"])
+        self.dropout_generator.set_state(state["hpsearch"]["dropout_state"].cpu())
+        self.resumed_from = len(self.module.progress.history)
+
+    def end_epoch(
+        self,
+        losses: list[torch.Tensor],
+        data_losses: list[torch.Tensor],
+        hits: list[torch.Tensor],
+    ) -> None:
+        progress = self.module.progress
+        lr = self.factory.learning_rate
+        self.module.end_epoch(len(progress.history) + 1, losses, data_losses, hits, lr)
+
+    def close_epoch(
+        self, stop_requested: bool, optimizer_state: Callable[[], dict[str, Any]]
+    ) -> None:
+        """The end-of-epoch callbacks, in a lone trial's order; finishes the member when
+        one of them (or divergence, or `max_epochs`) ends its training."""
+        progress = self.module.progress
+        latest = progress.latest
+        diverged = progress.diverged_at is not None
+        stop = diverged
+        if self.spec.on_epoch is not None:
+            self.spec.on_epoch(epoch_record(latest))
+        if not diverged:
+            reporter = self.spec.reporter
+            if reporter is not None:
+                reporter.report(progress.epoch_index + 1, latest[self.config.objective])
+                if reporter.should_prune():
+                    self.pruned = stop = True
+            if stop_requested:
+                self.interrupted = stop = True
+            if self.early_stopping is not None and self.early_stopping.update(
+                progress.epoch_index, latest, self._weights
+            ):
+                stop = True
+            if self.best_saver is not None and self.best_saver.should_save(latest):
+                full = not self.config.checkpoint.save_weights_only
+                self.pending_best = self._checkpoint(optimizer_state if full else None)
+                self.best_saver.saved = True
+            final = stop or len(progress.history) >= self.config.max_epochs
+            every_s = self.config.checkpoint.resume_every_s
+            if self.spec.checkpoint_dir is not None and (
+                final or time.monotonic() - self.last_write >= every_s
+            ):
+                self._write_resume_state(optimizer_state)
+        if stop or len(progress.history) >= self.config.max_epochs:
+            self._finish()
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        return {key: value.detach().clone() for key, value in self.module.state_dict().items()}
+
+    def _checkpoint(self, optimizer_state: Callable[[], dict[str, Any]] | None) -> dict[str, Any]:
+        """A Lightning checkpoint of the member's module (`TrialModule.load_from_checkpoint`
+        reads it); with `optimizer_state`, also the optimizer and callback states a resume
+        needs."""
+        module, progress = self.module, self.module.progress
+        checkpoint: dict[str, Any] = {
+            "epoch": max(len(progress.history) - 1, 0),
+            "global_step": progress.optimizer_steps,
+            "pytorch-lightning_version": lightning.__version__,
+            "state_dict": self._weights(),
+            "hparams_name": "kwargs",
+            "hyper_parameters": dict(module.hparams),
+        }
+        module.on_save_checkpoint(checkpoint)
+        if optimizer_state is not None:
+            callbacks: dict[str, Any] = {}
+            if self.early_stopping is not None:
+                callbacks["early_stopping"] = self.early_stopping.state_dict()
+            if self.best_saver is not None:
+                callbacks["best_saver"] = self.best_saver.state_dict()
+            checkpoint["optimizer_states"] = [_cloned(optimizer_state())]
+            checkpoint["callbacks"] = callbacks
+            checkpoint["hpsearch"][PACK_MEMBER_MARK] = True
+            checkpoint["hpsearch"]["dropout_state"] = self.dropout_generator.get_state()
+        return checkpoint
+
+    def _write_resume_state(self, optimizer_state: Callable[[], dict[str, Any]]) -> None:
+        assert self.spec.checkpoint_dir is not None
+        io = AtomicCheckpointIO()
+        # The best file first, so the two files on disk describe the same moment.
+        self._flush_best()
+        last = self.spec.checkpoint_dir / "last.ckpt"
+        io.save_checkpoint(self._checkpoint(optimizer_state), last)
+        self.last_write = time.monotonic()
+        self.last_saved = True
+
+    def _flush_best(self) -> None:
+        if self.pending_best is not None and self.best_saver is not None:
+            AtomicCheckpointIO().save_checkpoint(self.pending_best, self.best_saver.path)
+            self.pending_best = None
+
+    def _finish(self) -> None:
+        """What a lone trial's `on_train_end` does: restore the best weights, evaluate every
+        split; then the result."""
+        module, progress = self.module, self.module.progress
+        for param in self.own_params:  # leave the pack's storage before weights are restored
+            param.data = param.data.clone()
+        stopping = self.early_stopping
+        if stopping is not None and stopping.config.restore_best_weights and stopping.best_weights:
+            module.load_state_dict(stopping.best_weights)
+        if progress.diverged_at is None and progress.history:
+            data = module.data
+            assert data is not None
+            splits = {"train": data.train, "val": data.val, "test": data.test}
+            progress.final_metrics = {
+                name: module.evaluate(split) for name, split in splits.items() if split is not None
+            }
+        self._flush_best()
+        directory = self.spec.checkpoint_dir
+        outcome = Outcome(
+            pruned=self.pruned,
+            interrupted=self.interrupted,
+            stopped_early=stopping is not None and stopping.stopped_epoch > 0,
+            best_checkpoint=(
+                str(self.best_saver.path)
+                if self.best_saver is not None and self.best_saver.saved
+                else None
+            ),
+            last_checkpoint=(
+                str(directory / "last.ckpt") if directory is not None and self.last_saved else None
+            ),
+        )
+        assert module.data is not None
+        self.result = trial_result(
+            self.config, progress, module.data, outcome, self.resumed_from, self.started
+        )
+
+
+def _layers(network: nn.Module) -> tuple[list[nn.Linear], nn.Module, list[float]]:
+    """The built-in MLP's Linear layers, its activation module and, per hidden layer, the
+    dropout rate after it (0: no Dropout module there)."""
+    linears: list[nn.Linear] = []
+    activation: nn.Module | None = None
+    rates: list[float] = []
+    for child in network.children():
+        if isinstance(child, nn.Linear):
+            linears.append(child)
+            rates.append(0.0)
+        elif isinstance(child, nn.Dropout):
+            rates[-1] = float(child.p)
+        elif not isinstance(child, nn.Flatten):
+            activation = child
+    if activation is None:
+        activation = nn.Identity()
+    return linears, activation, rates[:-1]
+
+
+def _cloned(value: Any) -> Any:
+    """A deep copy of the tensors in an optimizer's state dict (it goes on mutating them)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {key: _cloned(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_cloned(item) for item in value]
+    return value
