@@ -33,6 +33,13 @@ EXPECTED = {
     "activate_plugins",
     "installed_plugins",
     "run_trial",
+    # trial packing (trainer.packing)
+    "PackMember",
+    "is_pack_member_checkpoint",
+    "pack_key",
+    "packing_advice",
+    "packing_summary",
+    "run_pack",
 }
 
 

@@ -177,7 +177,10 @@ def test_two_workers_share_a_study_without_duplicates(
         sessions,
         spec(dataset=SLOW_DATA, budget={"n_trials": 6, "max_epochs": 6, "max_parallel_trials": 2}),
     )
-    workers = [start_worker(url, tmp_path, "--exit-when-idle") for _ in range(2)]
+    # (no packing: a worker started first could otherwise pack both parallel slots)
+    workers = [
+        start_worker(url, tmp_path, "--exit-when-idle", "--pack-size", "1") for _ in range(2)
+    ]
     for worker in workers:
         finish(worker)
     with sessions() as session:

@@ -70,7 +70,8 @@ def test_two_processes_per_device_share_a_study(
         # the second one's first claim (their starts differ by up to a second here).
         spec(dataset=SLOW_DATA, budget={"n_trials": 4, "max_epochs": 8, "max_parallel_trials": 2}),
     )
-    process = supervisor(migrated_database_url, tmp_path, "--exit-when-idle")
+    # (no packing: the process started first could otherwise pack both parallel slots)
+    process = supervisor(migrated_database_url, tmp_path, "--exit-when-idle", "--pack-size", "1")
     _, log = process.communicate(timeout=240)
     assert process.returncode == 0, log.decode()
     with sessions() as session:

@@ -24,6 +24,14 @@ if TYPE_CHECKING:
     from trainer.data import DatasetError
     from trainer.diagnosis import Diagnosis
     from trainer.layers import BatchNormalization
+    from trainer.packing import (
+        PackMember,
+        is_pack_member_checkpoint,
+        pack_key,
+        packing_advice,
+        packing_summary,
+        run_pack,
+    )
     from trainer.plugins import PluginInfo
     from trainer.plugins import activate as activate_plugins
     from trainer.plugins import installed as installed_plugins
@@ -53,6 +61,12 @@ _EXPORTS = {
     "SplitMetrics": "trainer.run",
     "TrialResult": "trainer.run",
     "run_trial": "trainer.run",
+    "PackMember": "trainer.packing",
+    "is_pack_member_checkpoint": "trainer.packing",
+    "pack_key": "trainer.packing",
+    "packing_advice": "trainer.packing",
+    "packing_summary": "trainer.packing",
+    "run_pack": "trainer.packing",
     "SearchSpace": "trainer.space",
     "Suggester": "trainer.space",
     "SpecError": "trainer.spec_error",
@@ -74,6 +88,7 @@ __all__ = [
     "FoldSummary",
     "ModelBuilder",
     "ModelConfig",
+    "PackMember",
     "PluginInfo",
     "Reporter",
     "SearchSpace",
@@ -85,6 +100,11 @@ __all__ = [
     "TrialTemplate",
     "activate_plugins",
     "installed_plugins",
+    "is_pack_member_checkpoint",
+    "pack_key",
+    "packing_advice",
+    "packing_summary",
+    "run_pack",
     "run_trial",
 ]
 

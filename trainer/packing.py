@@ -31,6 +31,8 @@ killed mid-run resumes on its own or in another pack alike.
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -51,16 +53,32 @@ from trainer.lit_module import TrialModule
 from trainer.losses import per_member_loss, resolve_loss
 from trainer.networks import NetworkConfig
 from trainer.packed_optimizers import pack_optimizer
-from trainer.run import PACK_MEMBER_MARK as PACK_MEMBER_MARK
 from trainer.run import (
+    PACK_MEMBER_MARK,
     EpochRecord,
     Outcome,
     TrialResult,
     check_task,
     epoch_record,
+    is_pack_member_checkpoint,
     resolve_device,
     trial_result,
 )
+
+__all__ = [
+    "PACK_MAX_PARAMETERS",
+    "PackMember",
+    "is_pack_member_checkpoint",
+    "pack_key",
+    "packing_advice",
+    "packing_blocker",
+    "packing_summary",
+    "run_pack",
+]
+
+PACK_MAX_PARAMETERS = 100_000
+"""Packing pays for small models only: at most this many parameters per trial (measured in
+bench/README.md: the gain falls as the model grows)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +110,42 @@ def packing_blocker(config: TrialConfig) -> str | None:
     if config.dataset.data_loader.in_memory is False:
         return "streamed data (data_loader.in_memory false) is not packed"
     return None
+
+
+def packing_advice(config: TrialConfig) -> str | None:
+    """Why packing `config` would not pay or cannot be done (None: pack it). Loads its data
+    (cached per process, as its training will) to count the model's parameters."""
+    blocker = packing_blocker(config)
+    if blocker is not None:
+        return blocker
+    data = load_data(config.dataset, image=False)
+    if not isinstance(data.train, Split):
+        return "streamed data is not packed"
+    parameters = mlp_parameters(config, data.input_shape, data.n_outputs)
+    if parameters > PACK_MAX_PARAMETERS:
+        return (
+            f"{parameters:,} parameters per trial; packing pays for small models only "
+            f"(at most {PACK_MAX_PARAMETERS:,})"
+        )
+    return None
+
+
+def mlp_parameters(config: TrialConfig, input_shape: tuple[int, ...], n_outputs: int) -> int:
+    """The built-in MLP's weights and biases for these inputs and outputs."""
+    widths = [
+        math.prod(input_shape),
+        *NetworkConfig.model_validate(config.model.config).hidden_units,
+        n_outputs,
+    ]
+    return sum(a * b + b for a, b in itertools.pairwise(widths))
+
+
+def packing_summary(config: TrialConfig) -> str:
+    """What the members of a pack share, in words (for the worker's log)."""
+    network = NetworkConfig.model_validate(config.model.config)
+    shape = "-".join(str(units) for units in network.hidden_units) or "no hidden layer"
+    optimizer = optimizers.serialize(optimizers.get(config.optimizer))["class_name"]
+    return f"mlp {shape} {network.activation}, batch {config.batch_size}, {optimizer}"
 
 
 def pack_key(config: TrialConfig) -> Hashable:

@@ -194,7 +194,7 @@ def run_trial(
         torch.set_num_threads(num_threads)
     hooks = _Hooks(reporter, stop_requested, on_epoch)
     image = _IMAGE_INPUTS[networks.input_kind(config.model.type)]
-    if resume_from is not None and _resumes_a_pack_member(resume_from):
+    if resume_from is not None and is_pack_member_checkpoint(resume_from):
         from trainer import packing  # packing builds on this module
 
         member = packing.PackMember(
@@ -503,8 +503,9 @@ def _record(row: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _resumes_a_pack_member(checkpoint: str | Path) -> bool:
-    """A trial that ran in a pack resumes in one (`trainer.packing`)."""
+def is_pack_member_checkpoint(checkpoint: str | Path) -> bool:
+    """Whether `checkpoint` is the resume state of a pack member (`trainer.packing`): a
+    trial that ran in a pack resumes in one."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     return bool(state.get("hpsearch", {}).get(PACK_MEMBER_MARK, False))
 

@@ -81,11 +81,20 @@ def worker(
         ),
     ] = 1,
     exit_when_idle: Annotated[bool, typer.Option(help="stop when no work is left")] = False,
+    pack_size: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="train up to this many trials of a study as one fused model where that pays "
+            "(small built-in MLPs, a study with max_parallel_trials > 1); 1: never",
+        ),
+    ] = 8,
 ) -> None:
     """Run a worker: claim trials of queued studies and train them, until Ctrl-C/SIGTERM."""
     from service.worker.__main__ import main
 
     argv = ["--device", device, "--trials-per-device", str(trials_per_device)]
+    argv += ["--pack-size", str(pack_size)]
     argv += ["--threads", str(threads)] if threads else []
     raise typer.Exit(main(argv + (["--exit-when-idle"] if exit_when_idle else [])))
 

@@ -109,6 +109,34 @@ def claim_in(session: Session, worker_id: int) -> Claim | None:
     return None
 
 
+def claim_more(factory: sessionmaker[Session], worker_id: int, study_id: int) -> Claim | None:
+    """Another trial slot of `study_id` for a worker that holds one already (a pack of
+    trials, `trainer.packing`); None when the study has no slot free (`n_trials`,
+    `max_parallel_trials`), is over, or another claim holds it this moment."""
+    with transaction(factory) as session:
+        row = (
+            session.connection()
+            .execute(_candidates(one_study=True), {"study_id": study_id})
+            .first()
+        )
+        if row is None or _past_timeout(candidate := _Candidate(*row)):
+            return None
+        return _reserve(session, candidate, worker_id)
+
+
+def live_workers(factory: sessionmaker[Session], grace_s: float) -> int:
+    """Workers registered and heard from within `grace_s` (idle or busy)."""
+    cutoff = utcnow() - timedelta(seconds=grace_s)
+    with factory() as session:
+        return int(
+            session.execute(
+                select(func.count())
+                .select_from(Worker)
+                .where(Worker.status.in_(("idle", "busy")), Worker.heartbeat_at >= cutoff)
+            ).scalar_one()
+        )
+
+
 def work_remains(factory: sessionmaker[Session]) -> bool:
     """Whether some study has a free slot, locked or not: a claim that found none may only
     have skipped studies that other workers were claiming from at that moment (PostgreSQL's
@@ -146,11 +174,12 @@ _CANDIDATE_COLUMNS = (
 
 
 @functools.cache
-def _candidates(locked: bool = True) -> Select[*tuple[Any, ...]]:
+def _candidates(locked: bool = True, one_study: bool = False) -> Select[*tuple[Any, ...]]:
     """The studies with a free slot, best first, locked (skipping those locked by another
     claim) unless `locked` is False; a few of them, so that one past its time budget does not
-    hide the next. Plain columns, not ORM objects: loading a Study entity per candidate cost
-    about as much Python time as the rest of the claim."""
+    hide the next (`one_study`: only the study bound as `study_id`). Plain columns, not ORM
+    objects: loading a Study entity per candidate cost about as much Python time as the rest
+    of the claim."""
     statement = (
         select(*_CANDIDATE_COLUMNS)
         .where(
@@ -162,6 +191,8 @@ def _candidates(locked: bool = True) -> Select[*tuple[Any, ...]]:
         .order_by(Study.priority.desc(), Study.created_at, Study.id)
         .limit(8)
     )
+    if one_study:
+        statement = statement.where(Study.id == bindparam("study_id", type_=Integer))
     return statement.with_for_update(skip_locked=True, of=Study) if locked else statement
 
 

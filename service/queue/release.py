@@ -11,7 +11,13 @@ from service.queue.study_status import finish_study_if_done
 _RELEASED = (
     update(Trial)
     # (the bind is not named worker_id: SET names that column)
-    .where(Trial.worker_id == bindparam("holder"), Trial.state == TrialState.RUNNING)
+    # never started (`TrialRecorder.started` sets the device): a worker training a pack
+    # whose one member was handed over keeps the others
+    .where(
+        Trial.worker_id == bindparam("holder"),
+        Trial.state == TrialState.RUNNING,
+        Trial.device.is_(None),
+    )
     .values(state=TrialState.WAITING, worker_id=None)
     .returning(Trial.study_id)
 )

@@ -39,6 +39,7 @@ def _child_args(args: argparse.Namespace) -> list[str]:
         child.append("--exit-when-idle")
     if args.max_trials is not None:
         child += ["--max-trials", str(args.max_trials)]
+    child += ["--pack-size", str(args.pack_size)]
     return child
 
 
@@ -62,7 +63,16 @@ def main(argv: list[str] | None = None) -> int:
         help="worker processes per device, so small models keep a GPU busy; with --device cuda "
         "(or auto on a GPU host) every visible GPU gets this many",
     )
+    parser.add_argument(
+        "--pack-size",
+        type=int,
+        default=8,
+        help="train up to this many trials of a study as one fused model where that pays "
+        "(small built-in MLPs, a study with max_parallel_trials > 1); 1 turns packing off",
+    )
     args = parser.parse_args(argv)
+    if args.pack_size < 1:
+        parser.error(f"--pack-size must be at least 1, got {args.pack_size}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     devices = _devices(args.device, args.trials_per_device, parser)
     settings = get_settings()
@@ -80,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         poll_interval_s=args.poll,
         exit_when_idle=args.exit_when_idle,
         max_trials=args.max_trials,
+        pack_size=args.pack_size,
     )
     try:
         return run_worker(settings, options)

@@ -52,6 +52,8 @@ class WorkerOptions:
     poll_interval_s: float = 1.0
     exit_when_idle: bool = False
     max_trials: int | None = None
+    pack_size: int = 8
+    """Trials of one study trained as one fused model where that pays (1: never)."""
 
 
 class WorkerProcess:
@@ -71,6 +73,7 @@ class WorkerProcess:
         self.storage = _optuna_storage(url, prepared)
         self.worker_id = self._register()
         self.current_trial_id: int | None = None
+        self.runner: TrialRunner | None = None
         self._away_delay = 0.1  # backoff while the database is unreachable
         self._poll_s = options.poll_interval_s
         self._skips_locked = self.engine.dialect.name != "sqlite"
@@ -99,7 +102,7 @@ class WorkerProcess:
         freeze_startup_objects()
         heartbeat = threading.Thread(target=self._heartbeat, daemon=True)
         heartbeat.start()
-        runner = self.make_runner()
+        runner = self.runner = self.make_runner()
         done = 0
         claim: Claim | None = None  # the next trial, when the last one's result claimed it
         try:
@@ -174,6 +177,8 @@ class WorkerProcess:
                 max_retries=self.settings.max_retries,
                 db_retry_s=self.settings.db_retry_s,
                 epoch_flush_s=self.settings.epoch_flush_s,
+                pack_size=self.options.pack_size,
+                worker_grace_s=self.settings.worker_grace_s,
             ),
             self.stopping.is_set,
         )
@@ -235,8 +240,8 @@ class WorkerProcess:
                 # handover (trial, study, worker) or the reaper (trial, study, lost worker).
                 with transaction(self.factory) as session:
                     now = utcnow()
-                    if self.current_trial_id is not None:
-                        trial = session.get(Trial, self.current_trial_id)
+                    for trial_id in self._training():  # (in id order: two packs never cross)
+                        trial = session.get(Trial, trial_id)
                         if trial is not None and trial.state == TrialState.RUNNING:
                             trial.heartbeat_at = now
                             session.flush()
@@ -245,6 +250,13 @@ class WorkerProcess:
                         worker.heartbeat_at = now
             except Exception:  # the database may be restarting; the next beat retries
                 logger.warning("worker %s: heartbeat failed", self.worker_id, exc_info=True)
+
+    def _training(self) -> list[int]:
+        """The trials this worker trains now: the one it claimed, and a pack's others."""
+        ids = set() if self.runner is None else set(self.runner.running)
+        if self.current_trial_id is not None:
+            ids.add(self.current_trial_id)
+        return sorted(ids)
 
     def _deregister(self) -> None:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -15,13 +16,26 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.models import Dataset, TrialState
-from service.queue.claim import Claim
+from service.queue.claim import Claim, claim_more, live_workers
 from service.studies.spec import StudySpec, UploadedDataset
 from service.worker.db_retry import with_db_retry
 from service.worker.optuna_bridge import OptunaReporter, make_pruner, make_sampler
 from service.worker.optuna_mirror import OptunaMirror
 from service.worker.recorder import OptunaTrial, TrialRecorder, fail_study
-from trainer import DatasetConfig, DatasetError, TrialTemplate, run_trial
+from trainer import (
+    DatasetConfig,
+    DatasetError,
+    PackMember,
+    TrialConfig,
+    TrialResult,
+    TrialTemplate,
+    is_pack_member_checkpoint,
+    pack_key,
+    packing_advice,
+    packing_summary,
+    run_pack,
+    run_trial,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +65,48 @@ def _keep(cache: dict[_K, _V], key: _K, value: _V) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
+class _OptunaTell:
+    """Tells Optuna how a trial ended: its number in the shared storage, or (for a mirrored
+    study) the write that puts it there in the result's transaction."""
+
+    study: optuna.Study
+    trial: optuna.trial.Trial
+    mirror: OptunaMirror | None
+    patience_s: float
+
+    def __call__(self, value: float | None = None, state: OptunaState | None = None) -> OptunaTrial:
+        finished = with_db_retry(
+            lambda: self.study.tell(self.trial, value, state=state, skip_if_finished=True),
+            "tell Optuna the result",
+            patience_s=self.patience_s,
+        )
+        return self.trial.number if self.mirror is None else self.mirror.writer(finished)
+
+    def recorded(self, number: int | None) -> None:
+        if self.mirror is not None:
+            self.mirror.recorded(number)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Begun:
+    """A claimed trial whose parameters are sampled and whose start is recorded."""
+
+    claim: Claim
+    config: TrialConfig
+    recorder: TrialRecorder
+    reporter: OptunaReporter
+    checkpoint_dir: Path
+    resume_from: Path | None
+    tell: _OptunaTell
+
+
+def _why_not_packed(begun: _Begun) -> str | None:
+    if begun.resume_from is not None and not is_pack_member_checkpoint(begun.resume_from):
+        return "it resumes from a checkpoint of a trial that ran alone"
+    return packing_advice(begun.config)
+
+
+@dataclasses.dataclass(frozen=True)
 class RunOptions:
     device: str = "auto"
     num_threads: int | None = None
@@ -58,6 +114,10 @@ class RunOptions:
     max_retries: int = 2
     db_retry_s: float = 300.0
     epoch_flush_s: float = 1.0
+    pack_size: int = 1
+    """Trials of one study trained as one fused model where that pays (1: never)."""
+    worker_grace_s: float = 60.0
+    """A worker silent for longer is not counted among the live ones (a pack's fair share)."""
 
 
 class TrialRunner:
@@ -82,13 +142,36 @@ class TrialRunner:
         # A study's validated spec and trial template, per study: its spec never changes, and
         # validating it (which builds a template too) is a measurable cost per trial.
         self._templates: dict[tuple[int, str], tuple[StudySpec, TrialTemplate]] = {}
+        self.running: set[int] = set()
+        """The ids of the trials this runner trains now (the worker's heartbeat keeps them)."""
 
     def run(
         self, claim: Claim, claim_next: Callable[[Session], Claim | None] | None = None
     ) -> Claim | None:
         """Run the claimed trial and record it. `claim_next` claims the worker's next trial
         in the transaction of this one's result, if it ends with one (it completed, was
-        pruned or diverged); what it claimed is returned."""
+        pruned or diverged); what it claimed is returned.
+
+        Where packing pays (`trainer.packing`: a small MLP; the study runs trials in
+        parallel), up to `pack_size - 1` more trials of the study are claimed and those of
+        the same pack key train with it as one fused model; any other runs alone after."""
+        first = self._begin(claim)
+        if first is None:
+            return None
+        members, others = self._pack_around(first)
+        outcomes = self._train([first, *members])
+        for other in others:
+            outcomes += self._train([other])
+        begun = [first, *members, *others]
+        next_claim = None
+        for index, (trial, outcome) in enumerate(zip(begun, outcomes, strict=True)):
+            last = index == len(begun) - 1
+            next_claim = self._end(trial, outcome, claim_next if last else None)
+        return next_claim
+
+    def _begin(self, claim: Claim) -> _Begun | None:
+        """Ask Optuna for the claimed trial's parameters and record its start (None: its
+        study cannot run, and is failed)."""
         patience_s = self.options.db_retry_s
         recorder = TrialRecorder(
             self.factory, claim.trial_id, self.worker_id, patience_s, self.options.epoch_flush_s
@@ -116,21 +199,6 @@ class TrialRunner:
         # rare case is better than a worker that dies with its claimed slot. (In memory, for a
         # mirrored study, nothing here touches the database.)
         trial = with_db_retry(study.ask, "ask Optuna for a trial", patience_s=patience_s)
-
-        def tell(value: float | None = None, state: OptunaState | None = None) -> OptunaTrial:
-            """Tell Optuna; the trial's number in the shared storage, or (for a mirrored
-            study) the write that puts it there in the result's transaction."""
-            finished = with_db_retry(
-                lambda: study.tell(trial, value, state=state, skip_if_finished=True),
-                "tell Optuna the result",
-                patience_s=patience_s,
-            )
-            return trial.number if mirror is None else mirror.writer(finished)
-
-        def recorded(number: int | None) -> None:
-            if mirror is not None:
-                mirror.recorded(number)
-
         params = with_db_retry(
             lambda: template.search_space.sample(trial), "sample", patience_s=patience_s
         )
@@ -146,33 +214,131 @@ class TrialRunner:
             self.options.device,
             str(checkpoint_dir / "last.ckpt"),
         )
+        self.running.add(claim.trial_id)
         resume_from = claim.resume_from
         if resume_from is not None and not Path(resume_from).is_file():
             logger.warning(
                 "trial %s: checkpoint %s is gone; starting over", claim.number, resume_from
             )
             resume_from = None
-        try:
-            result = run_trial(
-                config,
-                OptunaReporter(trial, prunes=spec.pruner.name != "none", patience_s=patience_s),
-                checkpoint_dir,
-                resume_from,
-                device=self.options.device,
-                num_threads=self.options.num_threads,
-                stop_requested=self.stop_requested,
-                on_epoch=recorder.epoch,
+        return _Begun(
+            claim,
+            config,
+            recorder,
+            OptunaReporter(trial, prunes=spec.pruner.name != "none", patience_s=patience_s),
+            checkpoint_dir,
+            None if resume_from is None else Path(resume_from),
+            _OptunaTell(study, trial, mirror, patience_s),
+        )
+
+    def _pack_around(self, first: _Begun) -> tuple[list[_Begun], list[_Begun]]:
+        """The trials that train in one pack with `first` (claimed now), and those claimed
+        with them that cannot (they run alone after the pack)."""
+        parallel = int(first.claim.spec["budget"]["max_parallel_trials"])
+        size = min(self.options.pack_size, parallel)
+        if size < 2 or self.stop_requested():
+            return [], []
+        # a fair share of the study's parallel slots: other live workers get theirs
+        workers = with_db_retry(
+            lambda: live_workers(self.factory, self.options.worker_grace_s),
+            "count the live workers",
+            patience_s=self.options.db_retry_s,
+        )
+        size = min(size, math.ceil(parallel / max(workers, 1)))
+        if size < 2:
+            return [], []
+        why_not = _why_not_packed(first)
+        if why_not is not None:
+            logger.info(
+                "trial %s of study %s runs alone: %s",
+                first.claim.number,
+                first.claim.study_id,
+                why_not,
             )
-        except DatasetError as error:
-            recorded(recorder.failed(f"bad dataset: {error}", tell(state=OptunaState.FAIL)))
-            return None
+            return [], []
+        key = pack_key(first.config)
+        members: list[_Begun] = []
+        others: list[_Begun] = []
+        while len(members) + 1 < size and not self.stop_requested():
+            claim = with_db_retry(
+                lambda: claim_more(self.factory, self.worker_id, first.claim.study_id),
+                "claim a trial for the pack",
+                patience_s=self.options.db_retry_s,
+            )
+            if claim is None:
+                break
+            begun = self._begin(claim)
+            if begun is None:
+                break
+            if _why_not_packed(begun) is None and pack_key(begun.config) == key:
+                members.append(begun)
+            else:
+                others.append(begun)
+                break  # the study samples other shapes: a larger pack is unlikely
+        if members:
+            logger.info(
+                "packing trials %s of study %s (%s)",
+                ", ".join(str(b.claim.number) for b in [first, *members]),
+                first.claim.study_id,
+                packing_summary(first.config),
+            )
+        return members, others
+
+    def _train(self, trials: list[_Begun]) -> list[TrialResult | BaseException]:
+        """Train one trial alone, or several as a pack; each gets its result or the error
+        that ended it."""
+        options = self.options
+        try:
+            if len(trials) == 1:
+                (only,) = trials
+                return [
+                    run_trial(
+                        only.config,
+                        only.reporter,
+                        only.checkpoint_dir,
+                        only.resume_from,
+                        device=options.device,
+                        num_threads=options.num_threads,
+                        stop_requested=self.stop_requested,
+                        on_epoch=only.recorder.epoch,
+                    )
+                ]
+            members = [
+                PackMember(t.config, t.reporter, t.checkpoint_dir, t.resume_from, t.recorder.epoch)
+                for t in trials
+            ]
+            return list(
+                run_pack(
+                    members,
+                    device=options.device,
+                    num_threads=options.num_threads,
+                    stop_requested=self.stop_requested,
+                )
+            )
         except Exception as error:  # a trial's crash (OOM, a bug) must not take the worker down
-            logger.exception("trial %s of study %s failed", claim.number, claim.study_id)
-            reason = f"{type(error).__name__}: {error}"
-            recorded(recorder.failed(reason, tell(state=OptunaState.FAIL)))
+            numbers = ", ".join(str(t.claim.number) for t in trials)
+            logger.exception("trial(s) %s of study %s failed", numbers, trials[0].claim.study_id)
+            return [error] * len(trials)
+
+    def _end(
+        self,
+        begun: _Begun,
+        outcome: TrialResult | BaseException,
+        claim_next: Callable[[Session], Claim | None] | None,
+    ) -> Claim | None:
+        """Record how the trial ended, in our tables and Optuna's."""
+        self.running.discard(begun.claim.trial_id)
+        recorder, tell = begun.recorder, begun.tell
+        if isinstance(outcome, DatasetError):
+            tell.recorded(recorder.failed(f"bad dataset: {outcome}", tell(state=OptunaState.FAIL)))
             return None
+        if isinstance(outcome, BaseException):
+            reason = f"{type(outcome).__name__}: {outcome}"
+            tell.recorded(recorder.failed(reason, tell(state=OptunaState.FAIL)))
+            return None
+        result = outcome
         if result.status == "interrupted":
-            recorded(
+            tell.recorded(
                 recorder.handed_over(
                     result,
                     "worker stopped (SIGTERM); retry queued",
@@ -186,7 +352,7 @@ class TrialRunner:
             optuna_trial = tell(result.objective_value)
         else:
             optuna_trial = tell(state=optuna_state)
-        recorded(recorder.finished(result, state, optuna_trial, claim_next))
+        tell.recorded(recorder.finished(result, state, optuna_trial, claim_next))
         return recorder.next_claim
 
     def _prepared(self, claim: Claim) -> tuple[StudySpec, TrialTemplate]:
