@@ -12,8 +12,9 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 } 2>&1 | tee "$OUT/env.txt"
 # The trainer's tests that need no Keras; device="auto" makes them train on the GPU here.
 timeout 300 python3 -m pytest -p no:cacheprovider -q tests/test_run.py \
-  $(ls tests/test_space.py tests/test_template.py tests/test_config.py tests/test_data.py \
+  tests/test_packing.py $(ls tests/test_space.py tests/test_template.py tests/test_config.py tests/test_data.py \
        tests/test_models.py tests/test_diagnosis.py 2>/dev/null) 2>&1 | tee "$OUT/pytest.txt"
 timeout 200 python3 bench/trial_overhead.py --device cuda --repeats 5 2>&1 | grep -v Warn | tee "$OUT/bench_cuda.txt"
 timeout 200 python3 bench/trial_overhead.py --device cpu --repeats 5 2>&1 | grep -v Warn | tee "$OUT/bench_cpu.txt"
 timeout 120 python3 -m service.cli demo --device cuda 2>&1 | tail -15 | tee "$OUT/demo.txt"
+timeout 200 python3 bench/packing.py --device cuda --repeats 3 2>&1 | grep -v Warn | tee "$OUT/bench_packing_cuda.txt"

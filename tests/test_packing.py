@@ -309,3 +309,19 @@ def test_stacked_updates_equal_each_members_torch_optimizer(optimizer: dict[str,
     for index in range(members):
         for tensor, param in zip(stacked, alone[index], strict=True):
             torch.testing.assert_close(tensor.detach()[index], param.detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_a_pack_trains_on_the_gpu_as_its_members_alone() -> None:
+    """Without dropout nothing random differs on the GPU: members match their lone runs
+    (to the GPU kernels' rounding); with dropout each member draws from its own generator."""
+    configs = [
+        member(seed, optimizer={"class_name": "adam", "config": {"learning_rate": r}})
+        for seed, r in ((0, 1e-3), (1, 3e-3))
+    ]
+    packed = run_pack([PackMember(c) for c in configs], device="cuda")
+    for config, result in zip(configs, packed, strict=True):
+        assert result.device.startswith("cuda")
+        assert_same_trial(run_trial(config, device="cuda"), result, rel=1e-3)
+    (noisy,) = run_pack([PackMember(member(2, dropout=0.3))], device="cuda")
+    assert noisy.status == "completed"

@@ -167,6 +167,7 @@ class StackedAdam(_Stacked):
         )
         self._views: list[_AdamViews] | None = None
         self._grads_seen: list[torch.Tensor | None] = []
+        self._floats: dict[str, list[float]] = {}
 
     def keep(self, positions: Sequence[int], params: Sequence[torch.Tensor]) -> None:
         super().keep(positions, params)
@@ -209,7 +210,9 @@ class StackedAdam(_Stacked):
         ):
             self._views = self._member_views()
             self._grads_seen = grads
-        hyper = {name: values.tolist() for name, values in self.hyper.items()}
+            # read once per stacking, not per step (on a GPU each read is a sync)
+            self._floats = {name: values.tolist() for name, values in self.hyper.items()}
+        hyper = self._floats
         for position, views in enumerate(self._views):
             beta_2 = hyper["beta_2"][position]
             done = float(self.steps[position])

@@ -253,7 +253,7 @@ class WorkerProcess:
 
     def _training(self) -> list[int]:
         """The trials this worker trains now: the one it claimed, and a pack's others."""
-        ids = set() if self.runner is None else set(self.runner.running)
+        ids = set() if self.runner is None else set(self.runner.running)  # (a snapshot)
         if self.current_trial_id is not None:
             ids.add(self.current_trial_id)
         return sorted(ids)

@@ -142,8 +142,9 @@ class TrialRunner:
         # A study's validated spec and trial template, per study: its spec never changes, and
         # validating it (which builds a template too) is a measurable cost per trial.
         self._templates: dict[tuple[int, str], tuple[StudySpec, TrialTemplate]] = {}
-        self.running: set[int] = set()
-        """The ids of the trials this runner trains now (the worker's heartbeat keeps them)."""
+        self.running: frozenset[int] = frozenset()
+        """The ids of the trials this runner trains now (the worker's heartbeat thread reads
+        them: replaced whole, never mutated, so it never sees a set changing size)."""
 
     def run(
         self, claim: Claim, claim_next: Callable[[Session], Claim | None] | None = None
@@ -214,7 +215,7 @@ class TrialRunner:
             self.options.device,
             str(checkpoint_dir / "last.ckpt"),
         )
-        self.running.add(claim.trial_id)
+        self.running = self.running | {claim.trial_id}
         resume_from = claim.resume_from
         if resume_from is not None and not Path(resume_from).is_file():
             logger.warning(
@@ -327,7 +328,7 @@ class TrialRunner:
         claim_next: Callable[[Session], Claim | None] | None,
     ) -> Claim | None:
         """Record how the trial ended, in our tables and Optuna's."""
-        self.running.discard(begun.claim.trial_id)
+        self.running = self.running - {begun.claim.trial_id}
         recorder, tell = begun.recorder, begun.tell
         if isinstance(outcome, DatasetError):
             tell.recorded(recorder.failed(f"bad dataset: {outcome}", tell(state=OptunaState.FAIL)))
