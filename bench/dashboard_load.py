@@ -46,6 +46,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 MARKS = ("hps:table", "hps:plotly", "hps:history", "hps:plots")
+PLOTS = ("plotErrors", "plotTechniques", "plotIntermediate", "plotParallel", "plotImportances")
+"""The study page measures each plot after the history (`performance.measure('hps:<name>')`)."""
 
 VARY = """
 UPDATE hps_trials SET
@@ -92,6 +94,12 @@ def measure(page: Page, address: str) -> dict[str, float]:
         ".startTime]))",
         list(MARKS),
     )
+    durations: dict[str, float] = page.evaluate(
+        "names => Object.fromEntries(names.map(n => [n, (performance.getEntriesByName("
+        "'hps:' + n)[0] || {duration: NaN}).duration]))",
+        list(PLOTS),
+    )
+    marks.update({f"  {name} (own time)": ms for name, ms in durations.items()})
     rows = page.locator("#trials tbody tr").count()
     points = page.evaluate("document.getElementById('plot-history').data[1].x.length")
     if rows != 50 or points < 1:
@@ -99,11 +107,23 @@ def measure(page: Page, address: str) -> dict[str, float]:
     return marks
 
 
+def measure_report(page: Page, address: str) -> dict[str, float]:
+    """The technique report page: its panels drawn (`hps:report`)."""
+    page.goto(address)
+    page.wait_for_function(
+        "() => performance.getEntriesByName('hps:report').length > 0", timeout=120_000
+    )
+    started: float = page.evaluate("performance.getEntriesByName('hps:report')[0].startTime")
+    if page.locator(".technique").count() < 1:
+        raise RuntimeError("the report page shows no technique")
+    return {"hps:report (report page)": started}
+
+
 def report(label: str, loads: list[dict[str, float]]) -> None:
-    for mark in MARKS:
+    for mark in loads[0]:
         values = [load[mark] / 1000 for load in loads]
         print(
-            f"{label:<5} {mark:<12} median {statistics.median(values):5.2f} s  "
+            f"{label:<5} {mark:<30} median {statistics.median(values):5.2f} s  "
             f"[{min(values):.2f}-{max(values):.2f}]  n={len(values)}"
         )
 
@@ -126,10 +146,21 @@ def main() -> None:
                 headers={"Authorization": f"Bearer {TOKEN}", "Accept-Encoding": "gzip"},
             )
             print(
-                f"summary: {len(summary.content) / 1e6:.2f} MB of JSON, "
+                f"summary: {len(summary.content) / 1e6:.2f} MB of JSON "
+                f"({int(summary.headers.get('content-length', 0)) / 1e6:.2f} MB sent), "
                 f"{summary.elapsed.total_seconds() * 1000:.0f} ms"
             )
+            for endpoint in ("importances", "report"):  # the expensive panels, cold and again
+                for attempt in ("first", "again"):
+                    answer = httpx.get(
+                        f"{base}/api/v1/studies/{study_id}/{endpoint}",
+                        headers={"Authorization": f"Bearer {TOKEN}"},
+                        timeout=120,
+                    )
+                    answer.raise_for_status()
+                    print(f"{endpoint} ({attempt}): {answer.elapsed.total_seconds() * 1000:.0f} ms")
             address = f"{base}/studies/{study_id}?token={TOKEN}"
+            report_address = f"{base}/studies/{study_id}/report?token={TOKEN}"
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 cold = []
@@ -140,9 +171,15 @@ def main() -> None:
                 context = browser.new_context(viewport={"width": 1400, "height": 1000})
                 page = context.new_page()
                 warm = [measure(page, address) for _ in range(args.loads + 1)]
+                reports = []
+                for _ in range(args.loads + 1):
+                    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+                    reports.append(measure_report(context.new_page(), report_address))
+                    context.close()
                 browser.close()
             report("cold", cold[1:])
             report("warm", warm[1:])
+            report("cold", reports[1:])
     finally:
         drop_database(args.url, url)
 

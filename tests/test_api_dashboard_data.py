@@ -97,7 +97,7 @@ def test_summary_columns_and_best_so_far(
             finished_at=None if state == "running" else utcnow(),
         )
 
-    summary = get(client, f"/studies/{study}/summary")
+    summary = unpacked(get(client, f"/studies/{study}/summary"))
 
     assert summary["direction"] == direction
     assert summary["number"] == list(range(7))
@@ -115,6 +115,54 @@ def test_summary_columns_and_best_so_far(
     assert summary["trial_counts"]["waiting"] == 0
 
 
+def unpacked(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary with its coded columns decoded (as the dashboard's study.js does)."""
+    labels = summary["labels"]
+
+    def decode(column: list[int | None], names: list[str]) -> list[str | None]:
+        return [None if code is None else names[code] for code in column]
+
+    params = {
+        name: decode(column, labels[f"params.{name}"]) if f"params.{name}" in labels else column
+        for name, column in summary["params"].items()
+    }
+    return {
+        **summary,
+        "state": decode(summary["state"], labels["state"]),
+        "diagnosis": decode(summary["diagnosis"], labels["diagnosis"]),
+        "params": params,
+    }
+
+
+def test_summary_packs_repeated_strings_and_rounds_floats(
+    client: TestClient, db: sessionmaker[Session]
+) -> None:
+    study = seed_study(db, status="running")
+    for number in range(4):
+        seed_trial(
+            db,
+            study,
+            number,
+            value=1 / 3 + number,
+            params={"optimizer": ["adam", "sgd"][number % 2], "lr": 0.123456789, "bn": True},
+            metrics={"train_error": 0.1, "val_error": 2 / 3},
+            diagnosis="overfitting",
+        )
+    raw = client.get(f"/api/v1/studies/{study}/summary")
+    assert raw.status_code == 200, raw.text
+    summary = raw.json()
+    assert summary["labels"]["state"] == ["complete"]
+    assert summary["state"] == [0, 0, 0, 0]
+    assert summary["labels"]["params.optimizer"] == ["adam", "sgd"]
+    assert summary["params"]["optimizer"] == [0, 1, 0, 1]
+    assert summary["params"]["bn"] == [True] * 4  # not coded: booleans are short already
+    assert summary["params"]["lr"] == [0.123457] * 4
+    assert summary["value"][0] == 0.333333
+    assert summary["diagnosis"] == [0] * 4
+    assert summary["labels"]["diagnosis"] == ["overfitting"]
+    assert '"0.123457"' not in raw.text and "0.123457," in raw.text  # six digits on the wire
+
+
 def test_summary_errors_from_accuracy_and_nothing_before_the_first_value(
     client: TestClient, db: sessionmaker[Session]
 ) -> None:
@@ -122,7 +170,7 @@ def test_summary_errors_from_accuracy_and_nothing_before_the_first_value(
     seed_trial(db, study, 0, state="running", value=None, metrics=None, finished_at=None)
     seed_trial(db, study, 1, metrics={"train_accuracy": 0.75, "val_accuracy": 0.5, "x": [1]})
 
-    summary = get(client, f"/studies/{study}/summary")
+    summary = unpacked(get(client, f"/studies/{study}/summary"))
 
     assert summary["best_so_far"] == [None, 0.5]
     assert summary["train_error"] == [None, 0.25]

@@ -31,6 +31,7 @@ from service.studies._optuna import optuna_storage
 from service.studies._reads import reading
 from service.studies.browse import find_study
 from service.studies.errors import NotFoundError
+from service.studies.columns import PLOT_DIGITS, coded, rounded
 from service.studies.schemas import Page, StudyRead, TrialRead
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,12 @@ class StudyOverview(StudyRead):
 
 
 class StudySummary(BaseModel):
-    """Every trial of a study, as columns: index i of each array is the i-th trial by number."""
+    """Every trial of a study, as columns: index i of each array is the i-th trial by number.
+
+    Packed for whole studies (the dashboard reads 10,000 trials and more in one answer):
+    `state`, `diagnosis` and every parameter whose values are strings hold indices into
+    `labels["state"]`, `labels["diagnosis"]`, `labels["params.<name>"]`; floats carry six
+    significant digits (durations four)."""
 
     model_config = _FROZEN
 
@@ -82,18 +88,22 @@ class StudySummary(BaseModel):
     trial_counts: dict[str, int]
     best_number: int | None = Field(description="the best complete trial's number")
     number: list[int]
-    state: list[str]
+    state: list[int | None] = Field(description='indices into labels["state"]')
     value: list[float | None] = Field(description="the objective (complete trials only)")
     best_so_far: list[float | None] = Field(
         description="the best objective among complete trials up to this one (by number)"
     )
     params: dict[str, list[ParamValue]] = Field(
-        description="each parameter's value per trial (null where a trial has none)"
+        description="each parameter's value per trial (null where a trial has none); "
+        'string-valued ones as indices into labels["params.<name>"]'
     )
-    diagnosis: list[str | None]
+    diagnosis: list[int | None] = Field(description='indices into labels["diagnosis"]')
     train_error: list[float | None] = Field(description="final train error (1 - accuracy)")
     val_error: list[float | None] = Field(description="final validation error")
     duration_s: list[float | None]
+    labels: dict[str, list[str]] = Field(
+        description='the values of the coded columns: "state", "diagnosis", "params.<name>"'
+    )
 
 
 class IntermediateValues(BaseModel):
@@ -176,19 +186,34 @@ def _summary(
     best_index = None
     if trajectory and trajectory[-1] is not None:
         best_index = values.index(trajectory[-1])
+    labels: dict[str, list[str]] = {}
+    states, labels["state"] = coded([row.state for row in rows])
+    diagnoses, labels["diagnosis"] = coded([row.diagnosis for row in rows])
+    params: dict[str, list[ParamValue]] = {}
+    for name in sorted(names):
+        column = [_param(row.params.get(name)) for row in rows]
+        if all(value is None or isinstance(value, str) for value in column):
+            codes, labels[f"params.{name}"] = coded(cast(list[str | None], column))
+            params[name] = list(codes)
+        else:
+            params[name] = [
+                float(f"{value:.{PLOT_DIGITS}g}") if isinstance(value, float) else value
+                for value in column
+            ]
     return StudySummary.model_construct(
         **header,
         trial_counts=counts,
         best_number=None if best_index is None else rows[best_index].number,
         number=[row.number for row in rows],
-        state=[row.state for row in rows],
-        value=values,
-        best_so_far=trajectory,
-        params={name: [_param(row.params.get(name)) for row in rows] for name in sorted(names)},
-        diagnosis=[row.diagnosis for row in rows],
-        train_error=[_error(row.metrics, "train") for row in rows],
-        val_error=[_error(row.metrics, "val") for row in rows],
-        duration_s=[_finite(row.duration_s) for row in rows],
+        state=states,
+        value=rounded(values),
+        best_so_far=rounded(trajectory),
+        params=params,
+        diagnosis=diagnoses,
+        train_error=rounded(_error(row.metrics, "train") for row in rows),
+        val_error=rounded(_error(row.metrics, "val") for row in rows),
+        duration_s=rounded((_finite(row.duration_s) for row in rows), digits=4),
+        labels=labels,
     )
 
 

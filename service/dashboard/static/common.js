@@ -138,8 +138,21 @@ export const DIAGNOSIS_COLORS = {
 // --- small helpers ---------------------------------------------------------------------------
 
 // An axis of counts (trials, epochs): Plotly would put ticks at 0.5 on a short range.
+// [min, max] of numbers by a loop: Math.min(...values) overflows the call stack on long arrays
+// (the errors plot of a 100,000-trial study has 200,000 values).
+export function extent(values) {
+  let low = Infinity;
+  let high = -Infinity;
+  for (const value of values) {
+    if (value < low) low = value;
+    if (value > high) high = value;
+  }
+  return [low, high];
+}
+
 export function countAxis(title, values) {
-  const span = values.length ? Math.max(...values) - Math.min(...values) : 0;
+  const [low, high] = extent(values);
+  const span = values.length ? high - low : 0;
   return { title: { text: title }, ...(span <= 10 ? { dtick: 1 } : {}) };
 }
 

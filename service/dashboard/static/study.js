@@ -2,7 +2,7 @@
 // kept live by polling the study while it is queued or running.
 import {
   ACTIVE, DIAGNOSIS_COLORS, PLOT_CONFIG, api, badge, baseLayout, el, errorText, fmtAge,
-  countAxis, fmtDuration, fmtNumber, initPage, loadPlotly, poll, setStatus, token,
+  countAxis, extent, fmtDuration, fmtNumber, initPage, loadPlotly, poll, setStatus, token,
 } from "/static/common.js";
 
 initPage();
@@ -24,6 +24,18 @@ let summary = null;
 let lastSignature = "";
 let lastImportances = 0;
 let importancesFor = -1;
+
+// The summary comes packed (repeated strings as indices into `labels`): unpacked once here.
+function unpacked(packed) {
+  const decode = (column, labels) => column.map((code) => (code === null ? null : labels[code]));
+  packed.state = decode(packed.state, packed.labels.state);
+  packed.diagnosis = decode(packed.diagnosis, packed.labels.diagnosis);
+  for (const [name, column] of Object.entries(packed.params)) {
+    const labels = packed.labels[`params.${name}`];
+    if (labels) packed.params[name] = decode(column, labels);
+  }
+  return packed;
+}
 
 function mark(name) {
   if (performance.getEntriesByName(name).length === 0) performance.mark(name);
@@ -202,7 +214,7 @@ function plotParallel(Plotly) {
     const values = shown.map((i) => column[i]);
     const present = values.filter((v) => v !== null);
     if (present.length && present.every((v) => typeof v === "number")) {
-      const fill = Math.min(...present);
+      const [fill] = extent(present);
       return { label: name, values: values.map((v) => (v === null ? fill : v)) };
     }
     const labels = [...new Set(values.map((v) => String(v)))].sort();
@@ -294,7 +306,7 @@ function plotErrors(Plotly) {
     group.text.push(`trial ${number}`);
   });
   if (groups.size === 0) return empty("plot-errors", "Train vs validation error: no finished trial yet.");
-  const top = Math.max(...[...groups.values()].flatMap((g) => [...g.x, ...g.y]), 0.01) * 1.05;
+  const top = Math.max(extent([...groups.values()].flatMap((g) => [...g.x, ...g.y]))[1], 0.01) * 1.05;
   const traces = [...groups.entries()].map(([label, group]) => ({
     type: "scattergl", mode: "markers", name: label, x: group.x, y: group.y, text: group.text,
     marker: { size: 6, color: DIAGNOSIS_COLORS[label] || "#444", opacity: 0.75 },
@@ -376,7 +388,7 @@ async function tick() {
   if (changed) {
     lastSignature = signature(detail);
     const [, next] = await Promise.all([loadTable(), api(`/studies/${studyId}/summary`), loadDiagnoses()]);
-    summary = next;
+    summary = unpacked(next);
     await plotAll(await loadPlotly());
   } else if (ACTIVE.has(detail.status)) {
     await plotIntermediate(await loadPlotly()); // running trials add epochs between their ends
@@ -397,7 +409,7 @@ async function start() {
     api(`/studies/${studyId}/summary`),
   ]);
   study = detail;
-  summary = first;
+  summary = unpacked(first);
   lastSignature = signature(detail);
   renderStudy();
   await plotAll(await Plotly);

@@ -2,7 +2,7 @@
 // early-stopping point marked, diagnosis, training problems with their evidence and hints,
 // gradient norms per layer, retry history, checkpoint download.
 import {
-  PLOT_CONFIG, api, badge, baseLayout, countAxis, el, errorText, fmtDuration, fmtNumber, fmtTime,
+  PLOT_CONFIG, api, badge, baseLayout, countAxis, el, errorText, extent, fmtDuration, fmtNumber, fmtTime,
   initPage, loadPlotly, poll, setStatus,
 } from "/static/common.js";
 
@@ -72,7 +72,7 @@ async function plotGradients(Plotly) {
     return;
   }
   if (!node.classList.contains("js-plotly-plot")) node.replaceChildren();
-  const layers = Math.max(...rows.map((e) => e.kernel_grad_norms.length));
+  const layers = extent(rows.map((e) => e.kernel_grad_norms.length))[1];
   const traces = [];
   for (let layer = 0; layer < layers; layer++) {
     traces.push({
