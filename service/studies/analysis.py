@@ -30,8 +30,8 @@ from service.states import ENDED_TRIAL_STATES
 from service.studies._optuna import optuna_storage
 from service.studies._reads import reading
 from service.studies.browse import find_study
-from service.studies.errors import NotFoundError
 from service.studies.columns import PLOT_DIGITS, coded, rounded
+from service.studies.errors import NotFoundError
 from service.studies.schemas import Page, StudyRead, TrialRead
 
 logger = logging.getLogger(__name__)

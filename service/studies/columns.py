@@ -4,12 +4,9 @@ repeated strings go as indices into their labels and floats with the digits a pl
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TypeVar
 
 PLOT_DIGITS = 6
 """Significant digits of a float sent for plotting (float32 carries about 7)."""
-
-T = TypeVar("T", int, float)
 
 
 def rounded(values: Iterable[float | None], digits: int = PLOT_DIGITS) -> list[float | None]:
