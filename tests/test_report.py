@@ -199,3 +199,48 @@ def test_the_bootstrap_of_large_groups_is_drawn_in_chunks_with_the_same_answer()
     comparison = _compare("a", "b", list(good), list(bad), sign=-1.0)  # minimizing
     assert comparison.conclusive
     assert comparison.interval[0] < 0.02 < comparison.interval[1]  # the true difference
+
+
+def test_beyond_the_exact_bootstrap_the_normal_one_gives_the_same_interval() -> None:
+    """The central-limit shortcut for large groups against the drawn bootstrap of the same
+    values (skewed ones, as objective values are)."""
+    from service.studies import report
+
+    rng = numpy.random.default_rng(5)
+    values = rng.lognormal(-2.0, 0.6, report.EXACT_BOOTSTRAP_UP_TO + 1000)
+    shortcut = report._resampled_means(numpy.random.default_rng(0), values)
+    drawn = numpy.concatenate(
+        [
+            rng.choice(values, size=(100, len(values))).mean(axis=1)
+            for _ in range(report.BOOTSTRAP_RESAMPLES // 100)
+        ]
+    )
+    spread = float(numpy.percentile(drawn, 97.5) - numpy.percentile(drawn, 2.5))
+    for q in (2.5, 50, 97.5):
+        gap = abs(float(numpy.percentile(shortcut, q) - numpy.percentile(drawn, q)))
+        assert gap < 0.1 * spread, q
+
+
+def test_an_ended_study_s_report_is_computed_once_until_the_study_changes(
+    client: TestClient, db: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.studies import report as module
+
+    study = seeded(db, adam=0.10, sgd=0.20)
+    built: list[int] = []
+    original = module._build_report
+
+    def counting(session: Session, study_id: int) -> Any:
+        built.append(study_id)
+        return original(session, study_id)
+
+    monkeypatch.setattr(module, "_build_report", counting)
+    first = report(client, study)
+    assert report(client, study) == first
+    assert built == [study]  # the second read came from the kept report
+    with transaction(db) as session:  # any write to the study (an extend, a rename) moves on
+        row = session.get_one(Study, study)
+        row.status = "running"
+    report(client, study)
+    report(client, study)
+    assert built == [study, study, study]  # a running study's report is computed each time

@@ -12,8 +12,10 @@ first trial ran Keras's defaults, how the best compares with them.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Literal
 
 import numpy
@@ -23,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db.models import Study, Trial, TrialState
+from service.states import FINAL_STUDY_STATUSES
 from service.studies._reads import reading
 from service.studies.analysis import MAX_IMPORTANCE_TRIALS
 from service.studies.browse import find_study
@@ -33,6 +36,8 @@ from service.studies.warm_start import replayed
 from trainer.space import CategoricalParam
 
 BOOTSTRAP_RESAMPLES = 2000
+EXACT_BOOTSTRAP_UP_TO = 2000
+"""Groups of more trials get the normal approximation of the bootstrap (`_resampled_means`)."""
 MIN_GROUP = 2
 """Trials a group needs before it is compared with another."""
 
@@ -106,7 +111,35 @@ class _Row:
         self.problems = split_problem_labels(labels)
 
 
+_ENDED_REPORTS: OrderedDict[tuple[int, datetime], StudyReport] = OrderedDict()
+_ENDED_REPORTS_KEPT = 32
+_ENDED_REPORTS_LOCK = threading.Lock()
+
+
 def build_report(session: Session, study_id: int) -> StudyReport:
+    """The study's technique report. An ended study's is computed once per process and kept
+    (its trials no longer change; an extend or any other write to the study row moves its
+    `updated_at`, so the next read computes it afresh): at 100,000 trials it takes seconds."""
+    with reading(session):
+        study = find_study(session, study_id)
+        key = (study.id, study.updated_at)
+        ended = study.status in FINAL_STUDY_STATUSES
+        if ended:
+            with _ENDED_REPORTS_LOCK:
+                kept = _ENDED_REPORTS.get(key)
+                if kept is not None:
+                    _ENDED_REPORTS.move_to_end(key)
+                    return kept
+    report = _build_report(session, study_id)
+    if ended:
+        with _ENDED_REPORTS_LOCK:
+            _ENDED_REPORTS[key] = report
+            while len(_ENDED_REPORTS) > _ENDED_REPORTS_KEPT:
+                _ENDED_REPORTS.popitem(last=False)
+    return report
+
+
+def _build_report(session: Session, study_id: int) -> StudyReport:
     with reading(session):
         study = find_study(session, study_id)
         rows = [
@@ -320,8 +353,15 @@ def _compare(
 
 
 def _resampled_means(rng: numpy.random.Generator, values: numpy.ndarray) -> numpy.ndarray:
-    """`BOOTSTRAP_RESAMPLES` means of resamples of `values`, drawn in chunks so a group of
-    10,000 trials needs a few MB, not the 160 MB of one (2000, n) draw."""
+    """`BOOTSTRAP_RESAMPLES` bootstrap means of `values`. Up to `EXACT_BOOTSTRAP_UP_TO`
+    values, resamples drawn (in chunks: a few MB, not one (2000, n) draw); beyond, the
+    bootstrap distribution of the mean is the normal one (central limit theorem: mean and
+    standard error of `values`, checked against the drawn one in the tests), drawn in
+    O(resamples) instead of O(resamples × n): a 100,000-trial study's report took 3.7 s of
+    draws."""
+    if len(values) > EXACT_BOOTSTRAP_UP_TO:
+        error = float(values.std()) / math.sqrt(len(values))
+        return rng.normal(float(values.mean()), error, size=BOOTSTRAP_RESAMPLES)
     chunk = max(1, 2_000_000 // max(len(values), 1))
     means = [
         rng.choice(values, size=(min(chunk, BOOTSTRAP_RESAMPLES - start), len(values))).mean(axis=1)
