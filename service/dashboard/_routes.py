@@ -1,4 +1,4 @@
-"""The dashboard's routes: four pages, the example specs, Plotly, and the static assets."""
+"""The dashboard's routes: five pages, the example specs, Plotly, and the static assets."""
 
 from __future__ import annotations
 
@@ -97,6 +97,10 @@ def create_dashboard_router(examples_dir: Path = EXAMPLES_DIR) -> APIRouter:
     @router.get("/studies/{study_id}/report")
     async def report_page(study_id: _Id) -> HTMLResponse:
         return page("report.html")
+
+    @router.get("/compare")
+    async def compare_page() -> HTMLResponse:
+        return page("compare.html")
 
     @router.get("/studies/{study_id}/trials/{number}")
     async def trial_page(study_id: _Id, number: _Id) -> HTMLResponse:

@@ -6,6 +6,13 @@ import {
 const LIMIT = 50;
 let offset = 0;
 let total = 0;
+const chosen = new Set(); // studies ticked for the comparison (kept across refreshes)
+
+function choose(id, on) {
+  if (on) chosen.add(id);
+  else chosen.delete(id);
+  document.getElementById("compare").disabled = chosen.size < 2;
+}
 
 initPage();
 
@@ -20,6 +27,10 @@ async function refresh() {
       return el(
         "tr",
         { "data-study": study.id },
+        el("td", {}, el("input", {
+          type: "checkbox", class: "choose", "aria-label": `compare study ${study.id}`,
+          checked: chosen.has(study.id), onchange: (event) => choose(study.id, event.target.checked),
+        })),
         el("td", { class: "num" }, study.id),
         el("td", {}, el("a", { href: `/studies/${study.id}` }, study.name)),
         el("td", {}, badge(study.status), study.cancel_requested && study.status === "running" ? " stopping" : ""),
@@ -43,7 +54,7 @@ async function refresh() {
     }),
   );
   if (page.items.length === 0) {
-    body.append(el("tr", {}, el("td", { colspan: 8 }, "No studies yet: submit one below.")));
+    body.append(el("tr", {}, el("td", { colspan: 9 }, "No studies yet: submit one below.")));
   }
   document.getElementById("page-info").textContent =
     total ? `${offset + 1}–${offset + page.items.length} of ${total}` : "";
@@ -120,6 +131,10 @@ document.getElementById("next").addEventListener("click", () => {
   refresh();
 });
 document.getElementById("submit").addEventListener("click", submit);
+document.getElementById("compare").addEventListener("click", () => {
+  const query = new URLSearchParams([...chosen].sort((a, b) => a - b).map((id) => ["studies", id]));
+  window.location.href = `/compare?${query}`;
+});
 
 loadExamples();
 refresh().then(() => poll(async () => (await refresh(), true), 3000));
