@@ -37,6 +37,12 @@ class Settings(BaseSettings):
         description="an uploaded NPZ's arrays, unpacked (a small compressed file can unpack to "
         "gigabytes; sizes are read from the headers first)",
     )
+    max_model_parameters: int = Field(
+        default=100_000_000,
+        ge=1,
+        description="the largest built-in model a spec's search space allows, in parameters "
+        "(a worker holds about 16 bytes each with Adam; 100 M: 1.6 GB)",
+    )
     max_retries: int = Field(default=2, ge=0, description="retries of one lost trial")
     epoch_flush_s: float = Field(
         default=1.0,

@@ -145,6 +145,21 @@ BAD_SPECS = [
         ["body", "budget", "max_parallel_trials"], "at most 4 parallel trials"),
     Bad("timeout too long", valid_spec(budget={"timeout_s": 3600.5}),
         ["body", "budget", "timeout_s"], "at most 3600 seconds of timeout, got 3600.5"),
+    # Too large to train: each once made a worker allocate until it failed every trial.
+    Bad("an MLP of 8.6 billion weights",
+        valid_spec(search_space={}, model={"type": "mlp", "hidden_units": [65536] * 3}),
+        ["body", "model"], "the largest model this spec allows has 8,594,"),
+    Bad("a CNN of 65,536-channel convolutions",
+        valid_spec(search_space={}, model={"type": "cnn", "channels": [65536] * 2}),
+        ["body", "model"], "(HPS_MAX_MODEL_PARAMETERS)"),
+    Bad("a search space whose widest layers are too large",
+        valid_spec(search_space={"units": {"type": "int", "low": 8, "high": 65536},
+                                 "n_layers": {"type": "int", "low": 1, "high": 4}}),
+        ["body", "search_space"], "this server allows at most 100,000,000"),
+    Bad("synthetic data of 40 GB",
+        valid_spec(dataset={"name": "synthetic",
+                            "config": {"n_samples": 1_000_000, "n_features": 10_000}}),
+        ["body", "dataset"], "the data would take 37.3 GB in memory"),
 ]  # fmt: skip
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import Any, get_args
 
 import pytest
 import torch
@@ -238,3 +238,25 @@ def test_activation_names_map_to_their_modules(
     config = ModelConfig(activation=activation)
     network = build_network(config, (3,), 2)
     assert isinstance(layers(network)[2], module)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "config", "shape"),
+    [
+        ("mlp", {"hidden_units": [128, 128]}, (64,)),
+        ("mlp", {"hidden_units": [32], "batch_norm": True}, (1, 8, 8)),
+        ("mlp", {"hidden_units": []}, (5,)),
+        ("cnn", {}, (1, 8, 8)),
+        ("cnn", {"channels": [4, 8, 16], "kernel_size": 5, "batch_norm": True}, (3, 9, 7)),
+    ],
+)
+def test_parameter_count_is_the_built_networks(
+    model_type: str, config: dict[str, Any], shape: tuple[int, ...]
+) -> None:
+    """The API's size check counts without building; it must count what the trainer builds."""
+    from trainer.networks import parameter_count
+
+    model = ModelConfig(type=model_type, config=config)
+    network = build_network(model, shape, 7)
+    built = sum(parameter.numel() for parameter in network.parameters())
+    assert parameter_count(model_type, model.config, shape, 7) == built

@@ -261,3 +261,18 @@ def declared_task(name: str, config: dict[str, Any]) -> Task | None:
         )
     task: Task = declared
     return task
+
+
+def declared_shape(
+    name: str, config: dict[str, Any], *, image: bool
+) -> tuple[int, tuple[int, ...], int] | None:
+    """Rows, one input's shape and the outputs a built-in loader will return for `config`,
+    known without loading it (None: a file or a plugin, known once read). `image`: the
+    shape a model taking images gets."""
+    if name == "digits":
+        return 1797, (1, 8, 8) if image else (64,), 10
+    if name == "synthetic":
+        synthetic = SyntheticConfig.model_validate(config)
+        outputs = synthetic.n_classes if synthetic.task == "classification" else 1
+        return synthetic.n_samples, (synthetic.n_features,), outputs
+    return None

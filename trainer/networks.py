@@ -7,6 +7,7 @@ only when it builds.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -151,3 +152,32 @@ __all__ = [
     "validate_with_schema",
     "validated_config",
 ]
+
+
+def parameter_count(
+    model_type: str, config: dict[str, Any], input_shape: tuple[int, ...], n_outputs: int
+) -> int | None:
+    """The trainable parameters of a built-in network (`trainer.models`) for these inputs
+    and outputs, by arithmetic, without building it (the API checks a spec's size with it,
+    and imports no torch); None for a plugin's model, whose size is known once built."""
+    if model_type not in ("mlp", "cnn"):
+        return None
+    network = NetworkConfig.model_validate(config)
+    normalization = 2 if network.batch_norm else 0  # γ and β per unit (moving stats: buffers)
+    count = 0
+    if model_type == "cnn":
+        channels, height, width = (*(1,) * (3 - len(input_shape)), *input_shape)[-3:]
+        for out_channels in network.channels:
+            kernel = network.kernel_size * network.kernel_size
+            count += channels * out_channels * kernel + out_channels
+            count += normalization * out_channels
+            if min(height, width) >= 2:
+                height, width = height // 2, width // 2
+            channels = out_channels
+        features = channels * height * width
+    else:
+        features = math.prod(input_shape)
+    for units in network.hidden_units:
+        count += features * units + units + normalization * units
+        features = units
+    return count + features * n_outputs + n_outputs

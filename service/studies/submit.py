@@ -12,7 +12,7 @@ from service.db.repositories import DatasetRepository, StudyRepository
 from service.studies._optuna import delete_optuna_study, seed_optuna_study
 from service.studies.advice import spec_warnings
 from service.studies.errors import InvalidInputError, Issue
-from service.studies.limits import budget_issues
+from service.studies.limits import budget_issues, size_issues
 from service.studies.schemas import StudyRead
 from service.studies.spec import StudySpec, UploadedDataset
 from service.studies.warm_start import prepare_warm_start
@@ -26,6 +26,8 @@ def submit_study(session: Session, settings: Settings, spec: StudySpec) -> Study
     first (a second database writer inside our transaction would wait on SQLite's lock), and
     that Optuna study is removed again if the study is not stored."""
     issues = budget_issues(spec, settings)
+    if not isinstance(spec.dataset, UploadedDataset):
+        issues += size_issues(spec, settings, spec.dataset)
     optuna_name = f"hps-{uuid4().hex}"
     warm = None
     if spec.warm_start is not None and not issues:
@@ -41,7 +43,7 @@ def submit_study(session: Session, settings: Settings, spec: StudySpec) -> Study
     try:
         with session.begin():
             if isinstance(spec.dataset, UploadedDataset):
-                issues += _uploaded_dataset_issues(session, spec, spec.dataset)
+                issues += _uploaded_dataset_issues(session, settings, spec, spec.dataset)
             if issues:
                 raise InvalidInputError(issues)
             study = StudyRepository(session).add(
@@ -73,9 +75,10 @@ def submit_study(session: Session, settings: Settings, spec: StudySpec) -> Study
 
 
 def _uploaded_dataset_issues(
-    session: Session, spec: StudySpec, reference: UploadedDataset
+    session: Session, settings: Settings, spec: StudySpec, reference: UploadedDataset
 ) -> list[Issue]:
-    """The upload must exist, and the spec's metrics must be of its task."""
+    """The upload must exist, the spec's metrics must be of its task, and its data and the
+    spec's largest model within the server's limits."""
     row = DatasetRepository(session).find(reference.id)
     if row is None:
         return [
@@ -86,8 +89,10 @@ def _uploaded_dataset_issues(
                 "not_found",
             )
         ]
+    resolved = reference.resolved(row.path, row.format, row.target, row.task)
     try:
-        spec.template(reference.resolved(row.path, row.format, row.target, row.task))
+        spec.template(resolved)
     except SpecError as error:
         return [Issue(error.path, f"{error.reason} (uploaded data set {row.id} is {row.task})")]
-    return []
+    outputs = (row.n_classes if row.task == "classification" else row.n_targets) or 1
+    return size_issues(spec, settings, resolved, (row.n_rows, (row.n_features,), outputs))
