@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HPS_", extra="ignore")
@@ -21,6 +23,12 @@ class Settings(BaseSettings):
     api_token: str | None = Field(default=None, description="bearer token(s), comma-separated")
     public_read: bool = Field(default=False, description="allow reads without a token")
     host: str = "127.0.0.1"
+    allowed_hosts: str | None = Field(
+        default=None,
+        description="Host header names the server answers, comma-separated ('*.example.com' "
+        "matches subdomains, '*' any); default: the loopback names when it listens on "
+        "loopback (a web page's DNS rebinding cannot reach it), any name otherwise",
+    )
     port: int = Field(default=8000, ge=1, le=65_535)
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     max_trials_per_study: int = Field(default=10_000, ge=1)
@@ -72,6 +80,15 @@ class Settings(BaseSettings):
         description="the server migrates its database at start (`hpsearch serve --migrate`); "
         "the embedded SQLite default always is",
     )
+
+    @property
+    def host_names(self) -> list[str]:
+        """`allowed_hosts` as a list, its default resolved against the bound `host`."""
+        if self.allowed_hosts is not None:
+            return [name.strip() for name in self.allowed_hosts.split(",") if name.strip()]
+        if self.host in LOOPBACK_HOSTS:
+            return ["localhost", "127.0.0.1", "[::1]"]
+        return ["*"]
 
     @field_validator("database_url")
     @classmethod

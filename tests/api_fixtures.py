@@ -30,7 +30,19 @@ with warnings.catch_warnings():
     warnings.filterwarnings(
         "ignore", message=r"Using `httpx` with `starlette.testclient` is deprecated"
     )
-    from fastapi.testclient import TestClient
+    from fastapi.testclient import TestClient as _StarletteTestClient
+
+
+class TestClient(_StarletteTestClient):
+    """Starlette's TestClient, addressed as a loopback server is (`http://127.0.0.1`): a
+    server bound to loopback answers only loopback host names (`Settings.host_names`), and
+    the client's own default, `testserver`, is none."""
+
+    __test__ = False  # not a test class, whatever its name
+
+    def __init__(self, app: Any, base_url: str = "http://127.0.0.1", **options: Any) -> None:
+        super().__init__(app, base_url=base_url, **options)
+
 
 __all__ = ["TOKEN", "TestClient", "make_settings", "seed_study", "seed_trial", "valid_spec"]
 

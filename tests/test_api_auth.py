@@ -179,3 +179,33 @@ def test_the_access_log_of_a_running_server_has_no_token(
         access.removeHandler(handler)
         access.setLevel(level)
     assert lines == ['c - "GET /?token=[redacted] HTTP/1.1" 200']
+
+
+def test_a_loopback_server_answers_only_loopback_host_names(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
+    """DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1 sends
+    `Host: evil.example`; a server bound to loopback refuses it (as MLflow's allowed hosts)."""
+    settings = make_settings(migrated_database_url, tmp_path / "data", public_read=True)
+    with TestClient(create_app(settings)) as client:
+        for host in ("127.0.0.1:8000", "localhost", "[::1]:8000"):
+            assert client.get("/healthz", headers={"Host": host}).status_code == 200, host
+        refused = client.get("/api/v1/studies", headers={"Host": "evil.example"})
+        assert refused.status_code == 400
+        assert refused.text == "Invalid host header"
+        assert client.get("/", headers={"Host": "evil.example:8000"}).status_code == 400
+
+
+def test_allowed_hosts_name_the_servers_names(migrated_database_url: str, tmp_path: Path) -> None:
+    pinned = make_settings(
+        migrated_database_url, tmp_path / "data", host="0.0.0.0", allowed_hosts="hps.lab, *.corp"
+    )
+    assert pinned.host_names == ["hps.lab", "*.corp"]
+    with TestClient(create_app(pinned), base_url="http://hps.lab", headers=AUTH) as client:
+        assert client.get("/api/v1/studies").status_code == 200
+        sub = client.get("/api/v1/studies", headers={"Host": "gpu.corp"})
+        assert sub.status_code == 200
+        assert client.get("/api/v1/studies", headers={"Host": "other.lab"}).status_code == 400
+    # bound to every interface without a list: reached by names the server cannot know
+    assert make_settings(None, tmp_path, host="0.0.0.0").host_names == ["*"]
+    assert make_settings(None, tmp_path).host_names == ["localhost", "127.0.0.1", "[::1]"]

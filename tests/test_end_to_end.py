@@ -9,10 +9,10 @@ from pathlib import Path
 
 import optuna
 import pytest
-from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.config import Settings
+from tests.api_fixtures import TestClient
 
 pytestmark = pytest.mark.slow
 

@@ -8,6 +8,7 @@ per test with its own settings. The REST API is under `/api/v1` (OpenAPI UI at `
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from service.api.errors import install_error_handlers
 from service.api.log_scrub import scrub_access_logs
@@ -52,6 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(WriteGuard)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(LatencyMiddleware, histogram=app.state.metrics.request_duration)
+    # outermost: a request for another host name is refused before anything reads it
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=app.state.settings.host_names)
     app.include_router(router)
     mount_dashboard(app)  # after the API: `/`, `/studies/...`, `/static/...`
     return app

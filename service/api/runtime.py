@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.api.auth import resolve_api_tokens
-from service.config import Settings
+from service.config import LOOPBACK_HOSTS, Settings
 from service.db.engine import create_db_engine, make_session_factory
 from service.db.schema import require_current_schema
 from service.metrics import DatabaseCollector, Metrics
@@ -25,9 +25,6 @@ DB_POOL_SIZE = 16
 thread pool of 40, and each holds a connection only for its use case's transaction; a pool
 smaller than the usual concurrency would open and close a PostgreSQL connection (a new server
 process) on every request beyond it."""
-
-
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -45,7 +42,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.is_embedded_sqlite or settings.migrate_on_start:
         _migrate(settings.effective_database_url)
     require_current_schema(settings.effective_database_url)  # SchemaError: startup stops
-    if settings.public_read and settings.host not in _LOOPBACK:
+    if settings.public_read and settings.host not in LOOPBACK_HOSTS:
         logger.warning(
             "HPS_PUBLIC_READ is on and the server listens on %s: anyone who can reach it reads "
             "every study (checkpoints, workers and importances still need the token); put it "
