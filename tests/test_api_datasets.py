@@ -249,7 +249,7 @@ def test_a_streamed_body_is_cut_off_at_the_limit(
             statuses.append(message["status"])
 
     headers = [
-        (b"host", b"testserver"),
+        (b"host", b"127.0.0.1"),
         (b"authorization", AUTH["Authorization"].encode()),
         (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
         (b"transfer-encoding", b"chunked"),
@@ -258,7 +258,7 @@ def test_a_streamed_body_is_cut_off_at_the_limit(
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
         "scheme": "http", "path": DATASETS, "raw_path": DATASETS.encode(), "root_path": "",
         "query_string": b"", "headers": headers, "client": ("test", 1),
-        "server": ("testserver", 80),
+        "server": ("127.0.0.1", 80),
     }  # fmt: skip
     anyio.run(client.app, scope, receive, send)
     assert statuses == [413]

@@ -45,8 +45,8 @@ def call(
     scope: Scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
         "scheme": "http", "path": STUDIES, "raw_path": STUDIES.encode(), "root_path": "",
-        "query_string": b"", "headers": [(b"host", b"testserver"), *headers],
-        "client": ("test", 1), "server": ("testserver", 80),
+        "query_string": b"", "headers": [(b"host", b"127.0.0.1"), *headers],
+        "client": ("test", 1), "server": ("127.0.0.1", 80),
     }  # fmt: skip
     anyio.run(client.app, scope, receive, send)
     return statuses, pulled, body

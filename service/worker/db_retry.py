@@ -6,6 +6,7 @@ both as `OperationalError` (SQLAlchemy wraps them as `sqlalchemy.exc.Operational
 connections on the next checkout, so retrying the whole action is enough. Only idempotent
 actions are retried: every recorder write is (merges and assignments), and so are Optuna's
 `suggest_*` on the same trial, `report` of the same step and `tell(..., skip_if_finished=True)`.
+A server at its connection limit refuses new connections the same way, and is waited out alike.
 """
 
 from __future__ import annotations
@@ -40,13 +41,28 @@ def with_db_retry(
     while True:
         try:
             return action()
-        except RETRYABLE as error:
-            if time.monotonic() + delay > deadline:
+        except Exception as raised:
+            error = database_away(raised)
+            if error is None or time.monotonic() + delay > deadline:
                 raise
             reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
             logger.warning("%s: database unreachable (%s); retrying in %.1f s", what, reason, delay)
             time.sleep(delay)
             delay = min(delay * 2, max_delay_s)
+
+
+def database_away(error: BaseException) -> OperationalError | InterfaceError | None:
+    """The refused or lost connection behind `error`, if that is what it is: the error
+    itself, or what it wraps (Optuna raises `StorageInternalError` from SQLAlchemy's
+    `OperationalError` when a commit meets a restarting or full server)."""
+    seen: BaseException | None = error
+    for _ in range(4):
+        if seen is None:
+            return None
+        if isinstance(seen, RETRYABLE):
+            return seen
+        seen = seen.__cause__
+    return None
 
 
 class _Patient(Protocol):

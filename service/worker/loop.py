@@ -18,7 +18,7 @@ from typing import Any
 
 import optuna
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
@@ -70,8 +70,9 @@ class WorkerProcess:
             url, pool_size=2, immediate=True, prepared_statements=prepared
         )
         self.factory: sessionmaker[Session] = make_session_factory(self.engine)
-        self.storage = _optuna_storage(url, prepared)
-        self.worker_id = self._register()
+        patience_s = settings.db_retry_s
+        self.storage = _optuna_storage(url, prepared, patience_s)
+        self.worker_id = with_db_retry(self._register, "register", patience_s=patience_s)
         self.current_trial_id: int | None = None
         self.runner: TrialRunner | None = None
         self._away_delay = 0.1  # backoff while the database is unreachable
@@ -248,7 +249,10 @@ class WorkerProcess:
                     worker = session.get(Worker, self.worker_id)
                     if worker is not None:
                         worker.heartbeat_at = now
-            except Exception:  # the database may be restarting; the next beat retries
+            except RETRYABLE as error:  # restarting or at its connection limit: beat again
+                reason = str(error.orig or error).strip().splitlines()[0]
+                logger.warning("worker %s: heartbeat failed (%s)", self.worker_id, reason)
+            except Exception:  # anything else is a bug worth its traceback; the next beat retries
                 logger.warning("worker %s: heartbeat failed", self.worker_id, exc_info=True)
 
     def _training(self) -> list[int]:
@@ -273,10 +277,12 @@ class WorkerProcess:
 
 
 def _optuna_storage(
-    url: str, prepared_statements: bool = True, attempts: int = 5
+    url: str, prepared_statements: bool = True, patience_s: float = 300.0
 ) -> optuna.storages.RDBStorage:
-    """Optuna's storage on our database. Workers starting together race to create Optuna's
-    tables (its first start on a database is not concurrency-safe); the loser retries."""
+    """Optuna's storage on our database, retried while the database refuses connections (it
+    is restarting, or at its connection limit) for up to `patience_s`. Workers starting
+    together also race to create Optuna's tables (its first start on a database is not
+    concurrency-safe); the loser retries."""
     engine_kwargs: dict[str, Any] = (
         {}
         if url.startswith("sqlite")
@@ -287,20 +293,33 @@ def _optuna_storage(
             "connect_args": postgres_connect_args(url, prepared_statements),
         }
     )
-    for attempt in range(attempts):
+
+    def open_storage() -> optuna.storages.RDBStorage:
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-            try:
-                check_optuna_schema(storage)
-            except OptunaSchemaError:
-                storage.engine.dispose()
-                raise
-            return storage
-        except SQLAlchemyError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable")
+        except optuna.exceptions.StorageInternalError as error:
+            # Optuna wraps what SQLAlchemy raised; the retry decides on that
+            if isinstance(error.__cause__, SQLAlchemyError):
+                raise _as_retryable(error.__cause__) from error
+            raise
+        except SQLAlchemyError as error:
+            raise _as_retryable(error) from error
+        try:
+            check_optuna_schema(storage)
+        except OptunaSchemaError:
+            storage.engine.dispose()
+            raise
+        return storage
+
+    return with_db_retry(open_storage, "open Optuna's storage", patience_s=patience_s)
+
+
+def _as_retryable(error: SQLAlchemyError) -> Exception:
+    """A refused connection as it is; any other SQLAlchemy error (the table-creation race)
+    as an OperationalError, so that it is retried too."""
+    if isinstance(error, RETRYABLE):
+        return error
+    return OperationalError(str(error), None, error)
 
 
 def run_worker(settings: Settings, options: WorkerOptions) -> int:
