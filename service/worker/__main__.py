@@ -8,6 +8,7 @@ import sys
 
 from service.config import get_settings
 from service.db.schema import SchemaError, require_current_schema
+from service.worker.db_retry import RETRYABLE
 from service.worker.loop import WorkerOptions, run_worker
 from service.worker.optuna_mirror import OptunaSchemaError
 from service.worker.supervisor import plan_devices, run_supervisor
@@ -96,6 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         return run_worker(settings, options)
     except (SchemaError, OptunaSchemaError) as error:  # ours changed in between, or Optuna's
         print(f"hpsearch worker: {error}", file=sys.stderr)
+        return 2
+    except RETRYABLE as error:  # still refused after HPS_DB_RETRY_S of retries at start
+        reason = str(error.orig or error).strip().splitlines()[0]
+        print(
+            f"hpsearch worker: the database refused connections for {settings.db_retry_s:.0f} s "
+            f"({reason}); start it, raise its max_connections or put PgBouncer in front "
+            "(README: Scaling out)",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -297,13 +297,12 @@ def _optuna_storage(
     def open_storage() -> optuna.storages.RDBStorage:
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        except optuna.exceptions.StorageInternalError as error:
-            # Optuna wraps what SQLAlchemy raised; the retry decides on that
-            if isinstance(error.__cause__, SQLAlchemyError):
-                raise _as_retryable(error.__cause__) from error
+        except (optuna.exceptions.StorageInternalError, SQLAlchemyError) as error:
+            _dispose_abandoned_storage(error)
+            cause = error if isinstance(error, SQLAlchemyError) else error.__cause__
+            if isinstance(cause, SQLAlchemyError):  # Optuna wraps what SQLAlchemy raised
+                raise _as_retryable(cause) from error
             raise
-        except SQLAlchemyError as error:
-            raise _as_retryable(error) from error
         try:
             check_optuna_schema(storage)
         except OptunaSchemaError:
@@ -312,6 +311,20 @@ def _optuna_storage(
         return storage
 
     return with_db_retry(open_storage, "open Optuna's storage", patience_s=patience_s)
+
+
+def _dispose_abandoned_storage(error: BaseException) -> None:
+    """Close the pool of an RDBStorage whose construction failed. Its engine may hold a
+    connection it opened before the failing step, until garbage collection: a server at
+    its connection limit would keep that one too, and sixteen workers retrying would hold
+    every slot they wait for."""
+    traceback = error.__traceback__
+    while traceback is not None:
+        candidate = traceback.tb_frame.f_locals.get("self")
+        if isinstance(candidate, optuna.storages.RDBStorage) and hasattr(candidate, "engine"):
+            candidate.engine.dispose()
+            return
+        traceback = traceback.tb_next
 
 
 def _as_retryable(error: SQLAlchemyError) -> Exception:
