@@ -40,8 +40,8 @@ def test_the_cnn_example_maximizes_accuracy() -> None:
     assert spec.objective.resolved_direction == "maximize"
 
 
-def test_the_readme_shows_the_plugin_example_as_it_is() -> None:
-    readme = (EXAMPLES[0].parents[1] / "README.md").read_text()
+def test_the_plugin_guide_shows_the_example_as_it_is() -> None:
+    readme = (EXAMPLES[0].parents[1] / "docs" / "plugins.md").read_text()
     start = readme.index("**4. Submit**")
     block = readme[
         readme.index("```json", start) + len("```json") : readme.index("```\n", start + 30)

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"hpsearch worker: the database refused connections for {settings.db_retry_s:.0f} s "
             f"({reason}); start it, raise its max_connections or put PgBouncer in front "
-            "(README: Scaling out)",
+            "(docs/operations.md: Scaling out)",
             file=sys.stderr,
         )
         return 2
