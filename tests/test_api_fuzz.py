@@ -73,7 +73,13 @@ def test_linked_calls_get_no_server_error(served: Settings, base_url: str) -> No
     class LinkedCalls(schema.as_state_machine()):  # type: ignore[misc]  # built at run time
         def setup(self) -> None:
             with engine.begin() as connection:  # every sequence from an empty server
-                for table in ("hps_trial_epochs", "hps_trials", "hps_studies", "hps_datasets"):
+                for table in (
+                    "hps_trial_epochs",
+                    "hps_trials",
+                    "hps_studies",
+                    "hps_datasets",
+                    "hps_api_tokens",
+                ):
                     connection.execute(text(f"DELETE FROM {table}"))
 
         def get_call_kwargs(self, case: schemathesis.Case[Any]) -> dict[str, Any]:

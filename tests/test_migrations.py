@@ -16,9 +16,10 @@ from service.db import migrate
 from service.db.engine import create_db_engine, make_session_factory, transaction
 from service.db.models import Study, Trial, Worker
 
-HEAD = "0006"  # the newest revision in migrations/versions
+HEAD = "0007"  # the newest revision in migrations/versions
 
-OUR_TABLES = {"hps_studies", "hps_trials", "hps_trial_epochs", "hps_workers", "hps_datasets"}
+INITIAL_TABLES = {"hps_studies", "hps_trials", "hps_trial_epochs", "hps_workers", "hps_datasets"}
+OUR_TABLES = INITIAL_TABLES | {"hps_api_tokens"}  # 0007
 OPTUNA_CORE = {"studies", "trials", "trial_params", "version_info", "alembic_version"}
 
 
@@ -33,7 +34,7 @@ def table_names(url: str) -> set[str]:
 def test_upgrade_from_empty_creates_exactly_our_tables(database_url: str) -> None:
     assert migrate.current(database_url) is None
     migrate.upgrade(database_url, "0001")  # the initial schema alone
-    assert table_names(database_url) == OUR_TABLES | {"hps_alembic_version"}
+    assert table_names(database_url) == INITIAL_TABLES | {"hps_alembic_version"}
     assert migrate.current(database_url) == "0001"
     migrate.upgrade(database_url)
     assert table_names(database_url) == OUR_TABLES | {"hps_alembic_version"}

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from service.api.auth import token_matches
 from service.api.runtime import Runtime
 from service.config import Settings
+from service.studies.tokens import SERVER, Principal
 
 MAX_PAGE_SIZE = 200
 
@@ -59,43 +60,78 @@ _bearer = HTTPBearer(
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def _authenticate(runtime: Runtime, credentials: HTTPAuthorizationCredentials | None) -> None:
-    if credentials is None or not token_matches(credentials.credentials, runtime.api_tokens):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing or invalid bearer token" if credentials else "a bearer token is required",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+async def _authenticate(
+    runtime: Runtime, credentials: HTTPAuthorizationCredentials | None
+) -> Principal:
+    """The server's tokens first (no database read), then the issued ones (`studies.tokens`),
+    whose answers are kept `TOKEN_CACHE_S` so that a revocation takes effect that soon."""
+    if credentials is None:
+        raise _unauthorized("a bearer token is required")
+    given = credentials.credentials
+    if token_matches(given, runtime.api_tokens):
+        return SERVER
+    principal = await run_in_threadpool(runtime.issued_token, given)
+    if principal is None:
+        raise _unauthorized("missing or invalid bearer token")
+    return principal
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
+    )
 
 
 async def require_read(
     settings: SettingsDep,
     runtime: Annotated[Runtime, Depends(_runtime)],
     credentials: Credentials,
-) -> None:
-    """Reads need a token unless `public_read` is set."""
-    if not settings.public_read:
-        _authenticate(runtime, credentials)
+) -> Principal | None:
+    """Reads need a token (of any scope) unless `public_read` is set."""
+    if settings.public_read and credentials is None:
+        return None
+    return await _authenticate(runtime, credentials)
 
 
 async def require_write(
     runtime: Annotated[Runtime, Depends(_runtime)], credentials: Credentials
-) -> None:
-    """Every write needs a token."""
-    _authenticate(runtime, credentials)
+) -> Principal:
+    """Every write needs a write or admin token."""
+    principal = await _authenticate(runtime, credentials)
+    if not principal.writes:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"token {principal.name!r} may only read (scope read)"
+        )
+    return principal
+
+
+async def require_admin(
+    runtime: Annotated[Runtime, Depends(_runtime)], credentials: Credentials
+) -> Principal:
+    """Issuing and revoking tokens needs an admin token."""
+    principal = await _authenticate(runtime, credentials)
+    if not principal.admin:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"token {principal.name!r} is not an admin token"
+        )
+    return principal
 
 
 async def require_token(
     runtime: Annotated[Runtime, Depends(_runtime)], credentials: Credentials
-) -> None:
+) -> Principal:
     """Reads that stay behind the token even with `public_read`: model weights (checkpoints),
     the workers' hosts and pids, and computations costly enough to be a denial of service."""
-    _authenticate(runtime, credentials)
+    return await _authenticate(runtime, credentials)
 
 
 ReadAccess = Depends(require_read)
 WriteAccess = Depends(require_write)
 PrivateAccess = Depends(require_token)
+AdminAccess = Depends(require_admin)
+Writer = Annotated[Principal, Depends(require_write)]
+"""The principal of a write, for the use cases that check ownership and limits."""
+Admin = Annotated[Principal, Depends(require_admin)]
 
 
 @dataclass(frozen=True)

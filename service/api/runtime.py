@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
@@ -17,6 +19,7 @@ from service.db.engine import create_db_engine, make_session_factory
 from service.db.schema import require_current_schema
 from service.metrics import DatabaseCollector, Metrics
 from service.process import freeze_startup_objects
+from service.studies.tokens import Principal, digest, principal_of
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +30,34 @@ smaller than the usual concurrency would open and close a PostgreSQL connection 
 process) on every request beyond it."""
 
 
+TOKEN_CACHE_S = 5.0
+"""How long an issued token's lookup is kept: a revocation takes effect within this."""
+
+
 @dataclass(frozen=True)
 class Runtime:
     engine: Engine
     session_factory: sessionmaker[Session]
     api_tokens: tuple[bytes, ...]
+    _issued: dict[str, tuple[float, Principal | None]] = field(default_factory=dict)
+    _issued_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def issued_token(self, secret: str) -> Principal | None:
+        """The issued token `secret` is (None: none, or revoked), looked up at most every
+        `TOKEN_CACHE_S` per token (a request thread's database read)."""
+        key = digest(secret)
+        now = time.monotonic()
+        with self._issued_lock:
+            kept = self._issued.get(key)
+        if kept is not None and now - kept[0] < TOKEN_CACHE_S:
+            return kept[1]
+        with self.session_factory() as session:
+            principal = principal_of(session, secret)
+        with self._issued_lock:
+            if len(self._issued) > 10_000:  # random tokens must not grow it without bound
+                self._issued.clear()
+            self._issued[key] = (now, principal)
+        return principal
 
 
 @asynccontextmanager

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.auth import token_matches
@@ -34,7 +35,7 @@ class WriteGuard:
             return
         headers = {key.lower(): value for key, value in scope["headers"]}
         authorization = headers.get(b"authorization", b"")
-        if not self._authorized(scope, authorization):
+        if not await self._authorized(scope, authorization):
             # the same answers as the route's own dependency (service.api.deps)
             detail = (
                 "missing or invalid bearer token" if authorization else "a bearer token is required"
@@ -73,12 +74,17 @@ class WriteGuard:
         await self.app(scope, bounded, send_unless_replied)
 
     @staticmethod
-    def _authorized(scope: Scope, header: bytes) -> bool:
+    async def _authorized(scope: Scope, header: bytes) -> bool:
+        """A server token, or an issued one (its scope is the route's dependency's to check)."""
         runtime = getattr(scope["app"].state, "runtime", None)
         if runtime is None:
             return True  # not started: the route's own dependency answers
         scheme, _, token = header.decode("latin-1").partition(" ")
-        return scheme.lower() == "bearer" and token_matches(token.strip(), runtime.api_tokens)
+        if scheme.lower() != "bearer" or not token.strip():
+            return False
+        if token_matches(token.strip(), runtime.api_tokens):
+            return True
+        return await run_in_threadpool(runtime.issued_token, token.strip()) is not None
 
 
 def _too_large() -> str:

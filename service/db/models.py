@@ -95,6 +95,10 @@ class Study(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    owner_token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("hps_api_tokens.id", ondelete="SET NULL")
+    )
+    """The issued token that submitted the study (None: a server token, HPS_API_TOKEN)."""
 
     trials: Mapped[list[Trial]] = relationship(
         back_populates="study",
@@ -213,6 +217,22 @@ class Worker(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (Index("ix_hps_workers_heartbeat", "heartbeat_at"),)
+
+
+class ApiToken(Base):
+    """A token issued through the API (`POST /tokens`), with its scope and limits. Only its
+    SHA-256 is stored; revoking it takes effect without a restart."""
+
+    __tablename__ = "hps_api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(8))
+    max_priority: Mapped[int | None]
+    max_queued_trials: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
 
 
 class Dataset(Base):

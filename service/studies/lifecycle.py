@@ -17,16 +17,18 @@ from service.studies._optuna import delete_optuna_study
 from service.studies.browse import find_study
 from service.studies.errors import ConflictError, InvalidInputError, Issue, NotFoundError
 from service.studies.schemas import StudyRead
+from service.studies.tokens import SERVER, Principal, check_may_change, quota_issues
 
 logger = logging.getLogger(__name__)
 
 
-def cancel_study(session: Session, study_id: int) -> StudyRead:
+def cancel_study(session: Session, study_id: int, principal: Principal = SERVER) -> StudyRead:
     """queued -> cancelled at once; running -> `cancel_requested` (the worker starts no more
     trials and finishes the study), or cancelled at once when none of its trials runs (only
     waiting ones: no trial's end would come to finish it); a finished study ->
     `ConflictError`."""
     with session.begin():
+        check_may_change(principal, find_study(session, study_id))
         studies = StudyRepository(session)
         now = utcnow()
         cancelled = studies.cancel_if_queued(study_id, now)
@@ -42,7 +44,13 @@ def cancel_study(session: Session, study_id: int) -> StudyRead:
         return StudyRead.model_validate(study)
 
 
-def extend_study(session: Session, settings: Settings, study_id: int, n_trials: int) -> StudyRead:
+def extend_study(
+    session: Session,
+    settings: Settings,
+    study_id: int,
+    n_trials: int,
+    principal: Principal = SERVER,
+) -> StudyRead:
     """Give a study `n_trials` more trials. A queued or running one gets them on top of its
     budget; a completed one is queued again with budget = the trials it has + `n_trials`, and
     its next claim starts its time budget afresh. Its Optuna study (and so the sampler's
@@ -55,6 +63,12 @@ def extend_study(session: Session, settings: Settings, study_id: int, n_trials: 
         ).one_or_none()
         if study is None:
             raise NotFoundError(f"no study has id {study_id}")
+        check_may_change(principal, study)
+        over_quota = quota_issues(session, principal, study.priority, n_trials)
+        if over_quota:
+            raise InvalidInputError(
+                [Issue(("n_trials",), issue.reason, issue.type) for issue in over_quota]
+            )
         active = study.status in (StudyStatus.QUEUED, StudyStatus.RUNNING)
         if study.cancel_requested or not (active or study.status == StudyStatus.COMPLETED):
             state = "being cancelled" if study.cancel_requested else study.status
@@ -87,11 +101,14 @@ def extend_study(session: Session, settings: Settings, study_id: int, n_trials: 
         return StudyRead.model_validate(study)
 
 
-def delete_study(session: Session, settings: Settings, study_id: int) -> None:
+def delete_study(
+    session: Session, settings: Settings, study_id: int, principal: Principal = SERVER
+) -> None:
     """Delete a study that is not running: its row, trials and epochs (one transaction), then
     its Optuna study and its checkpoint directory."""
     with session.begin():
         study = find_study(session, study_id)
+        check_may_change(principal, study)
         optuna_name = study.optuna_study_name
         if not StudyRepository(session).delete_unless_running(study_id):
             raise ConflictError(

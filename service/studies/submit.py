@@ -15,11 +15,14 @@ from service.studies.errors import InvalidInputError, Issue
 from service.studies.limits import budget_issues, size_issues
 from service.studies.schemas import StudyRead
 from service.studies.spec import StudySpec, UploadedDataset
+from service.studies.tokens import SERVER, Principal, quota_issues
 from service.studies.warm_start import prepare_warm_start
 from trainer.spec_error import SpecError
 
 
-def submit_study(session: Session, settings: Settings, spec: StudySpec) -> StudyRead:
+def submit_study(
+    session: Session, settings: Settings, spec: StudySpec, principal: Principal = SERVER
+) -> StudyRead:
     """Store `spec` as a queued study; raises `InvalidInputError` (nothing stored) when it
     breaks a server limit, names an uploaded data set that does not exist, or names warm-start
     sources that cannot seed it. A warm start's trials are written to the study's Optuna study
@@ -44,6 +47,7 @@ def submit_study(session: Session, settings: Settings, spec: StudySpec) -> Study
         with session.begin():
             if isinstance(spec.dataset, UploadedDataset):
                 issues += _uploaded_dataset_issues(session, settings, spec, spec.dataset)
+            issues += quota_issues(session, principal, spec.priority, spec.budget.n_trials)
             if issues:
                 raise InvalidInputError(issues)
             study = StudyRepository(session).add(
@@ -61,6 +65,7 @@ def submit_study(session: Session, settings: Settings, spec: StudySpec) -> Study
                     timeout_s=spec.budget.timeout_s or settings.max_timeout_s,
                     optuna_study_name=optuna_name,
                     cancel_requested=False,
+                    owner_token_id=principal.token_id,
                 )
             )
             warnings = spec_warnings(spec.objective.metric, spec.search_space)

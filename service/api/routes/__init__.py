@@ -10,6 +10,7 @@ from service.api.routes import (
     metrics,
     plugins,
     studies,
+    tokens,
     trials,
     workers,
 )
@@ -25,6 +26,7 @@ for _module in (
     health,
     metrics,
     dashboard_data,
+    tokens,
 ):
     router.include_router(_module.router)
 

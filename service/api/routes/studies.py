@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
 
-from service.api.deps import PageDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
+from service.api.deps import PageDep, ReadAccess, SessionDep, SettingsDep, Writer
 from service.api.paths import API_PREFIX, StudyId
 from service.studies import (
     StudyReport,
@@ -27,11 +27,14 @@ from service.studies.schemas import ExtendRequest, Page, StudyDetail, StudyRead
 router = APIRouter(prefix=f"{API_PREFIX}/studies", tags=["studies"], dependencies=[ReadAccess])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[WriteAccess])
-def submit(spec: StudySpec, session: SessionDep, settings: SettingsDep) -> StudyRead:
+@router.post("", status_code=status.HTTP_201_CREATED)
+def submit(
+    spec: StudySpec, session: SessionDep, settings: SettingsDep, writer: Writer
+) -> StudyRead:
     """Queue a study. The spec is validated in full first (422 with the offending field's
-    path); nothing is stored unless it is valid and within this server's limits."""
-    return submit_study(session, settings, spec)
+    path); nothing is stored unless it is valid and within this server's limits and the
+    token's (its highest priority, its trials queued at once)."""
+    return submit_study(session, settings, spec, writer)
 
 
 @router.get("")
@@ -59,27 +62,35 @@ def report(study_id: StudyId, session: SessionDep) -> StudyReport:
     return build_report(session, study_id)
 
 
-@router.post("/{study_id}/cancel", dependencies=[WriteAccess])
-def cancel(study_id: StudyId, session: SessionDep) -> StudyRead:
+@router.post("/{study_id}/cancel")
+def cancel(study_id: StudyId, session: SessionDep, writer: Writer) -> StudyRead:
     """A queued study is cancelled at once; a running one is asked to stop starting trials
-    (`cancel_requested`; its running trials finish). 409 if it has already finished."""
-    return cancel_study(session, study_id)
+    (`cancel_requested`; its running trials finish). 409 if it has already finished; 403 for
+    a token that did not submit it (unless admin)."""
+    return cancel_study(session, study_id, writer)
 
 
-@router.post("/{study_id}/extend", dependencies=[WriteAccess])
+@router.post("/{study_id}/extend")
 def extend(
-    study_id: StudyId, body: ExtendRequest, session: SessionDep, settings: SettingsDep
+    study_id: StudyId,
+    body: ExtendRequest,
+    session: SessionDep,
+    settings: SettingsDep,
+    writer: Writer,
 ) -> StudyRead:
     """Add `n_trials` trials. A queued or running study gets them on top of its budget; a
     completed one is queued again to run them, with the same Optuna study (the sampler sees
     every earlier trial). 409 for a failed or cancelled study."""
-    return extend_study(session, settings, study_id, body.n_trials)
+    return extend_study(session, settings, study_id, body.n_trials, writer)
 
 
-@router.delete("/{study_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[WriteAccess])
-def delete(study_id: StudyId, session: SessionDep, settings: SettingsDep) -> Response:
-    """Delete a study that is not running, with its trials, Optuna study and checkpoints."""
-    delete_study(session, settings, study_id)
+@router.delete("/{study_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete(
+    study_id: StudyId, session: SessionDep, settings: SettingsDep, writer: Writer
+) -> Response:
+    """Delete a study that is not running, with its trials, Optuna study and checkpoints
+    (403 for a token that did not submit it, unless admin)."""
+    delete_study(session, settings, study_id, writer)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
