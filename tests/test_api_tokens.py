@@ -124,3 +124,10 @@ def test_a_revoked_token_is_refused_without_a_restart(
     assert client.get("/api/v1/studies", headers=bearer(secret)).status_code == 401
     assert submit(client, secret).status_code == 401  # the write guard asks the same store
     assert client.delete("/api/v1/tokens/never-issued").status_code == 404
+
+
+def test_limits_beyond_the_columns_are_refused(client: TestClient) -> None:
+    """Found by the fuzzer: a limit larger than an INTEGER column was a 500."""
+    huge = client.post("/api/v1/tokens", json={"name": "big", "max_queued_trials": 2**70})
+    assert huge.status_code == 422
+    assert huge.json()["detail"][0]["loc"] == ["body", "max_queued_trials"]

@@ -58,7 +58,10 @@ class TokenRequest(BaseModel):
         default=None, ge=-1_000_000, le=1_000_000, description="highest study priority"
     )
     max_queued_trials: int | None = Field(
-        default=None, ge=1, description="trials of its queued and running studies not yet run"
+        default=None,
+        ge=1,
+        le=2**31 - 1,  # an INTEGER column
+        description="trials of its queued and running studies not yet run",
     )
 
 
