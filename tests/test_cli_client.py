@@ -442,3 +442,21 @@ def test_shell_completion_offers_the_commands_and_their_choices(
         "_hpsearch_completion"
         in CliRunner().invoke(app, ["--show-completion", "bash"], prog_name="hpsearch").stdout
     )
+
+
+def test_tokens_are_issued_listed_and_revoked_from_the_cli(url: str) -> None:
+    created = hps(url, "token", "create", "ci-bot", "--scope", "read", "--max-priority", "3")
+    assert created.exit_code == 0, created.output
+    secret = created.stdout.strip()
+    assert secret.startswith("hps_")
+    assert "not shown again" in created.stderr
+    assert hps(url, "studies", token=secret).exit_code == 0  # a read token reads
+    listed = hps(url, "token", "list")
+    assert listed.exit_code == 0, listed.output
+    assert "ci-bot" in listed.stdout
+    assert secret not in listed.stdout
+    revoked = hps(url, "token", "revoke", "ci-bot")
+    assert revoked.exit_code == 0, revoked.output
+    assert "token 'ci-bot' revoked" in revoked.stdout
+    refused = one_line_error(hps(url, "token", "list", token=secret))
+    assert refused.startswith("error: 40")  # revoked (401) or, cached a moment, not admin (403)

@@ -13,7 +13,7 @@ import warnings
 
 import typer
 
-from service.cli import client, database, gate, local, stack
+from service.cli import client, database, gate, local, stack, tokens
 
 # Lightning 2.6.6 calls torch 2.13's deprecated pytree API on every fit; users can do nothing
 # about it, so the CLI does not show it (tests still see every other warning as an error).
@@ -35,5 +35,6 @@ _merge(client.app)
 _merge(gate.app)
 app.add_typer(database.app, name="db")
 app.add_typer(gate.baseline_app, name="baseline")
+app.add_typer(tokens.app, name="token")
 
 __all__ = ["app"]

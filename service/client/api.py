@@ -162,6 +162,30 @@ class ApiClient:
     def list_plugins(self) -> dict[str, Any]:
         return self._json("GET", "/plugins")
 
+    # --- tokens (admin) ----------------------------------------------------------------------
+
+    def issue_token(
+        self,
+        name: str,
+        scope: str = "write",
+        max_priority: int | None = None,
+        max_queued_trials: int | None = None,
+    ) -> dict[str, Any]:
+        body = {
+            "name": name,
+            "scope": scope,
+            "max_priority": max_priority,
+            "max_queued_trials": max_queued_trials,
+        }
+        return self._json("POST", "/tokens", json=body)
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        tokens: list[dict[str, Any]] = self._request("GET", "/tokens").json()
+        return tokens
+
+    def revoke_token(self, name: str) -> dict[str, Any]:
+        return self._json("DELETE", f"/tokens/{name}")
+
     def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         response = self._request(method, path, **kwargs)
         try:
