@@ -17,7 +17,7 @@ COPY trainer ./trainer
 COPY service ./service
 COPY migrations ./migrations
 COPY examples ./examples
-RUN pip install -e . && mkdir -p /data
+RUN pip install -e ".[s3]" && mkdir -p /data
 
 EXPOSE 8000
 CMD ["hpsearch", "serve", "--host", "0.0.0.0", "--port", "8000"]

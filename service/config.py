@@ -20,6 +20,16 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; default: SQLite file in data_dir. PostgreSQL: "
         "postgresql+psycopg://user@host/db",
     )
+    artifact_url: str | None = Field(
+        default=None,
+        description="where checkpoints and uploads go: s3://bucket/prefix (an S3-compatible "
+        "object store, so workers on many hosts need no shared file system; credentials from "
+        "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or a role); default: files under data_dir",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="the S3 API's address when it is not AWS's (MinIO: http://minio:9000)",
+    )
     api_token: str | None = Field(default=None, description="bearer token(s), comma-separated")
     public_read: bool = Field(default=False, description="allow reads without a token")
     host: str = "127.0.0.1"
@@ -90,10 +100,19 @@ class Settings(BaseSettings):
             return ["localhost", "127.0.0.1", "[::1]"]
         return ["*"]
 
-    @field_validator("database_url")
+    @field_validator("database_url", "s3_endpoint_url")
     @classmethod
     def _blank_is_default(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("artifact_url")
+    @classmethod
+    def _an_s3_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith("s3://") or len(value) <= len("s3://"):
+            raise ValueError(f"must look like s3://bucket or s3://bucket/prefix, got {value!r}")
+        return value
 
     @property
     def plugin_allow_list(self) -> frozenset[str] | None:

@@ -237,7 +237,7 @@ def test_checkpoint_without_one_or_missing_on_disk_is_404(
     _point_checkpoint(db, study_id, 0, str(gone))
     missing = client.get(f"/api/v1/studies/{study_id}/trials/0/checkpoint")
     assert missing.status_code == 404
-    assert "no longer on disk" in missing.json()["detail"]
+    assert "no longer stored" in missing.json()["detail"]
 
 
 def test_checkpoint_outside_the_checkpoint_dir_is_refused(

@@ -139,6 +139,9 @@ def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint(
     assert retry.resumed_from_epoch is not None
     assert retry.resumed_from_epoch >= 2
     assert sorted(retry_epochs) == [1, 2, 3, 4, 5, 6]
+    # its best file is where its row says (the original's, when it never improved after)
+    assert retry.checkpoint_path is not None
+    assert Path(retry.checkpoint_path).is_file()
 
 
 def test_sigterm_hands_the_trial_over_and_exits_zero(

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
 from service.api.validation import error_details, issue_details
+from service.artifacts import ArtifactStoreError
 from service.db.schema import schema_state
 from service.studies import (
     ConflictError,
@@ -43,6 +44,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _internal_error)
     app.add_exception_handler(OperationalError, _database_error)  # type: ignore[arg-type]
     app.add_exception_handler(ProgrammingError, _database_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ArtifactStoreError, _store_error)  # type: ignore[arg-type]
 
 
 async def _request_invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -84,6 +86,16 @@ async def _database_error(request: Request, error: SQLAlchemyError) -> JSONRespo
         raise error
     logger.error("%s %s: %s", request.method, request.url.path, problem)
     return JSONResponse({"detail": problem}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+async def _store_error(request: Request, error: ArtifactStoreError) -> JSONResponse:
+    """The object store is away or refuses us: a 503 naming the store, never a bare 500 (the
+    message carries no credentials: boto3 never puts them in one)."""
+    logger.warning("%s %s: %s", request.method, request.url.path, error)
+    return JSONResponse(
+        {"detail": f"the artifact store is unavailable; try again shortly ({error})"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+    )
 
 
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.api.auth import resolve_api_tokens
+from service.artifacts import artifact_store
 from service.config import LOOPBACK_HOSTS, Settings
 from service.db.engine import create_db_engine, make_session_factory
 from service.db.schema import require_current_schema
@@ -68,6 +69,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.is_embedded_sqlite or settings.migrate_on_start:
         _migrate(settings.effective_database_url)
     require_current_schema(settings.effective_database_url)  # SchemaError: startup stops
+    artifact_store(settings).check()  # ArtifactStoreError: startup stops, saying why
     if settings.public_read and settings.host not in LOOPBACK_HOSTS:
         logger.warning(
             "HPS_PUBLIC_READ is on and the server listens on %s: anyone who can reach it reads "

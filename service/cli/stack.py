@@ -39,6 +39,7 @@ def serve(
     import uvicorn
 
     from service.api.app import create_app
+    from service.artifacts import ArtifactStoreError, artifact_store
     from service.db.schema import SchemaError, require_current_schema
     from service.stack import prepare
 
@@ -53,6 +54,11 @@ def serve(
         except SchemaError as error:
             error_console.print(f"[red]hpsearch serve:[/red] {error}", highlight=False)
             raise typer.Exit(2) from None
+    try:
+        artifact_store(settings).check()
+    except ArtifactStoreError as error:
+        error_console.print(f"[red]hpsearch serve:[/red] {error}", highlight=False)
+        raise typer.Exit(2) from None
     if workers == 1:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
         return

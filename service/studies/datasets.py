@@ -13,6 +13,7 @@ from uuid import uuid4
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.artifacts import artifact_store, upload_key
 from service.config import Settings
 from service.db.models import Dataset, Study
 from service.db.repositories import DatasetRepository
@@ -59,7 +60,11 @@ def register_dataset(session: Session, settings: Settings, upload: Upload) -> Da
     `TooLargeError`; in every failure no file and no row is left behind.
     """
     file_format = _format(upload)
-    stored = _store(upload.file, settings.upload_dir / f"{uuid4().hex}.{file_format}", settings)
+    file_name = f"{uuid4().hex}.{file_format}"
+    # staged on this host's disk: the trainer's loader validates a local file
+    stored = _store(upload.file, settings.upload_dir / file_name, settings)
+    store = artifact_store(settings)
+    location: str | None = None
     try:
         config: dict[str, str | int] = {"path": str(stored.path)}
         if upload.target:
@@ -73,12 +78,13 @@ def register_dataset(session: Session, settings: Settings, upload: Upload) -> Da
             raise InvalidInputError([Issue(("file",), str(error), "invalid_dataset")]) from None
         n_rows = len(splits.train) + len(splits.val)
         n_rows += 0 if splits.test is None else len(splits.test)
+        location = store.publish(stored.path, upload_key(file_name))
         with session.begin():
             row = DatasetRepository(session).add(
                 Dataset(
                     name=upload.name or PurePath(upload.filename).name[:255] or stored.path.name,
                     format=file_format,
-                    path=str(stored.path),
+                    path=location,
                     size_bytes=stored.size_bytes,
                     sha256=stored.sha256,
                     target=upload.target,
@@ -91,8 +97,13 @@ def register_dataset(session: Session, settings: Settings, upload: Upload) -> Da
             )
             return DatasetRead.model_validate(row)
     except BaseException:
+        if location is not None and store.remote:
+            store.delete(location)
         stored.path.unlink(missing_ok=True)
         raise
+    finally:
+        if store.remote:
+            stored.path.unlink(missing_ok=True)  # the store holds it now
 
 
 def list_datasets(session: Session, *, limit: int, offset: int) -> Page[DatasetRead]:
@@ -153,7 +164,7 @@ def _store(source: BinaryIO, path: Path, settings: Settings) -> _Stored:
     return _Stored(path.resolve(), size, digest.hexdigest())
 
 
-def delete_dataset(session: Session, dataset_id: int) -> None:
+def delete_dataset(session: Session, settings: Settings, dataset_id: int) -> None:
     """Delete an upload (its row, then its file) unless a queued or running study uses it:
     those would fail for want of their data (409 naming them). Finished studies keep their
     results; only retraining them (the CI gate) needs the data again."""
@@ -176,6 +187,8 @@ def delete_dataset(session: Session, dataset_id: int) -> None:
                 f"data set {dataset_id} is used by {'study' if len(users) == 1 else 'studies'} "
                 f"{', '.join(users)}; cancel or wait for them first"
             )
-        path = Path(dataset.path)
+        location = dataset.path
         session.delete(dataset)
-    path.unlink(missing_ok=True)
+    store = artifact_store(settings)
+    if store.key_of(location) is not None:  # never a file outside the store
+        store.delete(location)

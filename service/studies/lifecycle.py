@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import shutil
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.artifacts import ArtifactStoreError, artifact_store, study_checkpoints_prefix
 from service.config import Settings
 from service.db.models import Study, StudyStatus, utcnow
 from service.db.repositories import StudyRepository
@@ -121,10 +121,10 @@ def delete_study(
         )
     except Exception:
         logger.exception("study %d deleted, but not its Optuna study %r", study_id, optuna_name)
-    checkpoints = settings.checkpoint_dir / f"study-{study_id}"
+    store = artifact_store(settings)
     try:
-        shutil.rmtree(checkpoints)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        logger.exception("study %d deleted, but not its checkpoints in %s", study_id, checkpoints)
+        store.delete_prefix(study_checkpoints_prefix(study_id))
+    except (OSError, ArtifactStoreError):
+        logger.exception(
+            "study %d deleted, but not its checkpoints in %s", study_id, store.describe()
+        )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from pathlib import PurePath
 
 from sqlalchemy.orm import Session
 
+from service.artifacts import ArtifactBody, artifact_store
 from service.config import Settings
 from service.db.models import Trial, TrialState
 from service.db.repositories import (
@@ -26,7 +27,7 @@ from service.studies.trial_json import trial_page_json
 
 @dataclass(frozen=True)
 class CheckpointFile:
-    path: Path
+    body: ArtifactBody
     download_name: str
 
 
@@ -121,22 +122,23 @@ def get_trial(session: Session, study_id: int, number: int) -> TrialDetail:
 def trial_checkpoint(
     session: Session, settings: Settings, study_id: int, number: int
 ) -> CheckpointFile:
-    """The trial's best checkpoint, if it exists and lies inside the checkpoint directory."""
+    """The trial's best checkpoint, if it exists and lies inside the server's artifact store."""
     with reading(session):
         recorded = _find_trial(session, study_id, number).checkpoint_path
     if recorded is None:
         raise NotFoundError(f"trial {number} of study {study_id} has no checkpoint")
-    root = settings.checkpoint_dir.resolve()
-    path = Path(recorded).resolve()  # relative: to the working directory, as checkpoint_dir
-    if not path.is_relative_to(root):
+    store = artifact_store(settings)
+    if store.key_of(recorded) is None:
         raise ForbiddenError(
-            f"the checkpoint of trial {number} lies outside the server's checkpoint directory"
+            f"the checkpoint of trial {number} lies outside the server's artifact store "
+            f"({store.describe()})"
         )
-    if not path.is_file():
+    body = store.open(recorded)
+    if body is None:
         raise NotFoundError(
-            f"the checkpoint of trial {number} of study {study_id} is no longer on disk"
+            f"the checkpoint of trial {number} of study {study_id} is no longer stored"
         )
-    return CheckpointFile(path, f"study-{study_id}-trial-{number}{path.suffix}")
+    return CheckpointFile(body, f"study-{study_id}-trial-{number}{PurePath(recorded).suffix}")
 
 
 def _require_study(session: Session, study_id: int) -> None:

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from service.artifacts import ArtifactStoreError, artifact_store
 from service.config import get_settings
 from service.db.schema import SchemaError, require_current_schema
 from service.worker.db_retry import RETRYABLE
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Once here too, so a supervisor stops instead of restarting children that cannot run.
         require_current_schema(settings.effective_database_url)
-    except SchemaError as error:
+        artifact_store(settings).check()
+    except (SchemaError, ArtifactStoreError) as error:
         print(f"hpsearch worker: {error}", file=sys.stderr)
         return 2
     if len(devices) > 1:
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return run_worker(settings, options)
-    except (SchemaError, OptunaSchemaError) as error:  # ours changed in between, or Optuna's
+    except (SchemaError, OptunaSchemaError, ArtifactStoreError) as error:  # changed meanwhile
         print(f"hpsearch worker: {error}", file=sys.stderr)
         return 2
     except RETRYABLE as error:  # still refused after HPS_DB_RETRY_S of retries at start

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.artifacts import artifact_store
 from service.config import Settings
 from service.db.engine import (
     create_db_engine,
@@ -64,6 +65,8 @@ class WorkerProcess:
         self.stopping = threading.Event()
         url = settings.effective_database_url
         require_current_schema(url)  # before registering: hps_workers may not exist
+        self.artifacts = artifact_store(settings)
+        self.artifacts.check()  # ArtifactStoreError: one clear line, before any trial
         # One engine per process: ours (claims need BEGIN IMMEDIATE on SQLite) and Optuna's.
         prepared = settings.db_prepared_statements
         self.engine: Engine = create_db_engine(
@@ -175,6 +178,8 @@ class WorkerProcess:
                 device=self.options.device,
                 num_threads=self.options.num_threads,
                 checkpoint_root=self.settings.checkpoint_dir,
+                artifacts=self.artifacts,
+                dataset_cache=self.settings.data_dir / "cache",
                 max_retries=self.settings.max_retries,
                 db_retry_s=self.settings.db_retry_s,
                 epoch_flush_s=self.settings.epoch_flush_s,

@@ -15,9 +15,11 @@ from optuna.trial import TrialState as OptunaState
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.artifacts import ArtifactStore, ArtifactStoreError, LocalStore
 from service.db.models import Dataset, TrialState
 from service.queue.claim import Claim, claim_more, live_workers
 from service.studies.spec import StudySpec, UploadedDataset
+from service.worker.checkpoints import TrialCheckpoints
 from service.worker.db_retry import with_db_retry
 from service.worker.optuna_bridge import OptunaReporter, make_pruner, make_sampler
 from service.worker.optuna_mirror import OptunaMirror
@@ -25,6 +27,7 @@ from service.worker.recorder import OptunaTrial, TrialRecorder, fail_study
 from trainer import (
     DatasetConfig,
     DatasetError,
+    EpochRecord,
     PackMember,
     TrialConfig,
     TrialResult,
@@ -95,9 +98,19 @@ class _Begun:
     config: TrialConfig
     recorder: TrialRecorder
     reporter: OptunaReporter
-    checkpoint_dir: Path
+    checkpoints: TrialCheckpoints
     resume_from: Path | None
     tell: _OptunaTell
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.checkpoints.local_dir
+
+    def on_epoch(self, record: EpochRecord) -> None:
+        # a remote store gets the resume checkpoint as it changes, before the epoch is
+        # recorded: a recorded epoch k means the store holds the state of epoch k - 1 or later
+        self.checkpoints.sync()
+        self.recorder.epoch(record)
 
 
 def _why_not_packed(begun: _Begun) -> str | None:
@@ -111,6 +124,11 @@ class RunOptions:
     device: str = "auto"
     num_threads: int | None = None
     checkpoint_root: Path = Path("hpsearch-data/checkpoints")
+    """Where the trainer writes a trial's checkpoints (with a remote store: a local copy)."""
+    artifacts: ArtifactStore | None = None
+    """Where checkpoints and uploads are kept (None: the files under `checkpoint_root`)."""
+    dataset_cache: Path = Path("hpsearch-data/cache")
+    """Uploaded data sets fetched from a remote store, by content hash."""
     max_retries: int = 2
     db_retry_s: float = 300.0
     epoch_flush_s: float = 1.0
@@ -134,6 +152,7 @@ class TrialRunner:
         self.worker_id = worker_id
         self.options = options
         self.stop_requested = stop_requested
+        self.artifacts = options.artifacts or LocalStore(options.checkpoint_root.parent)
         # Optuna's Study per study name, kept across trials: loading one costs several round
         # trips (and create_study's duplicate-name probe), and each Study carries its own
         # cache of the finished trials the sampler reads.
@@ -184,6 +203,9 @@ class TrialRunner:
             recorder.failed(f"the study cannot run: {error}")
             fail_study(self.factory, claim.study_id, str(error), patience_s)
             return None
+        except ArtifactStoreError as error:  # its data set could not be fetched
+            recorder.failed(f"the artifact store: {error}")
+            return None
 
         mirror = self._mirror(claim, spec)
         study = self._study(claim, spec) if mirror is None else mirror.study
@@ -206,29 +228,23 @@ class TrialRunner:
         config = dataclasses.replace(
             template.config_for(params), seed=spec.seed + claim.seed_offset
         )
-        checkpoint_dir = (
-            self.options.checkpoint_root / f"study-{claim.study_id}" / f"trial-{claim.number}"
+        checkpoints = TrialCheckpoints(
+            self.artifacts, self.options.checkpoint_root, claim.study_id, claim.number
         )
         recorder.started(
             None if mirror is not None else trial.number,
             params,
             self.options.device,
-            str(checkpoint_dir / "last.ckpt"),
+            checkpoints.resume_location,
         )
         self.running = self.running | {claim.trial_id}
-        resume_from = claim.resume_from
-        if resume_from is not None and not Path(resume_from).is_file():
-            logger.warning(
-                "trial %s: checkpoint %s is gone; starting over", claim.number, resume_from
-            )
-            resume_from = None
         return _Begun(
             claim,
             config,
             recorder,
             OptunaReporter(trial, prunes=spec.pruner.name != "none", patience_s=patience_s),
-            checkpoint_dir,
-            None if resume_from is None else Path(resume_from),
+            checkpoints,
+            checkpoints.prepare_resume(claim.resume_from),
             _OptunaTell(study, trial, mirror, patience_s),
         )
 
@@ -301,11 +317,11 @@ class TrialRunner:
                         device=options.device,
                         num_threads=options.num_threads,
                         stop_requested=self.stop_requested,
-                        on_epoch=only.recorder.epoch,
+                        on_epoch=only.on_epoch,
                     )
                 ]
             members = [
-                PackMember(t.config, t.reporter, t.checkpoint_dir, t.resume_from, t.recorder.epoch)
+                PackMember(t.config, t.reporter, t.checkpoint_dir, t.resume_from, t.on_epoch)
                 for t in trials
             ]
             return list(
@@ -329,6 +345,17 @@ class TrialRunner:
     ) -> Claim | None:
         """Record how the trial ended, in our tables and Optuna's."""
         self.running = self.running - {begun.claim.trial_id}
+        try:
+            return self._record(begun, outcome, claim_next)
+        finally:
+            begun.checkpoints.discard_local()
+
+    def _record(
+        self,
+        begun: _Begun,
+        outcome: TrialResult | BaseException,
+        claim_next: Callable[[Session], Claim | None] | None,
+    ) -> Claim | None:
         recorder, tell = begun.recorder, begun.tell
         if isinstance(outcome, DatasetError):
             tell.recorded(recorder.failed(f"bad dataset: {outcome}", tell(state=OptunaState.FAIL)))
@@ -337,7 +364,7 @@ class TrialRunner:
             reason = f"{type(outcome).__name__}: {outcome}"
             tell.recorded(recorder.failed(reason, tell(state=OptunaState.FAIL)))
             return None
-        result = outcome
+        result = begun.checkpoints.publish(outcome)
         if result.status == "interrupted":
             tell.recorded(
                 recorder.handed_over(
@@ -408,7 +435,13 @@ class TrialRunner:
             row = session.get(Dataset, spec.dataset.id)
         if row is None:
             raise ValueError(f"uploaded dataset {spec.dataset.id} no longer exists")
-        return spec.dataset.resolved(row.path, row.format, row.target, row.task)
+        path = row.path
+        if self.artifacts.remote:
+            local = self.options.dataset_cache / "uploads" / f"{row.sha256}.{row.format}"
+            if not local.is_file() and not self.artifacts.fetch(row.path, local):
+                raise ValueError(f"uploaded dataset {row.id}'s file is gone from the store")
+            path = str(local)
+        return spec.dataset.resolved(path, row.format, row.target, row.task)
 
 
 def _best_params(study: optuna.Study) -> dict[str, object] | None:

@@ -96,7 +96,7 @@ def _text(value: str | UploadFile | None) -> str | None:
     dependencies=[WriteAccess],
     responses={409: {"description": "a queued or running study uses it"}},
 )
-def delete(dataset_id: DatasetId, session: SessionDep) -> Response:
+def delete(dataset_id: DatasetId, session: SessionDep, settings: SettingsDep) -> Response:
     """Delete an upload and its file, unless a queued or running study uses it (409)."""
-    delete_dataset(session, dataset_id)
+    delete_dataset(session, settings, dataset_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from service.api.deps import PageDep, PrivateAccess, ReadAccess, SessionDep, SettingsDep
 from service.api.paths import API_PREFIX, StudyId, TrialNumber
@@ -64,9 +64,18 @@ def read(study_id: StudyId, number: TrialNumber, session: SessionDep) -> TrialDe
 )
 def checkpoint(
     study_id: StudyId, number: TrialNumber, session: SessionDep, settings: SettingsDep
-) -> FileResponse:
+) -> Response:
     """The trial's best checkpoint file (a Lightning checkpoint)."""
     found = trial_checkpoint(session, settings, study_id, number)
-    return FileResponse(
-        found.path, media_type="application/octet-stream", filename=found.download_name
+    body, name = found.body, found.download_name
+    if body.path is not None:
+        return FileResponse(body.path, media_type="application/octet-stream", filename=name)
+    assert body.chunks is not None
+    return StreamingResponse(  # from the object store, through the token check
+        body.chunks,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Length": str(body.size),
+            "Content-Disposition": f'attachment; filename="{name}"',
+        },
     )
