@@ -53,5 +53,7 @@ def test_a_token_is_required_and_health_is_checked() -> None:
 
 def test_the_image_installs_torch_before_the_project() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert dockerfile.index('pip install "torch==') < dockerfile.index("pip install -e .")
+    assert dockerfile.index('pip install "torch==') < dockerfile.index(
+        'pip install -e ".[s3]"'
+    )  # S3 for clusters
     assert "COPY migrations" in dockerfile
