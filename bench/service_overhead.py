@@ -160,7 +160,7 @@ def paired_round(
         Settings(database_url=url, data_dir=data_dir),
         WorkerOptions(device="cpu", num_threads=1, exit_when_idle=True),
     )
-    runner = worker.make_runner()
+    runner = worker.loop.make_runner()
     start_s = time.perf_counter() - started
     service_times: list[float] = []
     plain_times: list[float] = []
@@ -180,9 +180,9 @@ def paired_round(
             if plain_first and previous is not None:
                 plain(index, previous[index])
             started = time.perf_counter()
-            current = claim or worker.claim_next()
+            current = claim or worker.loop.claim_next()
             assert current is not None, "the study ran out of trials early"
-            claim = worker.run_claimed(runner, current)
+            claim = worker.loop.run_claimed(runner, current)
             service_times.append(time.perf_counter() - started)
             if not plain_first:
                 with factory() as session:

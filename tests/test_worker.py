@@ -6,7 +6,7 @@ import dataclasses
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,16 +19,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import service.queue.claim as claim_module
 import service.queue.reaper as reaper_module
-import service.worker.loop as loop_module
-import service.worker.recorder as recorder_module
+import service.queue.sql as sql_module
 from service.config import Settings
 from service.db.engine import create_db_engine, make_session_factory, transaction
 from service.db.models import Study, StudyStatus, Trial, TrialEpoch, TrialState, Worker, utcnow
 from service.queue import study_status
-from service.queue.claim import Claim, claim_in, claim_trial, work_remains
+from service.queue.claim import claim_trial, work_remains
 from service.queue.reaper import hand_over, reap_lost_trials
 from service.queue.release import release_claims
+from service.queue.sql import SqlWorkQueue
 from service.queue.study_status import StudyProgress, study_outcome
+from service.queue.work_queue import OptunaNumber, Recorded
 from service.studies.spec import StudySpec
 from service.worker.loop import WorkerOptions, WorkerProcess
 from service.worker.optuna_bridge import make_sampler
@@ -290,7 +291,7 @@ def test_epochs_are_written_at_most_once_per_flush_interval_from_the_trial_start
     def record(epoch: int, val_loss: float = 1.0) -> EpochRecord:
         return EpochRecord(epoch, 1.0, 0.5, val_loss, 0.5, 0.01)
 
-    recorder = TrialRecorder(sessions, claim.trial_id, worker_id, epoch_flush_s=3600)
+    recorder = TrialRecorder(SqlWorkQueue(sessions), claim.trial_id, worker_id, epoch_flush_s=3600)
     recorder.epoch(record(1))
     recorder.epoch(record(2))
     assert written() == ([], 0, None)  # within the interval from the trial's start: none
@@ -298,7 +299,7 @@ def test_epochs_are_written_at_most_once_per_flush_interval_from_the_trial_start
     assert written() == ([1, 2], 2, 1.0)
 
     interval = 0.2
-    timed = TrialRecorder(sessions, claim.trial_id, worker_id, epoch_flush_s=interval)
+    timed = TrialRecorder(SqlWorkQueue(sessions), claim.trial_id, worker_id, epoch_flush_s=interval)
     timed.epoch(record(3))
     assert written() == ([1, 2], 2, 1.0)
     time.sleep(interval)
@@ -310,7 +311,7 @@ def test_epochs_are_written_at_most_once_per_flush_interval_from_the_trial_start
     timed.epoch(record(6))
     assert written() == ([1, 2, 3, 4, 5, 6], 6, 1.0)
 
-    every_epoch = TrialRecorder(sessions, claim.trial_id, worker_id, epoch_flush_s=0)
+    every_epoch = TrialRecorder(SqlWorkQueue(sessions), claim.trial_id, worker_id, epoch_flush_s=0)
     every_epoch.epoch(record(1, val_loss=0.25))  # a resumed trial writes epoch 1 again
     every_epoch.epoch(record(4))
     assert written() == ([1, 2, 3, 4, 5, 6], 6, 0.25)  # upserted, never duplicated
@@ -385,14 +386,14 @@ def test_a_result_that_comes_back_after_its_trial_was_handed_over_is_dropped(
     worker_id = add_worker(sessions)
     claim = claim_trial(sessions, worker_id)
     assert claim is not None
-    recorder = TrialRecorder(sessions, claim.trial_id, worker_id)
+    recorder = TrialRecorder(SqlWorkQueue(sessions), claim.trial_id, worker_id)
     recorder.started(None, {"optimizer": "adam"}, "cpu", "/nowhere/last.ckpt")
     with transaction(sessions) as session:  # what the reaper does to a lost trial
         retry = hand_over(session, session.get_one(Trial, claim.trial_id), "worker lost", 2)
         assert retry is not None
         retry_id = retry.id
     late = completed_result(0.125)
-    assert recorder.finished(late, TrialState.COMPLETE, 0) is None
+    assert recorder.finished(late, TrialState.COMPLETE, OptunaNumber(0)) is None
     with sessions() as session:
         original = session.get_one(Trial, claim.trial_id)
         study = session.get_one(Study, study_id)
@@ -416,10 +417,10 @@ def test_a_result_claims_the_next_trial_in_its_transaction_until_the_study_is_do
     numbers = []
     while claim is not None:
         numbers.append(claim.number)
-        recorder = TrialRecorder(sessions, claim.trial_id, worker_id)
+        recorder = TrialRecorder(SqlWorkQueue(sessions), claim.trial_id, worker_id)
         recorder.started(None, {"optimizer": "adam"}, "cpu", "/nowhere/last.ckpt")
         recorder.finished(
-            completed_result(0.5), TrialState.COMPLETE, claim.number, claim_next_for(worker_id)
+            completed_result(0.5), TrialState.COMPLETE, OptunaNumber(claim.number), True
         )
         ended, claim = claim, recorder.next_claim
         with sessions() as session:
@@ -435,10 +436,6 @@ def test_a_result_claims_the_next_trial_in_its_transaction_until_the_study_is_do
     assert study.status == StudyStatus.COMPLETED
 
 
-def claim_next_for(worker_id: int) -> Callable[[Session], Claim | None]:
-    return lambda session: claim_in(session, worker_id)
-
-
 def test_a_result_written_again_after_a_lost_commit_answer_gives_its_claim_back(
     sessions: sessionmaker[Session],
 ) -> None:
@@ -449,13 +446,13 @@ def test_a_result_written_again_after_a_lost_commit_answer_gives_its_claim_back(
     worker_id = add_worker(sessions)
     claim = claim_trial(sessions, worker_id)
     assert claim is not None
-    recorder = TrialRecorder(sessions, claim.trial_id, worker_id)
+    recorder = TrialRecorder(SqlWorkQueue(sessions), claim.trial_id, worker_id)
     result = completed_result(0.5)
-    recorder.finished(result, TrialState.COMPLETE, claim.number, claim_next_for(worker_id))
+    recorder.finished(result, TrialState.COMPLETE, OptunaNumber(claim.number), True)
     lost = recorder.next_claim
     assert lost is not None
     # what @retried does when the commit's answer does not arrive: the same write again
-    assert recorder.finished(result, TrialState.COMPLETE, 0, claim_next_for(worker_id)) is None
+    assert recorder.finished(result, TrialState.COMPLETE, OptunaNumber(0), True) is None
     assert recorder.next_claim is None
     with sessions() as session:
         given_back = session.get_one(Trial, lost.trial_id)
@@ -497,12 +494,14 @@ def test_a_claim_given_back_waits_in_its_slot_and_runs_next_with_fresh_parameter
         settings_for(migrated_database_url, tmp_path), WorkerOptions(device="cpu")
     )
 
-    def claim_then_stop(session: Session, worker_id: int) -> Claim | None:
-        claimed = claim_in(session, worker_id)
-        worker.request_stop()
-        return claimed
+    real_finish = worker.queue.finish
 
-    monkeypatch.setattr(loop_module, "claim_in", claim_then_stop)
+    def finish_then_stop(*args: Any, **kwargs: Any) -> Recorded | None:
+        recorded = real_finish(*args, **kwargs)  # the result, with the next claim
+        worker.request_stop()
+        return recorded
+
+    monkeypatch.setattr(worker.queue, "finish", finish_then_stop)
     assert worker.run() == 0
     with sessions() as session:
         trials = session.scalars(
@@ -554,7 +553,7 @@ def test_the_study_keeps_its_best_completed_trial_and_completes_on_budget(
     ]:
         claim = claim_trial(sessions, worker_id)
         assert claim is not None
-        recorder = TrialRecorder(sessions, claim.trial_id, worker_id)
+        recorder = TrialRecorder(SqlWorkQueue(sessions), claim.trial_id, worker_id)
         recorder.started(claim.number, {"optimizer": "adam"}, "cpu", "/nowhere/last.ckpt")
         with sessions() as session:
             assert session.get_one(Study, study_id).status == StudyStatus.RUNNING
@@ -562,7 +561,7 @@ def test_the_study_keeps_its_best_completed_trial_and_completes_on_budget(
         result = completed_result(value)
         if state == TrialState.PRUNED:
             result = dataclasses.replace(result, status="pruned")
-        assert recorder.finished(result, state, claim.number) == claim.number
+        assert recorder.finished(result, state, OptunaNumber(claim.number)) == claim.number
         ended[claim.trial_id] = value if state == TrialState.COMPLETE else None
         if len(ended) == 1:
             with sessions() as session:
@@ -648,16 +647,15 @@ def test_a_trial_ending_while_the_reaper_hands_over_another_still_ends_the_study
         assert go_on.wait(10)
         real_finish_if_done(*args)
 
-    monkeypatch.setattr(recorder_module, "finish_if_done", finish_when_told)
-    recorder = TrialRecorder(sessions, ending.trial_id, alive)
+    monkeypatch.setattr(sql_module, "finish_if_done", finish_when_told)
+    recorder = TrialRecorder(SqlWorkQueue(sessions), ending.trial_id, alive)
     result = threading.Thread(
-        target=recorder.finished, args=(completed_result(0.5), TrialState.COMPLETE, 0)
+        target=recorder.finished,
+        args=(completed_result(0.5), TrialState.COMPLETE, OptunaNumber(0)),
     )
     reaped: list[int] = []
     reaper = threading.Thread(
-        target=lambda: reaped.extend(
-            reap_lost_trials(sessions, optuna.storages.InMemoryStorage(), 60.0, 2)
-        )
+        target=lambda: reaped.extend(lost.trial_id for lost in reap_lost_trials(sessions, 60.0, 2))
     )
     result.start()
     assert holding_the_study.wait(10)
@@ -687,13 +685,15 @@ def test_a_retry_queued_while_another_trial_is_claimed_takes_the_next_free_numbe
     worker_id = add_worker(sessions)
     claim = claim_trial(sessions, worker_id)
     assert claim is not None
-    recorder = TrialRecorder(sessions, claim.trial_id, worker_id)
+    recorder = TrialRecorder(SqlWorkQueue(sessions), claim.trial_id, worker_id)
     stopped = completed_result(0.5)
     failures: list[BaseException] = []
 
     def hand_it_over() -> None:
         try:
-            recorder.handed_over(stopped, "worker stopped (SIGTERM); retry queued", 2, 0)
+            recorder.handed_over(
+                stopped, "worker stopped (SIGTERM); retry queued", 2, OptunaNumber(0)
+            )
         except BaseException as error:  # reported below, not as a thread's stray exception
             failures.append(error)
 

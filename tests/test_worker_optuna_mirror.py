@@ -21,8 +21,10 @@ from service.db.engine import transaction
 from service.db.models import Study, StudyStatus, Trial, TrialEpoch, TrialState
 from service.queue.claim import claim_trial
 from service.queue.reaper import hand_over
+from service.queue.sql import SqlWorkQueue
 from service.worker.loop import WorkerOptions, WorkerProcess, _optuna_storage
 from service.worker.optuna_mirror import OPTUNA_SCHEMA, OptunaMirror, OptunaSchemaError
+from service.worker.optuna_studies import MirroredStudy, OptunaStudies
 from service.worker.recorder import TrialRecorder
 from service.worker.runner import RunOptions, TrialRunner
 from tests.test_worker import (
@@ -130,7 +132,7 @@ def persist(storage: RDBStorage, mirror: OptunaMirror, finished: FrozenTrial) ->
     """What the recorder does with a mirrored trial's end: the write in a transaction of its
     own, then the mirror's bookkeeping."""
     with storage.engine.begin() as connection:
-        number = mirror.writer(finished)(connection)
+        number = mirror.writer(finished).write(connection)
     mirror.recorded(number)
     return number
 
@@ -195,7 +197,9 @@ def take_turns(
     storage = _optuna_storage(url)
     options = RunOptions(device="cpu", checkpoint_root=tmp_path / "checkpoints")
     runners = [
-        TrialRunner(sessions, storage, worker_id, options, lambda: False)
+        TrialRunner(
+            SqlWorkQueue(sessions), OptunaStudies(storage), worker_id, options, lambda: False
+        )
         for worker_id in worker_ids
     ]
     seen_before_sampling: list[int] = []
@@ -204,8 +208,9 @@ def take_turns(
             runner = runners[turn % 2]
             claim = claim_trial(sessions, worker_ids[turn % 2])
             assert claim is not None
-            mirror = runner._mirror(claim, study_spec)
-            seen_before_sampling.append(-1 if mirror is None else len(mirror.study.trials))
+            side = runner.optuna.for_claim(claim, study_spec)
+            mirrored = isinstance(side, MirroredStudy)
+            seen_before_sampling.append(len(side.study.trials) if mirrored else -1)
             runner.run(claim)
     finally:
         storage.remove_session()
@@ -272,7 +277,7 @@ def test_a_trial_end_is_in_optuna_only_if_its_result_is_recorded(
 
         with transaction(sessions) as session:  # the reaper takes the trial from its worker
             hand_over(session, session.get_one(Trial, first.trial_id), "worker lost", 2)
-        recorder = TrialRecorder(sessions, first.trial_id, worker_id)
+        recorder = TrialRecorder(SqlWorkQueue(sessions), first.trial_id, worker_id)
         dropped = recorder.finished(
             completed_result(0.5), TrialState.COMPLETE, mirror.writer(told(0.5))
         )
@@ -288,7 +293,7 @@ def test_a_trial_end_is_in_optuna_only_if_its_result_is_recorded(
         assert retry.ended == 1  # the handed-over original
         mirror.sync(1)
         assert mirror.study.trials == []  # re-read: the dropped trial is gone from the copy too
-        recorder = TrialRecorder(sessions, retry.trial_id, worker_id)
+        recorder = TrialRecorder(SqlWorkQueue(sessions), retry.trial_id, worker_id)
         number = recorder.finished(
             completed_result(0.25), TrialState.COMPLETE, mirror.writer(told(0.25))
         )

@@ -12,7 +12,6 @@ So a study never gets more than `n_trials` trials, counted across all workers.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -32,30 +31,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.engine import transaction
 from service.db.models import Study, StudyStatus, Trial, TrialState, Worker, utcnow
+from service.queue.work_queue import Claim
 from service.states import ENDED_TRIAL_STATES
 
-
-@dataclass(frozen=True)
-class Claim:
-    study_id: int
-    trial_id: int
-    number: int
-    optuna_study_name: str
-    spec: dict[str, Any]
-    direction: str
-    retry_of_id: int | None = None
-    """Set for the retry of a lost trial: run `params` again, from `resume_from` if given."""
-    params: dict[str, Any] | None = None
-    resume_from: str | None = None
-    seed_number: int | None = None
-    """The number of the first trial of a retry chain: a retry trains with its seed."""
-    ended: int | None = None
-    """For a study that runs one trial at a time: how many of its trials had ended (complete,
-    pruned or failed) when this one was claimed (see `OptunaMirror.sync`)."""
-
-    @property
-    def seed_offset(self) -> int:
-        return self.number if self.seed_number is None else self.seed_number
+__all__ = ["Claim", "claim_in", "claim_more", "claim_trial", "live_workers", "work_remains"]
 
 
 # Statements here are built once per process (`functools.cache`, values as bound parameters):

@@ -2,11 +2,12 @@
 
 A trial whose heartbeat is older than the grace period belongs to a worker that died (SIGKILL,
 a lost machine). Optuna's own heartbeat only works inside `study.optimize()` (optuna#3293) and
-the workers use ask/tell, so this module does it: the trial becomes `failed` ("worker lost"), its
-Optuna trial is told FAIL, and a `waiting` retry with the same parameters and a link to the
-original is queued. The retry takes the original's slot (see `claim.slots_taken`) and resumes
-from the original's last checkpoint. A worker stopped by SIGTERM hands its trial over the same
-way, at once. After `max_retries` retries of one trial the chain ends failed.
+the workers use ask/tell, so this module does it: the trial becomes `failed` ("worker lost"),
+the worker that reaped it tells its Optuna trial FAIL, and a `waiting` retry with the same
+parameters and a link to the original is queued. The retry takes the original's slot (see
+`claim.slots_taken`) and resumes from the original's last checkpoint. A worker stopped by
+SIGTERM hands its trial over the same way, at once. After `max_retries` retries of one trial
+the chain ends failed.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-import optuna
-from optuna.trial import TrialState as OptunaState
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,6 +22,7 @@ from service.db.engine import transaction
 from service.db.models import Study, StudyStatus, Trial, TrialState, Worker, utcnow
 from service.queue.claim import past_time_budget, retry_chain
 from service.queue.study_status import finish_study_if_done
+from service.queue.work_queue import LostTrial
 from service.states import ACTIVE_STUDY_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -60,14 +60,11 @@ def hand_over(session: Session, trial: Trial, reason: str, max_retries: int) -> 
 
 
 def reap_lost_trials(
-    factory: sessionmaker[Session],
-    storage: optuna.storages.BaseStorage,
-    grace_s: float,
-    max_retries: int,
-) -> list[int]:
-    """Hand over every running trial silent for longer than `grace_s`; returns their ids."""
+    factory: sessionmaker[Session], grace_s: float, max_retries: int
+) -> list[LostTrial]:
+    """Hand over every running trial silent for longer than `grace_s`; returns them."""
     cutoff = utcnow() - timedelta(seconds=grace_s)
-    lost: list[tuple[int, str, int | None]] = []
+    lost: list[LostTrial] = []
     with transaction(factory) as session:
         trials = session.scalars(
             select(Trial)
@@ -86,11 +83,10 @@ def reap_lost_trials(
             if trial.worker_id is not None and (worker := session.get(Worker, trial.worker_id)):
                 worker.status = "lost"
                 worker.current_trial_id = None
-            lost.append((trial.id, study.optuna_study_name, trial.optuna_trial_id))
-    for trial_id, study_name, optuna_number in lost:
-        logger.warning("trial %s: worker lost, retry queued", trial_id)
-        _fail_in_optuna(storage, study_name, optuna_number)
-    return [trial_id for trial_id, _, _ in lost]
+            lost.append(LostTrial(trial.id, study.optuna_study_name, trial.optuna_trial_id))
+    for each in lost:
+        logger.warning("trial %s: worker lost, retry queued", each.trial_id)
+    return lost
 
 
 def end_stalled_studies(factory: sessionmaker[Session]) -> None:
@@ -120,15 +116,3 @@ def end_stalled_studies(factory: sessionmaker[Session]) -> None:
             .with_for_update(skip_locked=True)
         ):
             finish_study_if_done(session, study)
-
-
-def _fail_in_optuna(
-    storage: optuna.storages.BaseStorage, study_name: str, number: int | None
-) -> None:
-    if number is None:
-        return
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-        study.tell(number, state=OptunaState.FAIL, skip_if_finished=True)
-    except KeyError:  # the Optuna study or trial was never created
-        return

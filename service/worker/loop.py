@@ -19,26 +19,19 @@ from typing import Any
 import optuna
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
 
-from service.artifacts import artifact_store
+from service.artifacts import ArtifactStore, artifact_store
 from service.config import Settings
-from service.db.engine import (
-    create_db_engine,
-    make_session_factory,
-    postgres_connect_args,
-    transaction,
-)
-from service.db.models import Trial, TrialState, Worker, utcnow
+from service.db.engine import create_db_engine, make_session_factory, postgres_connect_args
 from service.db.schema import require_current_schema
 from service.process import freeze_startup_objects
-from service.queue.claim import Claim, claim_in, claim_trial, work_remains
-from service.queue.reaper import end_stalled_studies, reap_lost_trials
-from service.queue.release import release_claims
+from service.queue.sql import SqlWorkQueue
+from service.queue.work_queue import Claim, WorkQueue
 from service.studies.plugins import load_plugins
 from service.worker.db_retry import RETRYABLE, with_db_retry
 from service.worker.optuna_mirror import OptunaSchemaError, check_optuna_schema
-from service.worker.runner import RunOptions, TrialRunner
+from service.worker.optuna_studies import OptunaStudies
+from service.worker.runner import RunOptions, Training, TrialRunner
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +55,6 @@ class WorkerProcess:
         self.settings = settings
         load_plugins(settings)  # the server's allow-list, so both resolve a spec alike
         self.options = options
-        self.stopping = threading.Event()
         url = settings.effective_database_url
         require_current_schema(url)  # before registering: hps_workers may not exist
         self.artifacts = artifact_store(settings)
@@ -72,29 +64,71 @@ class WorkerProcess:
         self.engine: Engine = create_db_engine(
             url, pool_size=2, immediate=True, prepared_statements=prepared
         )
-        self.factory: sessionmaker[Session] = make_session_factory(self.engine)
-        patience_s = settings.db_retry_s
-        self.storage = _optuna_storage(url, prepared, patience_s)
-        self.worker_id = with_db_retry(self._register, "register", patience_s=patience_s)
+        self.queue: WorkQueue = SqlWorkQueue(make_session_factory(self.engine))
+        self.storage = _optuna_storage(url, prepared, settings.db_retry_s)
+        self.optuna = OptunaStudies(self.storage, settings.db_retry_s)
+        self.loop = WorkLoop(self.queue, self.optuna, self.artifacts, settings, options)
+        self.stopping = self.loop.stopping
+
+    @property
+    def worker_id(self) -> int:
+        return self.loop.worker_id
+
+    def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
+        self.loop.request_stop()
+
+    def run(self) -> int:
+        """Work until stopped (or idle, with exit_when_idle), then release the connections.
+        Returns the process exit code."""
+        try:
+            return self.loop.run()  # (it deregisters on its way out)
+        finally:
+            self._dispose()
+
+    def close(self) -> None:
+        """Deregister and release the process's connections (for a worker driven by hand,
+        through `loop`, rather than by `run`)."""
+        self.loop.close()
+        self._dispose()
+
+    def _dispose(self) -> None:
+        self.engine.dispose()
+        self.storage.remove_session()
+        self.storage.engine.dispose()
+
+
+class WorkLoop:
+    """The worker's orchestration over a `WorkQueue`: claim, run (`TrialRunner`), record;
+    reap lost trials now and then; a heartbeat thread; give back and deregister on the way
+    out. No SQL here: the in-memory queue runs it in tests."""
+
+    def __init__(
+        self,
+        queue: WorkQueue,
+        optuna_studies: OptunaStudies,
+        artifacts: ArtifactStore,
+        settings: Settings,
+        options: WorkerOptions,
+        training: Training | None = None,
+    ) -> None:
+        self.queue = queue
+        self.optuna = optuna_studies
+        self.artifacts = artifacts
+        self.settings = settings
+        self.options = options
+        self.training = training
+        self.stopping = threading.Event()
+        self.worker_id = with_db_retry(
+            lambda: queue.register_worker(socket.gethostname(), os.getpid(), options.device),
+            "register",
+            patience_s=settings.db_retry_s,
+        )
         self.current_trial_id: int | None = None
         self.runner: TrialRunner | None = None
         self._away_delay = 0.1  # backoff while the database is unreachable
         self._poll_s = options.poll_interval_s
-        self._skips_locked = self.engine.dialect.name != "sqlite"
         self._locked_delay = _LOCKED_RETRY_S / 2  # backoff while claimable studies are locked
         self._last_reap = -float("inf")
-
-    def _register(self) -> int:
-        with transaction(self.factory) as session:
-            worker = Worker(
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                device=self.options.device,
-                status="idle",
-            )
-            session.add(worker)
-            session.flush()
-            return worker.id
 
     def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
         if not self.stopping.is_set():
@@ -148,12 +182,10 @@ class WorkerProcess:
         return 0
 
     def _release(self, claim: Claim) -> None:
-        def release() -> None:
-            with transaction(self.factory) as session:
-                release_claims(session, self.worker_id)
-
         try:
-            with_db_retry(release, "give back a claim", patience_s=10)
+            with_db_retry(
+                lambda: self.queue.release(self.worker_id), "give back a claim", patience_s=10
+            )
         except RETRYABLE:  # the reaper hands it over once its heartbeat is past the grace
             logger.warning("worker %s: could not give back trial %s", self.worker_id, claim.number)
 
@@ -162,17 +194,17 @@ class WorkerProcess:
         PostgreSQL's claim skips locked studies (SQLite's waits for the write lock), so on
         SQLite this is asked only before an idle worker exits: each read there would begin
         with the write lock (BEGIN IMMEDIATE)."""
-        if not (self._skips_locked or self.options.exit_when_idle):
+        if not (self.queue.skips_locked or self.options.exit_when_idle):
             return False
         try:
-            return work_remains(self.factory)
+            return self.queue.work_remains()
         except RETRYABLE:  # the database is away: it may well hold work
             return True
 
     def make_runner(self) -> TrialRunner:
         return TrialRunner(
-            self.factory,
-            self.storage,
+            self.queue,
+            self.optuna,
             self.worker_id,
             RunOptions(
                 device=self.options.device,
@@ -187,12 +219,13 @@ class WorkerProcess:
                 worker_grace_s=self.settings.worker_grace_s,
             ),
             self.stopping.is_set,
+            self.training,
         )
 
     def claim_next(self) -> Claim | None:
         """Hand over lost trials (now and then), then claim the next trial slot, if any."""
         self._reap()
-        return claim_trial(self.factory, self.worker_id)
+        return self.queue.claim(self.worker_id)
 
     def run_claimed(self, runner: TrialRunner, claim: Claim, chain: bool = True) -> Claim | None:
         """Run a claimed trial; with `chain`, the next one is claimed in the transaction of
@@ -203,19 +236,17 @@ class WorkerProcess:
             logger.warning("worker %s: reaping failed (%s)", self.worker_id, error)
         self.current_trial_id = claim.trial_id
         try:
-            return runner.run(claim, self._claim_in if chain else None)
+            return runner.run(claim, self._chains if chain else None)
         finally:
             self.current_trial_id = None
 
-    def _claim_in(self, session: Session) -> Claim | None:
-        return None if self.stopping.is_set() else claim_in(session, self.worker_id)
+    def _chains(self) -> bool:
+        """Whether a result claims the worker's next trial with it (not once stopping)."""
+        return not self.stopping.is_set()
 
     def close(self) -> None:
-        """Deregister and release the process's connections."""
+        """Deregister."""
         self._deregister()
-        self.engine.dispose()
-        self.storage.remove_session()
-        self.storage.engine.dispose()
 
     def _database_away(self, error: Exception) -> None:
         delay = self._away_delay = min(2 * self._away_delay, 5.0)
@@ -233,27 +264,13 @@ class WorkerProcess:
         if now - self._last_reap < self.settings.worker_grace_s / 4:
             return
         self._last_reap = now
-        reap_lost_trials(
-            self.factory, self.storage, self.settings.worker_grace_s, self.settings.max_retries
-        )
-        end_stalled_studies(self.factory)
+        lost = self.queue.reap(self.settings.worker_grace_s, self.settings.max_retries)
+        self.optuna.tell_lost(lost)
 
     def _heartbeat(self) -> None:
         while not self.stopping.wait(self.settings.heartbeat_interval_s):
             try:
-                # The trial's row before the worker's, as the recorder locks them, and never a
-                # study's: no cycle with the claim (study, trial, worker), a trial's end or
-                # handover (trial, study, worker) or the reaper (trial, study, lost worker).
-                with transaction(self.factory) as session:
-                    now = utcnow()
-                    for trial_id in self._training():  # (in id order: two packs never cross)
-                        trial = session.get(Trial, trial_id)
-                        if trial is not None and trial.state == TrialState.RUNNING:
-                            trial.heartbeat_at = now
-                            session.flush()
-                    worker = session.get(Worker, self.worker_id)
-                    if worker is not None:
-                        worker.heartbeat_at = now
+                self.queue.heartbeat(self.worker_id, self._training())
             except RETRYABLE as error:  # restarting or at its connection limit: beat again
                 reason = str(error.orig or error).strip().splitlines()[0]
                 logger.warning("worker %s: heartbeat failed (%s)", self.worker_id, reason)
@@ -269,16 +286,11 @@ class WorkerProcess:
 
     def _deregister(self) -> None:
         try:
-            with_db_retry(self._mark_stopped, "deregister", patience_s=10)
+            with_db_retry(
+                lambda: self.queue.worker_stopped(self.worker_id), "deregister", patience_s=10
+            )
         except RETRYABLE:  # the reaper sees the silent heartbeat and hands its trial over
             logger.warning("worker %s: could not deregister (database away)", self.worker_id)
-
-    def _mark_stopped(self) -> None:
-        with transaction(self.factory) as session:
-            worker = session.get(Worker, self.worker_id)
-            if worker is not None:
-                worker.status = "stopped"
-                worker.current_trial_id = None
 
 
 def _optuna_storage(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -30,6 +29,7 @@ from optuna.storages._rdb import models as optuna_models
 from optuna.trial import FrozenTrial
 from sqlalchemy import Connection, Insert, Table, bindparam, func, insert, select
 
+from service.queue.work_queue import OptunaWrite
 from service.worker.db_retry import with_db_retry
 
 OPTUNA_SCHEMA = "v3.2.0.a"
@@ -92,13 +92,13 @@ class OptunaMirror:
         self.study = study
         self.ended_seen = ended
 
-    def writer(self, finished: FrozenTrial) -> Callable[[Connection], int]:
+    def writer(self, finished: FrozenTrial) -> OptunaWrite:
         """The write of a trial that has finished in the copy to the shared study, to run on
         the connection of the transaction that records its result; it returns the trial's
         number there. Tell `recorded` what came of it."""
         self._ended_before, self.ended_seen = self.ended_seen, None  # until `recorded`
         study_id = self._study_id
-        return lambda connection: write_finished_trial(connection, study_id, finished)
+        return OptunaWrite(lambda connection: write_finished_trial(connection, study_id, finished))
 
     def recorded(self, number: int | None) -> None:
         """The write from `writer` committed with this number (None: it was rolled back)."""

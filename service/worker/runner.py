@@ -6,24 +6,23 @@ import dataclasses
 import logging
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol
 
 import optuna
 from optuna.trial import TrialState as OptunaState
 from pydantic import ValidationError
-from sqlalchemy.orm import Session, sessionmaker
 
 from service.artifacts import ArtifactStore, ArtifactStoreError, LocalStore
-from service.db.models import Dataset, TrialState
-from service.queue.claim import Claim, claim_more, live_workers
+from service.queue.work_queue import Claim, WorkQueue
+from service.states import TrialState
 from service.studies.spec import StudySpec, UploadedDataset
 from service.worker.checkpoints import TrialCheckpoints
 from service.worker.db_retry import with_db_retry
 from service.worker.optuna_bridge import OptunaReporter, make_pruner, make_sampler
-from service.worker.optuna_mirror import OptunaMirror
-from service.worker.recorder import OptunaTrial, TrialRecorder, fail_study
+from service.worker.optuna_studies import OptunaSide, OptunaStudies, keep
+from service.worker.recorder import TrialRecorder
 from trainer import (
     DatasetConfig,
     DatasetError,
@@ -49,45 +48,39 @@ _STATES = {
 }
 
 
-_STUDY_STATE_SAMPLERS = ("qmc",)
-"""Samplers that keep state in the study's own attributes (QMC's position in its sequence),
-which the in-memory copy neither reads nor writes back: their studies use Optuna's storage."""
+class _TrainOne(Protocol):
+    def __call__(
+        self,
+        config: TrialConfig,
+        reporter: OptunaReporter,
+        checkpoint_dir: Path,
+        resume_from: Path | None,
+        *,
+        device: str,
+        num_threads: int | None,
+        stop_requested: Callable[[], bool],
+        on_epoch: Callable[[EpochRecord], None],
+    ) -> TrialResult: ...
 
 
-_PER_STUDY_CACHE = 16
-_K = TypeVar("_K")
-_V = TypeVar("_V")
-
-
-def _keep(cache: dict[_K, _V], key: _K, value: _V) -> None:
-    """Remember `value` for a study; a long-lived worker sees many studies, so a full cache
-    starts over."""
-    if len(cache) >= _PER_STUDY_CACHE:
-        cache.clear()
-    cache[key] = value
+class _TrainPack(Protocol):
+    def __call__(
+        self,
+        members: Sequence[PackMember],
+        *,
+        device: str,
+        num_threads: int | None,
+        stop_requested: Callable[[], bool],
+    ) -> Sequence[TrialResult]: ...
 
 
 @dataclasses.dataclass(frozen=True)
-class _OptunaTell:
-    """Tells Optuna how a trial ended: its number in the shared storage, or (for a mirrored
-    study) the write that puts it there in the result's transaction."""
+class Training:
+    """How the runner trains: one trial (`trainer.run_trial`) or a pack (`trainer.run_pack`);
+    tests of the worker's orchestration put fakes here."""
 
-    study: optuna.Study
-    trial: optuna.trial.Trial
-    mirror: OptunaMirror | None
-    patience_s: float
-
-    def __call__(self, value: float | None = None, state: OptunaState | None = None) -> OptunaTrial:
-        finished = with_db_retry(
-            lambda: self.study.tell(self.trial, value, state=state, skip_if_finished=True),
-            "tell Optuna the result",
-            patience_s=self.patience_s,
-        )
-        return self.trial.number if self.mirror is None else self.mirror.writer(finished)
-
-    def recorded(self, number: int | None) -> None:
-        if self.mirror is not None:
-            self.mirror.recorded(number)
+    one: _TrainOne
+    pack: _TrainPack
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +93,8 @@ class _Begun:
     reporter: OptunaReporter
     checkpoints: TrialCheckpoints
     resume_from: Path | None
-    tell: _OptunaTell
+    side: OptunaSide
+    trial: optuna.trial.Trial
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -139,25 +133,25 @@ class RunOptions:
 
 
 class TrialRunner:
+    """Orchestrates claimed trials: Optuna asks (`OptunaSide`), the trainer trains
+    (`Training`), the queue records (`WorkQueue`) and Optuna hears the end."""
+
     def __init__(
         self,
-        factory: sessionmaker[Session],
-        storage: optuna.storages.RDBStorage,
+        queue: WorkQueue,
+        optuna_studies: OptunaStudies,
         worker_id: int,
         options: RunOptions,
         stop_requested: Callable[[], bool],
+        training: Training | None = None,
     ) -> None:
-        self.factory = factory
-        self.storage = storage
+        self.queue = queue
+        self.optuna = optuna_studies
         self.worker_id = worker_id
         self.options = options
         self.stop_requested = stop_requested
+        self.training = training or Training(run_trial, run_pack)
         self.artifacts = options.artifacts or LocalStore(options.checkpoint_root.parent)
-        # Optuna's Study per study name, kept across trials: loading one costs several round
-        # trips (and create_study's duplicate-name probe), and each Study carries its own
-        # cache of the finished trials the sampler reads.
-        self._studies: dict[str, optuna.Study] = {}
-        self._mirrors: dict[str, OptunaMirror] = {}
         # A study's validated spec and trial template, per study: its spec never changes, and
         # validating it (which builds a template too) is a measurable cost per trial.
         self._templates: dict[tuple[int, str], tuple[StudySpec, TrialTemplate]] = {}
@@ -165,12 +159,10 @@ class TrialRunner:
         """The ids of the trials this runner trains now (the worker's heartbeat thread reads
         them: replaced whole, never mutated, so it never sees a set changing size)."""
 
-    def run(
-        self, claim: Claim, claim_next: Callable[[Session], Claim | None] | None = None
-    ) -> Claim | None:
-        """Run the claimed trial and record it. `claim_next` claims the worker's next trial
-        in the transaction of this one's result, if it ends with one (it completed, was
-        pruned or diverged); what it claimed is returned.
+    def run(self, claim: Claim, claim_next: Callable[[], bool] | None = None) -> Claim | None:
+        """Run the claimed trial and record it. While `claim_next()` says so, the worker's
+        next trial is claimed in the transaction of this one's result, if it ends with one
+        (it completed, was pruned or diverged); what it claimed is returned.
 
         Where packing pays (`trainer.packing`: a small MLP; the study runs trials in
         parallel), up to `pack_size - 1` more trials of the study are claimed and those of
@@ -194,21 +186,26 @@ class TrialRunner:
         study cannot run, and is failed)."""
         patience_s = self.options.db_retry_s
         recorder = TrialRecorder(
-            self.factory, claim.trial_id, self.worker_id, patience_s, self.options.epoch_flush_s
+            self.queue, claim.trial_id, self.worker_id, patience_s, self.options.epoch_flush_s
         )
         try:
             spec, template = self._prepared(claim)
             sampler, pruner = make_sampler(spec, claim.number), make_pruner(spec)
         except (ValidationError, ValueError) as error:
-            recorder.failed(f"the study cannot run: {error}")
-            fail_study(self.factory, claim.study_id, str(error), patience_s)
+            reason = str(error)
+            recorder.failed(f"the study cannot run: {reason}")
+            with_db_retry(
+                lambda: self.queue.fail_study(claim.study_id, reason),
+                "fail the study",
+                patience_s=patience_s,
+            )
             return None
         except ArtifactStoreError as error:  # its data set could not be fetched
             recorder.failed(f"the artifact store: {error}")
             return None
 
-        mirror = self._mirror(claim, spec)
-        study = self._study(claim, spec) if mirror is None else mirror.study
+        side = self.optuna.for_claim(claim, spec)
+        study = side.study
         fixed = claim.params  # a retry runs its original's parameters again
         if fixed is None and claim.number == 0:
             if spec.warm_start is not None:
@@ -232,7 +229,7 @@ class TrialRunner:
             self.artifacts, self.options.checkpoint_root, claim.study_id, claim.number
         )
         recorder.started(
-            None if mirror is not None else trial.number,
+            side.number_at_start(trial),
             params,
             self.options.device,
             checkpoints.resume_location,
@@ -245,7 +242,8 @@ class TrialRunner:
             OptunaReporter(trial, prunes=spec.pruner.name != "none", patience_s=patience_s),
             checkpoints,
             checkpoints.prepare_resume(claim.resume_from),
-            _OptunaTell(study, trial, mirror, patience_s),
+            side,
+            trial,
         )
 
     def _pack_around(self, first: _Begun) -> tuple[list[_Begun], list[_Begun]]:
@@ -257,7 +255,7 @@ class TrialRunner:
             return [], []
         # a fair share of the study's parallel slots: other live workers get theirs
         workers = with_db_retry(
-            lambda: live_workers(self.factory, self.options.worker_grace_s),
+            lambda: self.queue.live_workers(self.options.worker_grace_s),
             "count the live workers",
             patience_s=self.options.db_retry_s,
         )
@@ -278,7 +276,7 @@ class TrialRunner:
         others: list[_Begun] = []
         while len(members) + 1 < size and not self.stop_requested():
             claim = with_db_retry(
-                lambda: claim_more(self.factory, self.worker_id, first.claim.study_id),
+                lambda: self.queue.claim_more(self.worker_id, first.claim.study_id),
                 "claim a trial for the pack",
                 patience_s=self.options.db_retry_s,
             )
@@ -309,7 +307,7 @@ class TrialRunner:
             if len(trials) == 1:
                 (only,) = trials
                 return [
-                    run_trial(
+                    self.training.one(
                         only.config,
                         only.reporter,
                         only.checkpoint_dir,
@@ -325,7 +323,7 @@ class TrialRunner:
                 for t in trials
             ]
             return list(
-                run_pack(
+                self.training.pack(
                     members,
                     device=options.device,
                     num_threads=options.num_threads,
@@ -341,7 +339,7 @@ class TrialRunner:
         self,
         begun: _Begun,
         outcome: TrialResult | BaseException,
-        claim_next: Callable[[Session], Claim | None] | None,
+        claim_next: Callable[[], bool] | None,
     ) -> Claim | None:
         """Record how the trial ended, in our tables and Optuna's."""
         self.running = self.running - {begun.claim.trial_id}
@@ -354,33 +352,35 @@ class TrialRunner:
         self,
         begun: _Begun,
         outcome: TrialResult | BaseException,
-        claim_next: Callable[[Session], Claim | None] | None,
+        claim_next: Callable[[], bool] | None,
     ) -> Claim | None:
-        recorder, tell = begun.recorder, begun.tell
-        if isinstance(outcome, DatasetError):
-            tell.recorded(recorder.failed(f"bad dataset: {outcome}", tell(state=OptunaState.FAIL)))
-            return None
+        recorder, side, trial = begun.recorder, begun.side, begun.trial
         if isinstance(outcome, BaseException):
-            reason = f"{type(outcome).__name__}: {outcome}"
-            tell.recorded(recorder.failed(reason, tell(state=OptunaState.FAIL)))
+            reason = (
+                f"bad dataset: {outcome}"
+                if isinstance(outcome, DatasetError)
+                else f"{type(outcome).__name__}: {outcome}"
+            )
+            side.recorded(recorder.failed(reason, side.tell(trial, state=OptunaState.FAIL)))
             return None
         result = begun.checkpoints.publish(outcome)
         if result.status == "interrupted":
-            tell.recorded(
+            side.recorded(
                 recorder.handed_over(
                     result,
                     "worker stopped (SIGTERM); retry queued",
                     self.options.max_retries,
-                    tell(state=OptunaState.FAIL),
+                    side.tell(trial, state=OptunaState.FAIL),
                 )
             )
             return None
         state, optuna_state = _STATES[result.status]
         if optuna_state == OptunaState.COMPLETE and result.objective_value is not None:
-            optuna_trial = tell(result.objective_value)
+            told = side.tell(trial, result.objective_value)
         else:
-            optuna_trial = tell(state=optuna_state)
-        tell.recorded(recorder.finished(result, state, optuna_trial, claim_next))
+            told = side.tell(trial, state=optuna_state)
+        chain = claim_next is not None and claim_next()
+        side.recorded(recorder.finished(result, state, told, chain))
         return recorder.next_claim
 
     def _prepared(self, claim: Claim) -> tuple[StudySpec, TrialTemplate]:
@@ -389,56 +389,24 @@ class TrialRunner:
         if prepared is None:
             spec = StudySpec.model_validate(claim.spec)
             prepared = (spec, spec.template(self._dataset(spec)))
-            _keep(self._templates, key, prepared)
+            keep(self._templates, key, prepared)
         return prepared
-
-    def _mirror(self, claim: Claim, spec: StudySpec) -> OptunaMirror | None:
-        """The in-memory Optuna copy of a study that runs one trial at a time (None for one
-        that runs several), made current."""
-        if claim.ended is None or spec.sampler.name in _STUDY_STATE_SAMPLERS:
-            return None
-        mirror = self._mirrors.get(claim.optuna_study_name)
-        if mirror is None:
-            self._study(claim, spec)  # creates the shared study on its first trial
-            mirror = OptunaMirror(
-                self.storage,
-                claim.optuna_study_name,
-                spec.objective.resolved_direction,
-                self.options.db_retry_s,
-            )
-            _keep(self._mirrors, claim.optuna_study_name, mirror)
-        mirror.sync(claim.ended)
-        return mirror
-
-    def _study(self, claim: Claim, spec: StudySpec) -> optuna.Study:
-        study = self._studies.get(claim.optuna_study_name)
-        if study is not None:
-            return study
-
-        def open_study() -> optuna.Study:
-            return optuna.create_study(
-                study_name=claim.optuna_study_name,
-                storage=self.storage,
-                direction=spec.objective.resolved_direction,
-                load_if_exists=True,
-            )
-
-        patience_s = self.options.db_retry_s
-        study = with_db_retry(open_study, "load the Optuna study", patience_s=patience_s)
-        _keep(self._studies, claim.optuna_study_name, study)
-        return study
 
     def _dataset(self, spec: StudySpec) -> DatasetConfig | None:
         if not isinstance(spec.dataset, UploadedDataset):
             return None
-        with self.factory() as session:
-            row = session.get(Dataset, spec.dataset.id)
+        dataset_id = spec.dataset.id
+        row = with_db_retry(
+            lambda: self.queue.uploaded_data(dataset_id),
+            "read the uploaded dataset",
+            patience_s=self.options.db_retry_s,
+        )
         if row is None:
-            raise ValueError(f"uploaded dataset {spec.dataset.id} no longer exists")
-        path = row.path
+            raise ValueError(f"uploaded dataset {dataset_id} no longer exists")
+        path = row.location
         if self.artifacts.remote:
             local = self.options.dataset_cache / "uploads" / f"{row.sha256}.{row.format}"
-            if not local.is_file() and not self.artifacts.fetch(row.path, local):
+            if not local.is_file() and not self.artifacts.fetch(row.location, local):
                 raise ValueError(f"uploaded dataset {row.id}'s file is gone from the store")
             path = str(local)
         return spec.dataset.resolved(path, row.format, row.target, row.task)
