@@ -270,14 +270,14 @@ class WorkLoop:
     def _heartbeat(self) -> None:
         while not self.stopping.wait(self.settings.heartbeat_interval_s):
             try:
-                self.queue.heartbeat(self.worker_id, self._training())
+                self.queue.heartbeat(self.worker_id, self.trials_in_training())
             except RETRYABLE as error:  # restarting or at its connection limit: beat again
                 reason = str(error.orig or error).strip().splitlines()[0]
                 logger.warning("worker %s: heartbeat failed (%s)", self.worker_id, reason)
             except Exception:  # anything else is a bug worth its traceback; the next beat retries
                 logger.warning("worker %s: heartbeat failed", self.worker_id, exc_info=True)
 
-    def _training(self) -> list[int]:
+    def trials_in_training(self) -> list[int]:
         """The trials this worker trains now: the one it claimed, and a pack's others."""
         ids = set() if self.runner is None else set(self.runner.running)  # (a snapshot)
         if self.current_trial_id is not None:
