@@ -40,6 +40,21 @@ EXPECTED = {
     "packing_advice",
     "packing_summary",
     "run_pack",
+    # what the service's use cases validate and size studies with
+    "BASE_SEED_MAX",
+    "CategoricalParam",
+    "Choice",
+    "EPOCH_METRICS",
+    "FILE_DATASETS",
+    "IntParam",
+    "REGULARIZATION_PARAMETERS",
+    "Seed",
+    "TASKS",
+    "declared_shape",
+    "input_kind",
+    "load_splits",
+    "parameter_count",
+    "resolve_mode",
 }
 
 

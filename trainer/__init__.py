@@ -1,6 +1,7 @@
 """hpsearch's trainer: one trial from a configuration, Keras vocabulary on PyTorch Lightning.
 
-Pure training: knows nothing of HTTP, SQL or Optuna. The service uses only the names below.
+Pure training: knows nothing of HTTP, SQL or Optuna. The service uses only the names below
+(import-linter holds it to that).
 Torch and Lightning are imported on first use of a name that needs them, so validating a spec
 (`TrialTemplate`, `SearchSpace`) stays fast for the API.
 """
@@ -13,17 +14,22 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from trainer.callbacks import Reporter
     from trainer.config import (
+        BASE_SEED_MAX,
         CheckpointConfig,
         DatasetConfig,
         DiagnosisConfig,
         EarlyStoppingConfig,
         ModelConfig,
+        Seed,
         TrialConfig,
     )
-    from trainer.contracts import DatasetLoader, ModelBuilder
-    from trainer.data import DatasetError
+    from trainer.contracts import TASKS, DatasetLoader, ModelBuilder
+    from trainer.data import DatasetError, load_splits
+    from trainer.datasets import FILE_DATASETS, declared_shape
     from trainer.diagnosis import Diagnosis
     from trainer.layers import BatchNormalization
+    from trainer.metrics import EPOCH_METRICS, resolve_mode
+    from trainer.networks import input_kind, parameter_count
     from trainer.packing import (
         PackMember,
         is_pack_member_checkpoint,
@@ -36,9 +42,10 @@ if TYPE_CHECKING:
     from trainer.plugins import activate as activate_plugins
     from trainer.plugins import installed as installed_plugins
     from trainer.run import EpochRecord, FoldSummary, SplitMetrics, TrialResult, run_trial
-    from trainer.space import SearchSpace, Suggester
+    from trainer.space import CategoricalParam, Choice, IntParam, SearchSpace, Suggester
     from trainer.spec_error import SpecError
-    from trainer.template import PARAMETERS, TrialTemplate
+    from trainer.template import PARAMETERS, REGULARIZATION_PARAMETERS, TrialTemplate
+
 
 _EXPORTS = {
     "Reporter": "trainer.callbacks",
@@ -72,12 +79,33 @@ _EXPORTS = {
     "SpecError": "trainer.spec_error",
     "PARAMETERS": "trainer.template",
     "TrialTemplate": "trainer.template",
+    "BASE_SEED_MAX": "trainer.config",
+    "Seed": "trainer.config",
+    "TASKS": "trainer.contracts",
+    "load_splits": "trainer.data",
+    "FILE_DATASETS": "trainer.datasets",
+    "declared_shape": "trainer.datasets",
+    "EPOCH_METRICS": "trainer.metrics",
+    "resolve_mode": "trainer.metrics",
+    "input_kind": "trainer.networks",
+    "parameter_count": "trainer.networks",
+    "CategoricalParam": "trainer.space",
+    "Choice": "trainer.space",
+    "IntParam": "trainer.space",
+    "REGULARIZATION_PARAMETERS": "trainer.template",
 }
 
 __all__ = [
+    "BASE_SEED_MAX",
+    "EPOCH_METRICS",
+    "FILE_DATASETS",
     "PARAMETERS",
+    "REGULARIZATION_PARAMETERS",
+    "TASKS",
     "BatchNormalization",
+    "CategoricalParam",
     "CheckpointConfig",
+    "Choice",
     "DatasetConfig",
     "DatasetError",
     "DatasetLoader",
@@ -86,12 +114,14 @@ __all__ = [
     "EarlyStoppingConfig",
     "EpochRecord",
     "FoldSummary",
+    "IntParam",
     "ModelBuilder",
     "ModelConfig",
     "PackMember",
     "PluginInfo",
     "Reporter",
     "SearchSpace",
+    "Seed",
     "SpecError",
     "SplitMetrics",
     "Suggester",
@@ -99,11 +129,16 @@ __all__ = [
     "TrialResult",
     "TrialTemplate",
     "activate_plugins",
+    "declared_shape",
+    "input_kind",
     "installed_plugins",
     "is_pack_member_checkpoint",
+    "load_splits",
     "pack_key",
     "packing_advice",
     "packing_summary",
+    "parameter_count",
+    "resolve_mode",
     "run_pack",
     "run_trial",
 ]

@@ -28,7 +28,7 @@ from service.studies.stats import ServiceStats, collect_stats
 from service.studies.submit import submit_study
 from service.studies.trials import CheckpointFile, get_trial, list_trials_json, trial_checkpoint
 from service.studies.workers import list_workers
-from trainer.spec_error import SpecError
+from trainer import SpecError
 
 __all__ = [
     "CheckpointFile",

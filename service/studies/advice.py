@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from trainer.template import REGULARIZATION_PARAMETERS
+from trainer import REGULARIZATION_PARAMETERS
 
 _PENALIZED_METRICS = {"loss": "data_loss", "val_loss": "val_data_loss"}
 

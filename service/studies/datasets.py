@@ -27,9 +27,7 @@ from service.studies.errors import (
     TooLargeError,
 )
 from service.studies.schemas import DatasetRead, Page
-from trainer.config import DatasetConfig
-from trainer.contracts import TASKS
-from trainer.data import DatasetError, load_splits
+from trainer import TASKS, DatasetConfig, DatasetError, load_splits
 
 _CHUNK = 1024 * 1024
 Format = Literal["csv", "npz"]

@@ -9,10 +9,7 @@ from typing import Any
 from service.config import Settings
 from service.studies.errors import Issue
 from service.studies.spec import StudySpec
-from trainer import DatasetConfig
-from trainer.datasets import declared_shape
-from trainer.networks import input_kind, parameter_count
-from trainer.space import Choice
+from trainer import Choice, DatasetConfig, declared_shape, input_kind, parameter_count
 
 FLOAT_BYTES = 4
 LABEL_BYTES = 8

@@ -33,7 +33,7 @@ from service.studies.errors import ConflictError
 from service.studies.schemas import split_problem_labels
 from service.studies.spec import StudySpec
 from service.studies.warm_start import replayed
-from trainer.space import CategoricalParam
+from trainer import CategoricalParam
 
 BOOTSTRAP_RESAMPLES = 2000
 EXACT_BOOTSTRAP_UP_TO = 2000

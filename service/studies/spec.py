@@ -12,20 +12,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainer.config import (
+from trainer import (
     BASE_SEED_MAX,
+    EPOCH_METRICS,
+    FILE_DATASETS,
+    CategoricalParam,
     CheckpointConfig,
     DatasetConfig,
     DiagnosisConfig,
     EarlyStoppingConfig,
+    IntParam,
     ModelConfig,
+    SearchSpace,
     Seed,
+    SpecError,
+    TrialTemplate,
+    resolve_mode,
 )
-from trainer.datasets import FILE_DATASETS
-from trainer.metrics import EPOCH_METRICS, resolve_mode
-from trainer.space import CategoricalParam, IntParam, SearchSpace
-from trainer.spec_error import SpecError
-from trainer.template import TrialTemplate
 
 _STRICT = ConfigDict(extra="forbid")
 

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from service.db.models import Study, Trial, TrialState
 from service.studies.errors import InvalidInputError, Issue
 from service.studies.spec import StudySpec
-from trainer.space import SearchSpace
+from trainer import SearchSpace
 
 MAX_SEED_TRIALS = 1000
 """Trials taken from all sources together (the newest first): beyond that a sampler's model
