@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         DatasetConfig,
         DiagnosisConfig,
         EarlyStoppingConfig,
+        MaxEpochs,
         ModelConfig,
         Seed,
         TrialConfig,
@@ -44,7 +45,12 @@ if TYPE_CHECKING:
     from trainer.run import EpochRecord, FoldSummary, SplitMetrics, TrialResult, run_trial
     from trainer.space import CategoricalParam, Choice, IntParam, SearchSpace, Suggester
     from trainer.spec_error import SpecError
-    from trainer.template import PARAMETERS, REGULARIZATION_PARAMETERS, TrialTemplate
+    from trainer.template import (
+        PARAMETERS,
+        REGULARIZATION_PARAMETERS,
+        TrainingSpec,
+        TrialTemplate,
+    )
 
 
 _EXPORTS = {
@@ -79,6 +85,8 @@ _EXPORTS = {
     "SpecError": "trainer.spec_error",
     "PARAMETERS": "trainer.template",
     "TrialTemplate": "trainer.template",
+    "TrainingSpec": "trainer.template",
+    "MaxEpochs": "trainer.config",
     "BASE_SEED_MAX": "trainer.config",
     "Seed": "trainer.config",
     "TASKS": "trainer.contracts",
@@ -115,6 +123,7 @@ __all__ = [
     "EpochRecord",
     "FoldSummary",
     "IntParam",
+    "MaxEpochs",
     "ModelBuilder",
     "ModelConfig",
     "PackMember",
@@ -125,6 +134,7 @@ __all__ = [
     "SpecError",
     "SplitMetrics",
     "Suggester",
+    "TrainingSpec",
     "TrialConfig",
     "TrialResult",
     "TrialTemplate",

@@ -37,6 +37,11 @@ SEED_MAX = 2**32 - 1
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX, description=f"0 to {SEED_MAX}")]
 BASE_SEED_MAX = 2**31 - 1
 """A study's base seed: trial n trains with base + n, which stays within `SEED_MAX`."""
+BaseSeed = Annotated[
+    int, Field(ge=0, le=BASE_SEED_MAX, description="base seed; trial n trains with seed + n")
+]
+MaxEpochs = Annotated[int, Field(ge=1, le=100_000)]
+"""The trainer's ceiling on a trial's epochs (a server may allow fewer)."""
 
 Identifier = str | dict[str, Any]
 """A Keras identifier as given (a name or a `{"class_name", "config"}` dict); stored normalized
@@ -401,7 +406,7 @@ class TrialConfig:
     bias_regularizer: Identifier | None = None
     activity_regularizer: Identifier | None = None
     batch_size: int = Field(default=32, ge=1, le=65_536)
-    max_epochs: int = Field(default=20, ge=1, le=100_000)
+    max_epochs: MaxEpochs = 20
     seed: Seed = 0
     objective: str = Field(
         default=VAL_DATA_LOSS,

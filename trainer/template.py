@@ -25,15 +25,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from trainer import initializers, networks, optimizers, regularizers
 from trainer._registry import Registry
 from trainer.config import (
-    BASE_SEED_MAX,
     IMAGE_AUGMENTATIONS,
     Activation,
     AugmentationConfig,
+    BaseSeed,
     CheckpointConfig,
     DatasetConfig,
     DiagnosisConfig,
     EarlyStoppingConfig,
     FlipMode,
+    MaxEpochs,
     ModelConfig,
     TrialConfig,
 )
@@ -271,22 +272,43 @@ def optimizer_arguments(name: str) -> set[str]:
     return set(inspect.signature(type(target)).parameters) - {"self"}
 
 
-class TrialTemplate(BaseModel):
-    """What a study's trials share, its search space and fixed values."""
+class TrainingSpec(BaseModel):
+    """The training part of a study as a user writes it, with its defaults, once: the
+    trainer's `TrialTemplate` and the service's `StudySpec` (which adds the search's own
+    parts: data reference, objective, sampler, pruner, budget) both build on it. The defaults
+    are a study's (EarlyStopping with patience 3 that restores the best weights, the best
+    checkpoint kept only when it improves); a `TrialConfig` states everything itself."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dataset: DatasetConfig = DatasetConfig()
     model: ModelConfig = ModelConfig()
     search_space: SearchSpace = Field(default_factory=lambda: SearchSpace({}))
     fixed: dict[str, Any] = Field(default_factory=dict)
-    max_epochs: int = Field(default=20, ge=1, le=100_000)
-    seed: int = Field(default=0, ge=0, le=BASE_SEED_MAX, description="trial n trains with seed + n")
+    loss: str | None = Field(
+        default=None,
+        description="Keras loss: sparse_categorical_crossentropy (classification's default), "
+        "mean_squared_error (regression's default), mean_absolute_error or huber",
+    )
+    early_stopping: EarlyStoppingConfig | None = Field(
+        default_factory=lambda: EarlyStoppingConfig(patience=3, restore_best_weights=True)
+    )
+    checkpoint: CheckpointConfig = Field(
+        default_factory=lambda: CheckpointConfig(save_best_only=True)
+    )
+    diagnosis: DiagnosisConfig = Field(default_factory=DiagnosisConfig)
+    seed: BaseSeed = 0
+
+    def training_fields(self) -> dict[str, Any]:
+        """This spec's `TrainingSpec` fields, by name (to build another of the family)."""
+        return {name: getattr(self, name) for name in TrainingSpec.model_fields}
+
+
+class TrialTemplate(TrainingSpec):
+    """What a study's trials share, its search space and fixed values."""
+
+    dataset: DatasetConfig = DatasetConfig()
+    max_epochs: MaxEpochs = 20
     objective: str = VAL_DATA_LOSS
-    loss: str | None = None
-    early_stopping: EarlyStoppingConfig | None = None
-    checkpoint: CheckpointConfig = CheckpointConfig()
-    diagnosis: DiagnosisConfig = DiagnosisConfig()
 
     @model_validator(mode="after")
     def _check(self) -> TrialTemplate:

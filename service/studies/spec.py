@@ -1,8 +1,9 @@
 """The study spec: what a client submits. Everything but `search_space` has a sensible default.
 
-The trainer's own types validate the training part (dataset, model, search space, fixed values,
-EarlyStopping, ModelCheckpoint); this module adds what only a study has: the objective's
-direction, the Optuna sampler and pruner, the budget and the queue priority.
+`StudySpec` builds on the trainer's `TrainingSpec` (model, search space, fixed values, loss,
+EarlyStopping, ModelCheckpoint, diagnosis, seed: their types, bounds and defaults live there
+once); this module adds what only a study has: its name, an uploaded data set, the objective's
+direction, the Optuna sampler and pruner, the budget, the queue priority and warm start.
 """
 
 from __future__ import annotations
@@ -13,19 +14,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trainer import (
-    BASE_SEED_MAX,
     EPOCH_METRICS,
     FILE_DATASETS,
     CategoricalParam,
-    CheckpointConfig,
     DatasetConfig,
-    DiagnosisConfig,
-    EarlyStoppingConfig,
     IntParam,
-    ModelConfig,
+    MaxEpochs,
     SearchSpace,
     Seed,
     SpecError,
+    TrainingSpec,
     TrialTemplate,
     resolve_mode,
 )
@@ -138,8 +136,8 @@ class BudgetSpec(BaseModel):
     model_config = _STRICT
 
     n_trials: int = Field(default=20, ge=1)
-    max_epochs: int = Field(
-        default=20, ge=1, le=100_000, description="the trainer's ceiling; a server may allow fewer"
+    max_epochs: MaxEpochs = Field(
+        default=20, description="the trainer's ceiling; a server may allow fewer"
     )
     timeout_s: float | None = Field(
         default=None, gt=0, description="wall-clock budget; default: the server's max_timeout_s"
@@ -158,35 +156,18 @@ class WarmStartSpec(BaseModel):
     )
 
 
-class StudySpec(BaseModel):
+class StudySpec(TrainingSpec):
     """A study as submitted (JSON; the CLI also reads YAML)."""
 
-    model_config = _STRICT
+    model_config = ConfigDict(extra="forbid", frozen=False)
 
     name: str = Field(min_length=1, max_length=200)
     dataset: DatasetConfig | UploadedDataset = Field(default_factory=DatasetConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
     search_space: SearchSpace
-    fixed: dict[str, Any] = Field(default_factory=dict)
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
-    loss: str | None = Field(
-        default=None,
-        description="Keras loss: sparse_categorical_crossentropy (classification's default), "
-        "mean_squared_error (regression's default), mean_absolute_error or huber",
-    )
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
-    early_stopping: EarlyStoppingConfig | None = Field(
-        default_factory=lambda: EarlyStoppingConfig(patience=3, restore_best_weights=True)
-    )
-    checkpoint: CheckpointConfig = Field(
-        default_factory=lambda: CheckpointConfig(save_best_only=True)
-    )
-    diagnosis: DiagnosisConfig = Field(default_factory=DiagnosisConfig)
-    seed: int = Field(
-        default=0, ge=0, le=BASE_SEED_MAX, description="base seed; trial n trains with seed + n"
-    )
     priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first")
     warm_start: WarmStartSpec | None = None
 
@@ -264,15 +245,8 @@ class StudySpec(BaseModel):
                 raise ValueError("an uploaded data set must be resolved to a file first")
             dataset = self.dataset
         return TrialTemplate(
+            **self.training_fields(),
             dataset=dataset,
-            model=self.model,
-            search_space=self.search_space,
-            fixed=self.fixed,
             max_epochs=self.budget.max_epochs,
-            seed=self.seed,
             objective=self.objective.metric,
-            loss=self.loss,
-            early_stopping=self.early_stopping,
-            checkpoint=self.checkpoint,
-            diagnosis=self.diagnosis,
         )

@@ -17,7 +17,7 @@ from service.studies.schemas import StudyRead
 from service.studies.spec import StudySpec, UploadedDataset
 from service.studies.tokens import SERVER, Principal, quota_issues
 from service.studies.warm_start import prepare_warm_start
-from trainer.spec_error import SpecError
+from trainer import SpecError
 
 
 def submit_study(
