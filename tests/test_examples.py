@@ -37,7 +37,7 @@ def test_the_cnn_example_maximizes_accuracy() -> None:
         json.loads((EXAMPLES[0].parent / "digits-cnn.json").read_text())
     )
     assert spec.model.type == "cnn"
-    assert spec.objective.resolved_direction == "maximize"
+    assert spec.primary.resolved_direction == "maximize"
 
 
 def test_the_plugin_guide_shows_the_example_as_it_is() -> None:

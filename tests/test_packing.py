@@ -56,6 +56,7 @@ def assert_same_trial(alone: TrialResult, packed: TrialResult, rel: float = 1e-4
         alone.best_epoch,
         alone.stopped_early,
     )
+    assert packed.n_parameters == alone.n_parameters is not None
     for a, b in zip(alone.history, packed.history, strict=True):
         for name in ("loss", "val_loss", "val_data_loss", "accuracy", "val_accuracy", "lr"):
             x, y = getattr(a, name), getattr(b, name)

@@ -295,3 +295,11 @@ def test_trains_on_the_gpu() -> None:
     assert result.status == "completed"
     assert result.val is not None
     assert (result.val.accuracy or 0.0) > 0.5
+
+
+def test_a_result_counts_the_trained_networks_parameters() -> None:
+    """Weights and biases of the 8 → 16 → 3 MLP, as Keras's count_params() counts them."""
+    result = run_trial(small_config(max_epochs=1), device="cpu")
+    assert result.n_parameters == (8 * 16 + 16) + (16 * 3 + 3)
+    wider = run_trial(small_config(max_epochs=1, model=ModelConfig(hidden_units=(32, 4))))
+    assert wider.n_parameters == (8 * 32 + 32) + (32 * 4 + 4) + (4 * 3 + 3)

@@ -69,8 +69,8 @@ def add_study(factory: sessionmaker[Session], study_spec: StudySpec, **columns: 
         row = Study(
             name=study_spec.name,
             spec=study_spec.model_dump(mode="json"),
-            direction=study_spec.objective.resolved_direction,
-            objective_metric=study_spec.objective.metric,
+            direction=study_spec.primary.resolved_direction,
+            objective_metric=study_spec.primary.metric,
             n_trials=study_spec.budget.n_trials,
             max_parallel_trials=study_spec.budget.max_parallel_trials,
             timeout_s=study_spec.budget.timeout_s,

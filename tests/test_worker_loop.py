@@ -50,7 +50,7 @@ def queued(queue: InMemoryWorkQueue, study_spec: StudySpec) -> int:
         study_spec.model_dump(mode="json"),
         n_trials=study_spec.budget.n_trials,
         max_parallel_trials=study_spec.budget.max_parallel_trials,
-        direction=study_spec.objective.resolved_direction,
+        direction=study_spec.primary.resolved_direction,
     )
 
 

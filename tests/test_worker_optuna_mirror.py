@@ -144,7 +144,7 @@ def test_the_copy_is_reread_only_when_someone_else_ended_a_trial(
     try:
         shared = optuna.create_study(study_name="mirrored", storage=storage)
         add_finished(shared, 0.5)
-        mirror = OptunaMirror(storage, "mirrored", "minimize")
+        mirror = OptunaMirror(storage, "mirrored", ["minimize"])
         mirror.sync(ended=1)
         assert [trial.value for trial in mirror.study.trials] == [0.5]
 
@@ -268,7 +268,7 @@ def test_a_trial_end_is_in_optuna_only_if_its_result_is_recorded(
         assert first is not None
         assert first.ended == 0
         optuna.create_study(study_name=first.optuna_study_name, storage=storage)
-        mirror = OptunaMirror(storage, first.optuna_study_name, "minimize")
+        mirror = OptunaMirror(storage, first.optuna_study_name, ["minimize"])
         mirror.sync(first.ended)
 
         def told(value: float) -> FrozenTrial:

@@ -62,6 +62,7 @@ from trainer.run import (
     epoch_record,
     is_pack_member_checkpoint,
     resolve_device,
+    trainable_parameters,
     trial_result,
 )
 
@@ -587,7 +588,13 @@ class _Member:
         )
         assert module.data is not None
         self.result = trial_result(
-            self.config, progress, module.data, outcome, self.resumed_from, self.started
+            self.config,
+            progress,
+            module.data,
+            outcome,
+            self.resumed_from,
+            self.started,
+            trainable_parameters(module.network),
         )
 
 

@@ -140,6 +140,9 @@ class TrialResult:
     plugin_versions: dict[str, str] = field(default_factory=dict)
     problems: tuple[Problem, ...] = ()
     """Training problems found in the trial's epochs (`trainer.problems`), with evidence."""
+    n_parameters: int | None = None
+    """The trained network's trainable parameters (weights and biases, as Keras's
+    `count_params()` of its trainable weights)."""
     """Distribution → version of the installed plugins this trial used (model, dataset,
     initializers, regularizers): which code produced the result."""
 
@@ -308,7 +311,20 @@ def _fit(
             train_dataloaders=_EpochTicks(),
             ckpt_path=None if resume_from is None else str(resume_from),
         )
-    return trial_result(config, module.progress, data, watchers.outcome(), resumed_from, started)
+    return trial_result(
+        config,
+        module.progress,
+        data,
+        watchers.outcome(),
+        resumed_from,
+        started,
+        trainable_parameters(module.network),
+    )
+
+
+def trainable_parameters(network: torch.nn.Module) -> int:
+    """The network's trainable parameters (what a parameter-count objective minimizes)."""
+    return sum(p.numel() for p in network.parameters() if p.requires_grad)
 
 
 @dataclass(frozen=True)
@@ -383,6 +399,7 @@ def trial_result(
     outcome: Outcome,
     resumed_from: int | None,
     started: float,
+    n_parameters: int | None = None,
 ) -> TrialResult:
     """The `TrialResult` of a fit that ended (alone, or as a member of a pack)."""
     history = tuple(epoch_record(row) for row in progress.history)
@@ -449,6 +466,7 @@ def trial_result(
         message=message,
         task=data.task,
         plugin_versions=used_plugin_versions(config),
+        n_parameters=n_parameters,
         problems=tuple(
             detect_problems(
                 [EpochSignals(r.epoch, r.loss, r.kernel_grad_norms, r.dead_units) for r in history],

@@ -123,6 +123,8 @@ class Trial(Base):
     state: Mapped[str] = mapped_column(String(16), default=TrialState.RUNNING)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     value: Mapped[float | None] = mapped_column(Float)
+    objective_values: Mapped[list[float | None] | None] = mapped_column(JSON)
+    """A multi-objective study's values, one per objective (the first is `value`)."""
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     best_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     epochs_run: Mapped[int] = mapped_column(default=0)

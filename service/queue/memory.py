@@ -86,6 +86,7 @@ class MemoryTrial:
     optuna_trial_id: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
     value: float | None = None
+    objective_values: list[float | None] | None = None
     metrics: dict[str, Any] | None = None
     best_metrics: dict[str, Any] | None = None
     epochs_run: int = 0

@@ -21,6 +21,7 @@ from service.studies.errors import (
 from service.studies.export import TrialTable, export_trials
 from service.studies.health import check_health
 from service.studies.lifecycle import cancel_study, delete_study, extend_study
+from service.studies.pareto import pareto_front
 from service.studies.plugins import list_plugins, load_plugins
 from service.studies.report import StudyReport, build_report
 from service.studies.spec import StudySpec
@@ -65,6 +66,7 @@ __all__ = [
     "list_trials_json",
     "list_workers",
     "load_plugins",
+    "pareto_front",
     "register_dataset",
     "submit_study",
     "trial_checkpoint",

@@ -48,6 +48,10 @@ class TrialRead(BaseModel):
     state: str
     params: dict[str, Any]
     value: float | None
+    objective_values: list[float | None] | None = Field(
+        default=None,
+        description="a multi-objective study's values, one per objective (value is the first)",
+    )
     metrics: dict[str, Any] | None
     epochs_run: int
     best_epoch: int | None
@@ -173,6 +177,24 @@ class ExtendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n_trials: int = Field(ge=1, le=1_000_000, description="trials to add to the study")
+
+
+class ObjectiveRead(BaseModel):
+    model_config = _FROZEN
+
+    metric: str
+    direction: Literal["minimize", "maximize"]
+
+
+class ParetoFront(BaseModel):
+    """A study's Pareto front: its complete trials that no other complete trial dominates (as
+    good in every objective and better in one)."""
+
+    model_config = _FROZEN
+
+    objectives: list[ObjectiveRead]
+    complete_trials: int = Field(description="the complete trials the front was taken from")
+    trials: list[TrialRead] = Field(description="the non-dominated trials, by number")
 
 
 class StudyDetail(StudyRead):

@@ -9,9 +9,9 @@ direction, the Optuna sampler and pruner, the budget, the queue priority and war
 from __future__ import annotations
 
 import functools
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from trainer import (
     EPOCH_METRICS,
@@ -41,6 +41,25 @@ Metric = Literal[
     "val_data_loss",
 ]
 assert set(Metric.__args__) == set(EPOCH_METRICS)  # type: ignore[attr-defined]
+
+TRIAL_MEASURES = ("n_parameters", "epoch_time_s")
+"""What a trial costs rather than how well it fits, for a multi-objective study's later
+objectives: the network's trainable parameters, and its seconds per epoch trained."""
+ObjectiveMetric = Literal[
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "mae",
+    "val_mae",
+    "data_loss",
+    "val_data_loss",
+    "n_parameters",
+    "epoch_time_s",
+]
+assert set(ObjectiveMetric.__args__) == {*EPOCH_METRICS, *TRIAL_MEASURES}  # type: ignore[attr-defined]
+
+MAX_OBJECTIVES = 4
 
 
 MAX_GRID_POINTS = 100_000
@@ -88,26 +107,33 @@ def _unknown_task_stand_in() -> DatasetConfig:
 class ObjectiveSpec(BaseModel):
     model_config = _STRICT
 
-    metric: Metric = Field(
+    metric: ObjectiveMetric = Field(
         default="val_data_loss",
         description="val_data_loss: the validation loss without the regularization penalty "
-        "(Keras's val_loss includes it, so it grows with λ whatever the fit)",
+        "(Keras's val_loss includes it, so it grows with λ whatever the fit); in a "
+        "multi-objective study the later objectives may also be n_parameters (the network's "
+        "trainable parameters) or epoch_time_s (seconds per epoch)",
     )
     direction: Literal["minimize", "maximize"] | None = Field(
-        default=None, description="default: minimize losses, maximize accuracies"
+        default=None,
+        description="default: minimize losses, parameters and time; maximize accuracies",
     )
 
     @property
     def resolved_direction(self) -> Literal["minimize", "maximize"]:
         if self.direction is not None:
             return self.direction
+        if self.metric in TRIAL_MEASURES:
+            return "minimize"
         return "minimize" if resolve_mode(self.metric, "auto") == "min" else "maximize"
 
 
 class SamplerSpec(BaseModel):
     model_config = _STRICT
 
-    name: Literal["tpe", "random", "grid", "cmaes", "qmc", "gp"] = "tpe"
+    name: Literal["tpe", "random", "grid", "cmaes", "qmc", "gp", "nsga2"] = Field(
+        default="tpe", description="nsga2: Optuna's NSGA-II, for multi-objective studies"
+    )
     seed: Seed | None = None
     first_trial: Literal["keras_defaults", "sampled"] | None = Field(
         default=None,
@@ -164,15 +190,82 @@ class StudySpec(TrainingSpec):
     name: str = Field(min_length=1, max_length=200)
     dataset: DatasetConfig | UploadedDataset = Field(default_factory=DatasetConfig)
     search_space: SearchSpace
-    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
+    objective: Annotated[
+        Annotated[ObjectiveSpec, Tag("one")] | Annotated[list[ObjectiveSpec], Tag("list")],
+        # a list is several objectives, anything else one: errors come from that member only
+        Discriminator(lambda value: "list" if isinstance(value, list) else "one"),
+    ] = Field(
+        default_factory=ObjectiveSpec,
+        description="one objective, or a list of up to 4 for a multi-objective study (Optuna "
+        "keeps its Pareto front: GET /studies/{id}/pareto); the first is what the trainer "
+        "reports each epoch, what the study's best trial and the CI gate go by",
+    )
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first")
     warm_start: WarmStartSpec | None = None
 
+    @property
+    def objectives(self) -> list[ObjectiveSpec]:
+        """Every objective, the first first."""
+        return list(self.objective) if isinstance(self.objective, list) else [self.objective]
+
+    @property
+    def primary(self) -> ObjectiveSpec:
+        """The first objective: the trainer's, the best trial's, the CI gate's."""
+        return self.objectives[0]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def directions(self) -> list[Literal["minimize", "maximize"]]:
+        return [objective.resolved_direction for objective in self.objectives]
+
+    def _check_objectives(self) -> None:
+        objectives = self.objectives
+        path: tuple[str | int, ...] = ("objective",)
+        if not 1 <= len(objectives) <= MAX_OBJECTIVES:
+            raise SpecError(path, f"give 1 to {MAX_OBJECTIVES} objectives, not {len(objectives)}")
+        first = (*path, 0) if isinstance(self.objective, list) else path
+        if self.primary.metric not in EPOCH_METRICS:
+            raise SpecError(
+                (*first, "metric"),
+                f"the first objective is what the trainer reports each epoch (for pruning and "
+                f"the best epoch), one of {', '.join(EPOCH_METRICS)}; {self.primary.metric} "
+                "may come after it",
+            )
+        seen: set[str] = set()
+        for index, objective in enumerate(objectives):
+            if objective.metric in seen:
+                raise SpecError((*path, index, "metric"), f"{objective.metric} is listed twice")
+            seen.add(objective.metric)
+        if not self.multi_objective:
+            return
+        if self.sampler.name == "cmaes":
+            raise SpecError(
+                ("sampler", "name"),
+                "cmaes optimizes one objective; a multi-objective study takes tpe, nsga2, gp, "
+                "random, qmc or grid",
+            )
+        if self.warm_start is not None:
+            raise SpecError(
+                ("warm_start",), "warm start seeds a single-objective study (one best trial)"
+            )
+        if "pruner" not in self.model_fields_set:
+            self.pruner = PrunerSpec(name="none")  # the default, where Optuna cannot prune
+        elif self.pruner.name != "none":
+            raise SpecError(
+                ("pruner", "name"),
+                "Optuna cannot prune a multi-objective study (a trial reports one value per "
+                'epoch); use "none"',
+            )
+
     @model_validator(mode="after")
     def _check_template(self) -> StudySpec:
+        self._check_objectives()
         if self.warm_start is not None and self.sampler.name == "grid":
             raise SpecError(
                 ("warm_start",),
@@ -248,5 +341,5 @@ class StudySpec(TrainingSpec):
             **self.training_fields(),
             dataset=dataset,
             max_epochs=self.budget.max_epochs,
-            objective=self.objective.metric,
+            objective=self.primary.metric,
         )

@@ -39,7 +39,7 @@ def submit_study(
         seed_optuna_study(
             optuna_name,
             settings.effective_database_url,
-            spec.objective.resolved_direction,
+            spec.primary.resolved_direction,
             warm.trials,
             settings.db_prepared_statements,
         )
@@ -56,8 +56,8 @@ def submit_study(
                     spec=spec.model_dump(mode="json"),
                     status=StudyStatus.QUEUED.value,
                     priority=spec.priority,
-                    direction=spec.objective.resolved_direction,
-                    objective_metric=spec.objective.metric,
+                    direction=spec.primary.resolved_direction,
+                    objective_metric=spec.primary.metric,
                     n_trials=spec.budget.n_trials,
                     max_parallel_trials=spec.budget.max_parallel_trials,
                     # No study runs unbounded: without its own timeout it gets the server's
@@ -68,7 +68,7 @@ def submit_study(
                     owner_token_id=principal.token_id,
                 )
             )
-            warnings = spec_warnings(spec.objective.metric, spec.search_space)
+            warnings = spec_warnings(spec.primary.metric, spec.search_space)
             warnings += [] if warm is None else warm.notes
             return StudyRead.model_validate(study).model_copy(update={"warnings": warnings})
     except BaseException:

@@ -120,11 +120,11 @@ def _incompatibility(ours: dict[str, Any], spec: StudySpec, source: Study) -> st
     for key, why in _COMPARED:
         if theirs.get(key) != ours.get(key):
             return why
-    metric = spec.objective.metric
-    if source.objective_metric != metric or source.direction != spec.objective.resolved_direction:
+    metric = spec.primary.metric
+    if source.objective_metric != metric or source.direction != spec.primary.resolved_direction:
         return (
             f"optimized {source.direction} {source.objective_metric}, this study "
-            f"{spec.objective.resolved_direction} {metric}"
+            f"{spec.primary.resolved_direction} {metric}"
         )
     their_space, our_space = theirs["search_space"], ours["search_space"]
     for name in our_space:

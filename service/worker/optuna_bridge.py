@@ -28,6 +28,8 @@ def make_sampler(spec: StudySpec, trial_number: int) -> optuna.samplers.BaseSamp
         return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
     return optuna.samplers.GridSampler(spec.grid_values(), seed=seed)
 
 

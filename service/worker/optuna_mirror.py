@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -60,18 +61,18 @@ class OptunaMirror:
         self,
         storage: optuna.storages.RDBStorage,
         study_name: str,
-        direction: Literal["minimize", "maximize"],
+        directions: Sequence[Literal["minimize", "maximize"]],
         patience_s: float = 300.0,
     ) -> None:
         self._storage = storage
-        self._direction = direction
+        self._directions = list(directions)
         self._patience_s = patience_s
         self._study_id = with_db_retry(
             lambda: storage.get_study_id_from_name(study_name),
             "find the Optuna study",
             patience_s=patience_s,
         )
-        self.study = optuna.create_study(direction=direction)
+        self.study = optuna.create_study(directions=self._directions)
         self.ended_seen: int | None = None
         """How many of the study's trials had ended (in hpsearch's tables) when this copy was
         last current; None before the first `sync` or when the copy may be stale."""
@@ -87,7 +88,7 @@ class OptunaMirror:
             "read the Optuna study",
             patience_s=self._patience_s,
         )
-        study = optuna.create_study(direction=self._direction)
+        study = optuna.create_study(directions=self._directions)
         study.add_trials([trial for trial in trials if trial.state.is_finished()])
         self.study = study
         self.ended_seen = ended

@@ -11,7 +11,7 @@ and copies across trials.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol, TypeVar
 
 import optuna
@@ -53,10 +53,11 @@ class OptunaSide(Protocol):
     def tell(
         self,
         trial: optuna.trial.Trial,
-        value: float | None = None,
+        value: float | Sequence[float] | None = None,
         state: OptunaState | None = None,
     ) -> OptunaRecord:
-        """Tell the study how the trial ended; what the queue records with its end."""
+        """Tell the study how the trial ended (`value`: one per objective); what the queue
+        records with its end."""
         ...
 
     def recorded(self, number: int | None) -> None:
@@ -78,7 +79,7 @@ class SharedStudy:
     def tell(
         self,
         trial: optuna.trial.Trial,
-        value: float | None = None,
+        value: float | Sequence[float] | None = None,
         state: OptunaState | None = None,
     ) -> OptunaRecord:
         with_db_retry(
@@ -106,7 +107,7 @@ class MirroredStudy:
     def tell(
         self,
         trial: optuna.trial.Trial,
-        value: float | None = None,
+        value: float | Sequence[float] | None = None,
         state: OptunaState | None = None,
     ) -> OptunaRecord:
         finished = self.study.tell(trial, value, state=state, skip_if_finished=True)
@@ -145,7 +146,7 @@ class OptunaStudies:
             mirror = OptunaMirror(
                 self.storage,
                 claim.optuna_study_name,
-                spec.objective.resolved_direction,
+                spec.directions,
                 self.patience_s,
             )
             keep(self._mirrors, claim.optuna_study_name, mirror)
@@ -172,7 +173,7 @@ class OptunaStudies:
             return optuna.create_study(
                 study_name=claim.optuna_study_name,
                 storage=self.storage,
-                direction=spec.objective.resolved_direction,
+                directions=spec.directions,
                 load_if_exists=True,
             )
 

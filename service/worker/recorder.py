@@ -102,17 +102,19 @@ class TrialRecorder:
         state: TrialState,
         optuna: OptunaRecord,
         claim_next: bool = False,
+        objective_values: Sequence[float] | None = None,
     ) -> int | None:
         """Record the trial's end; its Optuna number, or None if its result was dropped.
 
         `claim_next`: claim the worker's next trial in the same transaction, after the
         study's bookkeeping (so a study this result completes is not claimed again); what it
-        got is in `next_claim` once the transaction has committed."""
+        got is in `next_claim` once the transaction has committed. `objective_values`: a
+        multi-objective study's values, one per objective."""
         self.next_claim = None
         recorded = self.queue.finish(
             self.trial_id,
             self.worker_id,
-            outcome_of(result, state),
+            outcome_of(result, state, objective_values),
             optuna,
             self._unwritten(result.history),
             claim_next,
@@ -168,7 +170,9 @@ def epoch_row(record: EpochRecord) -> EpochRow:
     }
 
 
-def outcome_of(result: TrialResult, state: TrialState) -> TrialOutcome:
+def outcome_of(
+    result: TrialResult, state: TrialState, objective_values: Sequence[float] | None = None
+) -> TrialOutcome:
     """The trial's end as the queue records it."""
     value = _finite(result.objective_value) if state == TrialState.COMPLETE else None
     diagnosis = result.diagnosis
@@ -189,6 +193,7 @@ def outcome_of(result: TrialResult, state: TrialState) -> TrialOutcome:
         "plugin_versions": result.plugin_versions or None,
         "problems": [vars(problem) for problem in result.problems] or None,
         "problem_labels": _labels(result),
+        "objective_values": None if objective_values is None else list(objective_values),
     }
     return TrialOutcome(state, value, columns)
 

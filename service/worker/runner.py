@@ -20,6 +20,7 @@ from service.states import TrialState
 from service.studies.spec import StudySpec, UploadedDataset
 from service.worker.checkpoints import TrialCheckpoints
 from service.worker.db_retry import with_db_retry
+from service.worker.objectives import MissingObjectiveError, objective_values
 from service.worker.optuna_bridge import OptunaReporter, make_pruner, make_sampler
 from service.worker.optuna_studies import OptunaSide, OptunaStudies, keep
 from service.worker.recorder import TrialRecorder
@@ -88,6 +89,7 @@ class _Begun:
     """A claimed trial whose parameters are sampled and whose start is recorded."""
 
     claim: Claim
+    spec: StudySpec
     config: TrialConfig
     recorder: TrialRecorder
     reporter: OptunaReporter
@@ -237,6 +239,7 @@ class TrialRunner:
         self.running = self.running | {claim.trial_id}
         return _Begun(
             claim,
+            spec,
             config,
             recorder,
             OptunaReporter(trial, prunes=spec.pruner.name != "none", patience_s=patience_s),
@@ -375,12 +378,21 @@ class TrialRunner:
             )
             return None
         state, optuna_state = _STATES[result.status]
+        values: list[float] | None = None
         if optuna_state == OptunaState.COMPLETE and result.objective_value is not None:
-            told = side.tell(trial, result.objective_value)
+            if begun.spec.multi_objective:
+                try:
+                    values = objective_values(begun.spec, result)
+                except MissingObjectiveError as error:
+                    side.recorded(
+                        recorder.failed(str(error), side.tell(trial, state=OptunaState.FAIL))
+                    )
+                    return None
+            told = side.tell(trial, result.objective_value if values is None else values)
         else:
             told = side.tell(trial, state=optuna_state)
         chain = claim_next is not None and claim_next()
-        side.recorded(recorder.finished(result, state, told, chain))
+        side.recorded(recorder.finished(result, state, told, chain, values))
         return recorder.next_claim
 
     def _prepared(self, claim: Claim) -> tuple[StudySpec, TrialTemplate]:

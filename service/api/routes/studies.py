@@ -1,4 +1,4 @@
-"""/studies: submit, list, read, cancel, extend, delete, export."""
+"""/studies: submit, list, read, Pareto front, report, cancel, extend, delete, export."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ from service.studies import (
     extend_study,
     get_study,
     list_studies,
+    pareto_front,
     submit_study,
 )
-from service.studies.schemas import ExtendRequest, Page, StudyDetail, StudyRead
+from service.studies.schemas import ExtendRequest, Page, ParetoFront, StudyDetail, StudyRead
 
 router = APIRouter(prefix=f"{API_PREFIX}/studies", tags=["studies"], dependencies=[ReadAccess])
 
@@ -51,6 +52,13 @@ def list_(
 def read(study_id: StudyId, session: SessionDep) -> StudyDetail:
     """A study with its spec, its trials counted by state and its best trial."""
     return get_study(session, study_id)
+
+
+@router.get("/{study_id}/pareto")
+def pareto(study_id: StudyId, session: SessionDep) -> ParetoFront:
+    """The study's Pareto front: its complete trials that no other complete trial dominates,
+    with the objectives they were scored on (a single-objective study: its best trials)."""
+    return pareto_front(session, study_id)
 
 
 @router.get("/{study_id}/report")

@@ -38,6 +38,7 @@ LISTED_COLUMNS = (
     Trial.state,
     Trial.params,
     Trial.value,
+    Trial.objective_values,
     Trial.metrics,
     Trial.epochs_run,
     Trial.best_epoch,
@@ -149,6 +150,15 @@ class TrialRepository:
         if with_epochs:
             statement = statement.options(selectinload(Trial.epochs))
         return self._session.scalar(statement)
+
+    def complete(self, study_id: int) -> Sequence[Trial]:
+        """The study's complete trials, with the columns a list shows, by number."""
+        return self._session.scalars(
+            select(Trial)
+            .options(_LISTED)
+            .where(Trial.study_id == study_id, Trial.state == TrialState.COMPLETE)
+            .order_by(Trial.number)
+        ).all()
 
     def find_best(self, study_id: int, direction: Literal["minimize", "maximize"]) -> Trial | None:
         """The complete trial with the best value (lowest number on ties)."""
