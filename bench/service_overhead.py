@@ -104,8 +104,8 @@ def queue_study(factory: sessionmaker[Session], spec: StudySpec, max_parallel: i
         study = Study(
             name=spec.name,
             spec=spec.model_dump(mode="json"),
-            direction=spec.objective.resolved_direction,
-            objective_metric=spec.objective.metric,
+            direction=spec.primary.resolved_direction,
+            objective_metric=spec.primary.metric,
             n_trials=spec.budget.n_trials,
             max_parallel_trials=max_parallel,
             optuna_study_name=f"hps-{uuid.uuid4().hex}",
