@@ -236,6 +236,29 @@ def test_trials_sorted_by_value_filtered_and_paged(url: str, db: sessionmaker[Se
     assert hps(url, "trials", str(study_id), "--sort", "loss").exit_code == 2
 
 
+def test_pareto_shows_the_trials_no_other_beats_on_every_objective(
+    url: str, db: sessionmaker[Session]
+) -> None:
+    objectives = [
+        {"metric": "val_data_loss"},
+        {"metric": "val_accuracy"},  # maximized
+    ]
+    study_id = seed_study(db, spec=valid_spec(objective=objectives, pruner={"name": "none"}))
+    points = {0: [0.5, 0.9], 1: [0.25, 0.8], 2: [0.75, 0.7], 3: [0.25, 0.85]}
+    for number, values in points.items():
+        seed_trial(db, study_id, number, value=values[0], objective_values=values)
+
+    shown = hps(url, "pareto", str(study_id))
+    assert shown.exit_code == 0, shown.output
+    assert "val_data_loss ↓" in shown.stdout
+    assert "val_accuracy ↑" in shown.stdout
+    # 1 is beaten by 3 (as low a loss, a higher accuracy), 2 by 0; 0 and 3 trade off
+    assert [row[0] for row in table_rows(shown.stdout) if row[0]] == ["0", "3"]
+    assert "2 of 4 complete trials" in shown.stdout
+    front = json.loads(hps(url, "pareto", str(study_id), "--json").stdout)
+    assert [t["objective_values"] for t in front["trials"]] == [points[0], points[3]]
+
+
 def test_cancel_changes_the_status_then_refuses_with_409(
     url: str, db: sessionmaker[Session]
 ) -> None:

@@ -285,6 +285,39 @@ def test_study_page_draws_every_plot_and_follows_a_live_study(served: Served, pa
     screenshot(page, "study-live")
 
 
+def test_a_multi_objective_study_draws_its_pareto_front(served: Served, page: Page) -> None:
+    study = seed_running_study(served, trials=0)
+    objectives = [{"metric": "val_data_loss"}, {"metric": "n_parameters"}]
+    with transaction(served.db) as session:
+        session.execute(
+            update(Study)
+            .where(Study.id == study)
+            .values(spec={"name": "live", "objective": objectives, "pruner": {"name": "none"}})
+        )
+    points = [(0.5, 100.0), (0.25, 400.0), (0.75, 50.0), (0.6, 300.0)]  # 3 is dominated by 0
+    for number, (loss, size) in enumerate(points):
+        add_trial(
+            served, study, number, state="complete", value=loss, objective_values=[loss, size]
+        )
+    page.goto(f"{served.url}/studies/{study}?token={TOKEN}")
+    page.wait_for_function("() => performance.getEntriesByName('hps:pareto').length > 0")
+    plot = "document.getElementById('plot-pareto')"
+    dominated, front = page.evaluate(f"{plot}.data.map((t) => t.x.map((x, i) => [x, t.y[i]]))")
+    assert dominated == [[0.6, 300.0]]
+    assert front == [[0.25, 400.0], [0.5, 100.0], [0.75, 50.0]]  # along the first objective
+    title = page.evaluate(f"{plot}.layout.title.text")
+    assert title == "Pareto front: 3 of 4 complete trials"
+    assert page.evaluate(f"{plot}.layout.yaxis.title.text") == "n_parameters (lower is better)"
+    screenshot(page, "study-pareto")
+
+
+def test_a_single_objective_study_has_no_pareto_plot(served: Served, page: Page) -> None:
+    study = seed_running_study(served, trials=3)
+    page.goto(f"{served.url}/studies/{study}?token={TOKEN}")
+    page.wait_for_function("() => performance.getEntriesByName('hps:plots').length > 0")
+    expect(page.locator("#plot-pareto")).to_be_hidden()
+
+
 def test_a_searched_batch_norm_joins_the_technique_groups(served: Served, page: Page) -> None:
     study = seed_running_study(served, trials=0)
     for number in range(4):

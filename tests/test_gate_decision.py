@@ -10,6 +10,7 @@ import pytest
 
 from service.gate import GateError, Measurement, SeedRun, compare, judge, metric_direction
 from service.gate.retrain import seeds_for
+from service.gate.summary import markdown_summary
 
 
 def test_exactly_at_the_tolerance_passes_and_just_beyond_regresses() -> None:
@@ -206,3 +207,39 @@ def test_the_candidate_reuses_the_baseline_seeds() -> None:
     assert seeds_for(2, measurement([0.5])) == [0, 1]
     assert seeds_for(3) == [0, 1, 2]
     assert seeds_for(2, first=7) == [7, 8]
+
+
+def multi(values: list[float], sizes: list[float]) -> Measurement:
+    runs = [
+        SeedRun(seed=i, objective_value=value, objective_values=[value, size])
+        for i, (value, size) in enumerate(zip(values, sizes, strict=True))
+    ]
+    return Measurement(
+        objective_metric="val_data_loss",
+        direction="minimize",
+        objectives=["val_data_loss", "n_parameters"],
+        runs=runs,
+        data_fingerprint="f" * 64,
+    )
+
+
+def test_a_multi_objective_study_is_gated_on_its_first_objective_and_reports_the_rest() -> None:
+    baseline = multi([0.5, 0.5], [100.0, 100.0])
+    bigger = multi([0.5, 0.5], [900.0, 1100.0])  # ten times the parameters: reported only
+    verdict = judge(baseline, bigger, tolerance=0.0)
+    assert verdict.outcome == "pass"
+    assert [c.name for c in verdict.checks] == ["objective val_data_loss"]
+    [reported] = verdict.reported
+    assert (reported.metric, reported.baseline, reported.candidate) == (
+        "n_parameters",
+        100.0,
+        1000.0,
+    )
+    assert "reported, not gated" in reported.message
+    worse = judge(baseline, multi([0.9, 0.9], [50.0, 50.0]), tolerance=0.05)
+    assert worse.outcome == "regression"  # a smaller model does not buy back the loss
+    summary = markdown_summary(worse, baseline, bigger, baseline_label="b", candidate_label="c")
+    assert "| n_parameters | 100 | 50 |" in summary
+    # a single-objective baseline has no value to set beside it
+    single = measurement([0.5, 0.5], metric="val_data_loss")
+    assert judge(single, bigger, tolerance=0.0).reported[0].baseline is None

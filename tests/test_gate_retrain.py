@@ -103,3 +103,15 @@ def test_a_study_the_gate_cannot_retrain(overrides: dict[str, Any], problem: str
 
 def test_best_params_of_a_cancelled_study() -> None:
     assert best_params(study(status="cancelled")) == {"learning_rate": 0.01}
+
+
+def test_a_multi_objective_study_is_measured_on_every_objective() -> None:
+    objectives = [{"metric": "val_data_loss"}, {"metric": "n_parameters"}]
+    spec = {**SPEC, "objective": objectives, "model": {"hidden_units": [8]}}
+    result = measure(study(spec=spec), [0, 1], device="cpu")
+    assert result.objectives == ["val_data_loss", "n_parameters"]
+    for run in result.runs:
+        assert run.objective_values is not None
+        assert run.objective_values[0] == run.objective_value
+    n_features = 64  # digits: 8 × 8 pixels, 10 classes
+    assert result.reported_mean(1) == (n_features * 8 + 8) + (8 * 10 + 10)

@@ -207,6 +207,26 @@ def trials(
 
 
 @app.command()
+def pareto(
+    study_id: StudyIdArgument,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """A study's Pareto front: the complete trials no other beats on every objective (a
+    multi-objective study's trade-offs; a single-objective study's best trials)."""
+    with connect(url, token) as api:
+        front = api.get_pareto(study_id)
+        if as_json:
+            print_json(front)
+            return
+        study = api.get_study(study_id)
+    from service.client.display import pareto_table
+
+    console.print(pareto_table(front, study))
+
+
+@app.command()
 def extend(
     study_id: StudyIdArgument,
     trials: Annotated[int, typer.Option("--trials", min=1, help="trials to add")],

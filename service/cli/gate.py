@@ -259,6 +259,8 @@ def _regress(stack: ExitStack, options: _Options, started: float) -> int:
     )
     for check in verdict.checks:
         console.print(check.message, markup=False, highlight=False, soft_wrap=True)
+    for reported in verdict.reported:
+        console.print(reported.message, markup=False, highlight=False, soft_wrap=True)
     console.print(verdict.fingerprint.message, markup=False, highlight=False, soft_wrap=True)
     if options.save_candidate is not None:
         save_baseline(candidate, options.save_candidate)

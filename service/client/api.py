@@ -103,6 +103,10 @@ class ApiClient:
     def cancel_study(self, study_id: int) -> dict[str, Any]:
         return self._json("POST", f"/studies/{study_id}/cancel")
 
+    def get_pareto(self, study_id: int) -> dict[str, Any]:
+        """The study's Pareto front: its non-dominated complete trials and its objectives."""
+        return self._json("GET", f"/studies/{study_id}/pareto")
+
     def get_report(self, study_id: int) -> dict[str, Any]:
         return self._json("GET", f"/studies/{study_id}/report")
 

@@ -172,6 +172,28 @@ def trials_table(page: dict[str, Any], study: dict[str, Any] | None = None) -> T
     return table
 
 
+def pareto_table(front: dict[str, Any], study: dict[str, Any]) -> Table:
+    """`GET /studies/{id}/pareto`: one row per non-dominated trial, one column per objective."""
+    objectives = front["objectives"]
+    table = Table(
+        title=f"study {study['id']} '{study['name']}': Pareto front",
+        title_justify="left",
+        caption=f"{len(front['trials'])} of {front['complete_trials']} complete trials "
+        "(none of them beaten on every objective by another)",
+    )
+    add_column(table, "#", "right")
+    for objective in objectives:
+        arrow = "↓" if objective["direction"] == "minimize" else "↑"
+        add_column(table, f"{objective['metric']} {arrow}", "right")
+    add_column(table, "params")
+    for trial in front["trials"]:
+        values = trial.get("objective_values") or [trial.get("value")]
+        table.add_row(
+            str(trial["number"]), *(number(v) for v in values), params_text(trial["params"])
+        )
+    return table
+
+
 def study_view(study: dict[str, Any]) -> RenderableType:
     """One study (`GET /studies/{id}`): status, trials by state, best trial, times, error."""
     header = Text.assemble(

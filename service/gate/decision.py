@@ -142,11 +142,32 @@ class FingerprintCheck:
 
 
 @dataclass(frozen=True)
+class Reported:
+    """A later objective of a multi-objective study: shown beside the verdict, not gated (the
+    gate decides on the first objective alone)."""
+
+    metric: str
+    baseline: float | None
+    candidate: float | None
+
+    @property
+    def message(self) -> str:
+        def shown(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.6g}"
+
+        return (
+            f"objective {self.metric} (reported, not gated): baseline {shown(self.baseline)}, "
+            f"candidate {shown(self.candidate)} (means over the seeds)"
+        )
+
+
+@dataclass(frozen=True)
 class Verdict:
     checks: tuple[Check, ...]
     fingerprint: FingerprintCheck
     package_changes: dict[str, tuple[str, str]]
     """name -> (baseline version, candidate version), for the packages that differ."""
+    reported: tuple[Reported, ...] = ()
 
     @property
     def outcome(self) -> Outcome:
@@ -206,6 +227,22 @@ def judge(
         tuple(checks),
         FingerprintCheck(baseline.data_fingerprint, candidate.data_fingerprint, allow_data_change),
         changes,
+        _reported(baseline, candidate),
+    )
+
+
+def _reported(baseline: Measurement, candidate: Measurement) -> tuple[Reported, ...]:
+    """The candidate's later objectives, each beside the baseline's where it has it too."""
+    later = candidate.objectives[1:]
+    return tuple(
+        Reported(
+            metric,
+            baseline.reported_mean(baseline.objectives.index(metric))
+            if metric in baseline.objectives
+            else None,
+            candidate.reported_mean(index + 1),
+        )
+        for index, metric in enumerate(later)
     )
 
 

@@ -39,6 +39,11 @@ class SeedRun(BaseModel):
         default_factory=dict, description="train/val/test loss, accuracy and error"
     )
     status: str = "completed"
+    objective_values: list[float] | None = Field(
+        default=None,
+        description="a multi-objective study's value per objective (the first is "
+        "objective_value); None for a single objective, or a run without them all",
+    )
 
 
 class StudySource(BaseModel):
@@ -66,6 +71,11 @@ class Measurement(BaseModel):
     source: StudySource = Field(default_factory=StudySource)
     objective_metric: str
     direction: Direction
+    objectives: list[str] = Field(
+        default_factory=list,
+        description="a multi-objective study's objectives: the first is gated, the others "
+        "reported (empty: one objective)",
+    )
     best_params: dict[str, Any] = Field(default_factory=dict)
     trial_config: dict[str, Any] = Field(
         default_factory=dict, description="the retrained TrialConfig, seed aside"
@@ -92,6 +102,16 @@ class Measurement(BaseModel):
         """One value per seed; a diverged run counts as infinitely bad."""
         worst = math.inf if self.direction == "minimize" else -math.inf
         return [worst if run.objective_value is None else run.objective_value for run in self.runs]
+
+    def reported_mean(self, index: int) -> float | None:
+        """The mean over the seeds of objective `index` (of `objectives`), None without
+        values."""
+        values = [
+            run.objective_values[index]
+            for run in self.runs
+            if run.objective_values is not None and len(run.objective_values) > index
+        ]
+        return statistics.fmean(values) if values else None
 
     @property
     def objective_value(self) -> float:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from service.gate.errors import GateError
 from service.gate.measurement import Measurement, SeedRun, StudySource, package_versions
+from service.studies.objectives import MissingObjectiveError, objective_values
 from service.studies.spec import StudySpec, UploadedDataset
 
 FINISHED = ("completed", "cancelled")
@@ -73,11 +74,18 @@ def measure(
         except DatasetError as error:
             raise GateError(f"bad data set: {error}") from None
         metrics: dict[str, float | None] = dict(result.split_metrics())
+        values: list[float] | None = None
+        if spec.multi_objective and result.status == "completed":
+            try:
+                values = objective_values(spec, result)
+            except MissingObjectiveError:
+                values = None
         run = SeedRun(
             seed=seed,
             objective_value=result.objective_value,
             metrics=metrics,
             status=result.status,
+            objective_values=values,
         )
         runs.append(run)
         fingerprints.add(result.data_fingerprint)
@@ -97,6 +105,7 @@ def measure(
         ),
         objective_metric=spec.primary.metric,
         direction=spec.primary.resolved_direction,
+        objectives=[o.metric for o in spec.objectives] if spec.multi_objective else [],
         best_params=params,
         trial_config=trial_config,
         runs=runs,

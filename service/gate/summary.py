@@ -28,6 +28,18 @@ def markdown_summary(
         "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     lines += [_row(check) for check in verdict.checks]
+    if verdict.reported:
+        lines += [
+            "",
+            "Other objectives of the study (reported, not gated):",
+            "",
+            "| objective | baseline | candidate |",
+            "|---|---:|---:|",
+        ]
+        lines += [
+            f"| {r.metric} | {_number(r.baseline)} | {_number(r.candidate)} |"
+            for r in verdict.reported
+        ]
     tolerance = verdict.checks[0].tolerance if verdict.checks else 0.0
     lines += [
         "",
@@ -63,6 +75,10 @@ def _row(check: Check) -> str:
         f"| {check.name} | {check.direction} | {check.baseline:.4g} | {check.candidate:.4g} | "
         f"{check.worse_by:+.4g} | {check.spread:.4g} | {check.threshold:.4g} | {result} |"
     )
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
 
 
 def _seeds(measurement: Measurement) -> str:

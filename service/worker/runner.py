@@ -17,10 +17,10 @@ from pydantic import ValidationError
 from service.artifacts import ArtifactStore, ArtifactStoreError, LocalStore
 from service.queue.work_queue import Claim, WorkQueue
 from service.states import TrialState
+from service.studies.objectives import MissingObjectiveError, objective_values
 from service.studies.spec import StudySpec, UploadedDataset
 from service.worker.checkpoints import TrialCheckpoints
 from service.worker.db_retry import with_db_retry
-from service.worker.objectives import MissingObjectiveError, objective_values
 from service.worker.optuna_bridge import OptunaReporter, make_pruner, make_sampler
 from service.worker.optuna_studies import OptunaSide, OptunaStudies, keep
 from service.worker.recorder import TrialRecorder

@@ -204,6 +204,45 @@ async function plotHistory(Plotly) {
   mark("hps:history");
 }
 
+function objectivesOf(spec) {
+  const objective = spec && spec.objective;
+  return Array.isArray(objective) ? objective : [objective || {}];
+}
+
+// A multi-objective study's trade-off: its first two objectives, the Pareto front (the
+// server's: `/pareto`) over the best 200 complete trials by the first objective.
+async function plotPareto(Plotly) {
+  const node = document.getElementById("plot-pareto");
+  const count = objectivesOf(study && study.spec).length;
+  node.hidden = count < 2;
+  if (count < 2) return;
+  const [front, page] = await Promise.all([
+    api(`/studies/${studyId}/pareto`),
+    api(`/studies/${studyId}/trials?state=complete&sort=value&limit=200`),
+  ]);
+  if (front.trials.length === 0) return empty("plot-pareto", "Pareto front: no complete trial yet.");
+  const [first, second] = front.objectives;
+  const axis = (o) => ({ title: { text: `${o.metric} (${o.direction === "minimize" ? "lower" : "higher"} is better)` } });
+  const onFront = new Set(front.trials.map((t) => t.number));
+  const others = page.items.filter((t) => !onFront.has(t.number) && t.objective_values);
+  const along = [...front.trials].sort((a, b) => a.objective_values[0] - b.objective_values[0]);
+  const trace = (trials, extra) => ({
+    type: "scatter", x: trials.map((t) => t.objective_values[0]), y: trials.map((t) => t.objective_values[1]),
+    text: trials.map((t) => `trial ${t.number}`), hovertemplate: "%{text}<br>%{x:.4g}, %{y:.4g}<extra></extra>",
+    ...extra,
+  });
+  const shown = count > 2 ? ` (its first two of ${count} objectives)` : "";
+  await draw(Plotly, "plot-pareto", [
+    trace(others, { mode: "markers", name: "dominated", marker: { size: 6, color: "#bbb" } }),
+    trace(along, { mode: "lines+markers", name: "Pareto front", line: { color: "#e45756" }, marker: { size: 8, color: "#e45756" } }),
+  ], {
+    title: { text: `Pareto front: ${front.trials.length} of ${front.complete_trials} complete trials${shown}` },
+    xaxis: axis(first),
+    yaxis: axis(second),
+  });
+  mark("hps:pareto");
+}
+
 function plotParallel(Plotly) {
   let done = completeIndices();
   if (done.length === 0) return empty("plot-parallel", "Parallel coordinates: no complete trial yet.");
@@ -361,7 +400,7 @@ function plotTechniques(Plotly) {
 // One plot at a time, each in its own task, so the page stays responsive in between.
 async function plotAll(Plotly) {
   await plotHistory(Plotly);
-  for (const plot of [plotErrors, plotTechniques, plotIntermediate, plotParallel, plotImportances]) {
+  for (const plot of [plotPareto, plotErrors, plotTechniques, plotIntermediate, plotParallel, plotImportances]) {
     await new Promise((resolve) => setTimeout(resolve, 0));
     try {
       const started = performance.now();
