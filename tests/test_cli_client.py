@@ -248,6 +248,12 @@ def test_pareto_shows_the_trials_no_other_beats_on_every_objective(
     for number, values in points.items():
         seed_trial(db, study_id, number, value=values[0], objective_values=values)
 
+    detail = hps(url, "show", str(study_id))
+    assert (
+        "val_data_loss, val_accuracy (best and gate: the first; trade-offs: hpsearch pareto "
+        f"{study_id})" in detail.stdout
+    )
+
     shown = hps(url, "pareto", str(study_id))
     assert shown.exit_code == 0, shown.output
     assert "val_data_loss ↓" in shown.stdout

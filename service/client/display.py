@@ -204,7 +204,15 @@ def study_view(study: dict[str, Any]) -> RenderableType:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
-    grid.add_row("objective", f"{study['direction']} {study['objective_metric']}")
+    objectives = (study.get("spec") or {}).get("objective")
+    if isinstance(objectives, list) and len(objectives) > 1:
+        named = ", ".join(str(o.get("metric")) for o in objectives)
+        grid.add_row(
+            "objectives",
+            f"{named} (best and gate: the first; trade-offs: hpsearch pareto {study['id']})",
+        )
+    else:
+        grid.add_row("objective", f"{study['direction']} {study['objective_metric']}")
     counts: dict[str, int] = study.get("trial_counts") or {}
     grid.add_row(
         "trials",
