@@ -15,6 +15,7 @@ there within the budget, and each arm's best trial's test accuracy (median over 
 
     .venv/bin/python bench/search_quality.py [--seeds 10] [--trials 40] [--workload digits-mlp]
     .venv/bin/python bench/search_quality.py --workload synthetic --json results.json
+    .venv/bin/python bench/search_quality.py --parallel 4 --random-from results.json
 """
 
 from __future__ import annotations
@@ -115,7 +116,13 @@ LEVERS: dict[str, tuple[Callable[[], None] | None, dict[str, Any]]] = {
 
 
 def study_spec(
-    workload: str, arm: str, seed: int, trials: int, max_epochs: int, lever: str = "none"
+    workload: str,
+    arm: str,
+    seed: int,
+    trials: int,
+    max_epochs: int,
+    lever: str = "none",
+    parallel: int = 1,
 ) -> StudySpec:
     spec = json.loads(EXAMPLE.read_text())
     for key in ("sampler", "pruner"):
@@ -133,7 +140,8 @@ def study_spec(
     spec["budget"] = {
         "n_trials": trials,
         "max_epochs": max_epochs,
-        "max_parallel_trials": 1,
+        # random search has no order to lose: only the default arm runs trials in parallel
+        "max_parallel_trials": parallel if arm == "default" else 1,
         "timeout_s": 24 * 3600,
     }
     return StudySpec.model_validate(spec)
@@ -223,6 +231,12 @@ def main() -> None:
         "--lever", choices=sorted(LEVERS), default="none", help="change the default arm"
     )
     parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="the default arm's max_parallel_trials (its sampler sees that many running)",
+    )
+    parser.add_argument(
         "--random-from",
         type=Path,
         default=None,
@@ -252,7 +266,13 @@ def main() -> None:
                     runs.append(reused[seed])  # the random arm does not change with a lever
                     continue
                 spec = study_spec(
-                    args.workload, arm, seed, args.trials, args.max_epochs, args.lever
+                    args.workload,
+                    arm,
+                    seed,
+                    args.trials,
+                    args.max_epochs,
+                    args.lever,
+                    args.parallel,
                 )
                 run = run_arm(url, settings, spec, arm, seed)
                 runs.append(run)
@@ -262,7 +282,12 @@ def main() -> None:
                     f"({run.wall_s:.0f} s)",
                     flush=True,
                 )
-    result = {"workload": args.workload, "lever": args.lever, **summary(runs)}
+    result = {
+        "workload": args.workload,
+        "lever": args.lever,
+        "parallel": args.parallel,
+        **summary(runs),
+    }
     print(json.dumps(result, indent=2))
     if args.json is not None:
         args.json.write_text(
