@@ -112,6 +112,8 @@ LEVERS: dict[str, tuple[Callable[[], None] | None, dict[str, Any]]] = {
     "gp": (None, {"sampler": {"name": "gp"}}),
     "gp-no-pruner": (None, {"sampler": {"name": "gp"}, "pruner": {"name": "none"}}),
     "sampled-first": (None, {"sampler": {"first_trial": "sampled"}}),
+    "ei64": (_tpe(n_ei_candidates=64), {}),
+    "warmup5": (None, {"pruner": {"name": "median", "n_warmup_steps": 5}}),
 }
 
 
