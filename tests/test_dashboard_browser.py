@@ -307,6 +307,7 @@ def test_a_multi_objective_study_draws_its_pareto_front(served: Served, page: Pa
     assert front == [[0.25, 400.0], [0.5, 100.0], [0.75, 50.0]]  # along the first objective
     title = page.evaluate(f"{plot}.layout.title.text")
     assert title == "Pareto front: 3 of 4 complete trials"
+    expect(page.locator("#facts")).to_contain_text("objectivesval_data_loss, n_parameters")
     assert page.evaluate(f"{plot}.layout.yaxis.title.text") == "n_parameters (lower is better)"
     screenshot(page, "study-pareto")
 

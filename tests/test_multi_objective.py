@@ -123,10 +123,18 @@ def test_the_front_is_every_point_no_other_dominates() -> None:
 # --- through the worker -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("parallel", [1, 2], ids=["mirrored", "shared"])
 def test_a_multi_objective_study_runs_to_its_pareto_front(
-    client: TestClient, migrated_database_url: str, db: sessionmaker[Session], tmp_path: Path
+    client: TestClient,
+    migrated_database_url: str,
+    db: sessionmaker[Session],
+    tmp_path: Path,
+    parallel: int,
 ) -> None:
-    submitted = client.post("/api/v1/studies", json=multi_spec())
+    """One trial at a time (the worker's in-memory Optuna copy, written back with the result)
+    and two at once (Optuna's shared storage): each trial's two values reach both stores."""
+    budget = {"n_trials": 6, "max_epochs": 2, "max_parallel_trials": parallel}
+    submitted = client.post("/api/v1/studies", json=multi_spec(budget=budget))
     assert submitted.status_code == 201, submitted.text
     study_id = submitted.json()["id"]
     run_worker_until_idle(migrated_database_url, tmp_path)

@@ -53,7 +53,9 @@ function renderStudy() {
     fact("status", badge(study.status), study.cancel_requested && study.status === "running" ? " stopping" : ""),
     fact("progress", `${finished}/${study.n_trials}`),
     fact("trials", Object.entries(counts).filter(([, n]) => n).map(([s, n]) => `${n} ${s}`).join(", ") || "none yet"),
-    fact("objective", `${study.direction} ${study.objective_metric}`),
+    objectivesOf(study.spec).length > 1
+      ? fact("objectives", objectivesOf(study.spec).map((o) => o.metric).join(", "))
+      : fact("objective", `${study.direction} ${study.objective_metric}`),
     fact("best", fmtNumber(study.best_value ?? study.best_trial?.value ?? null), study.best_trial ? el("a", { href: trialHref(study.best_trial.number) }, ` (trial ${study.best_trial.number})`) : ""),
     fact("created", el("span", { title: study.created_at }, fmtAge(study.created_at))),
     study.error ? fact("error", study.error) : "",
