@@ -10,8 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 import service.api.runtime as runtime_module
-from service.db.models import ApiToken, Study
+from service.db.models import ApiToken, Dataset, Study
 from tests.api_fixtures import TestClient, valid_spec
+from tests.test_api_datasets import make_csv
 
 pytest_plugins = ["tests.api_fixtures"]
 
@@ -131,3 +132,27 @@ def test_limits_beyond_the_columns_are_refused(client: TestClient) -> None:
     huge = client.post("/api/v1/tokens", json={"name": "big", "max_queued_trials": 2**70})
     assert huge.status_code == 422
     assert huge.json()["detail"][0]["loc"] == ["body", "max_queued_trials"]
+
+
+def test_a_write_token_deletes_only_the_data_sets_it_uploaded(
+    client: TestClient, db: sessionmaker[Session]
+) -> None:
+    alice, bob = issue(client, "alice"), issue(client, "bob")
+    files = {"file": ("t.csv", make_csv(), "text/csv")}
+    uploaded = client.post(
+        "/api/v1/datasets", files=files, data={"target": "label"}, headers=bearer(alice)
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    dataset = uploaded.json()["id"]
+    with db() as session:
+        owner = session.get_one(Dataset, dataset).owner_token_id
+        assert owner == session.scalars(select(ApiToken.id).where(ApiToken.name == "alice")).one()
+    refused = client.delete(f"/api/v1/datasets/{dataset}", headers=bearer(bob))
+    assert refused.status_code == 403
+    assert "may delete only the data sets it uploaded" in refused.text
+    with db() as session:
+        assert session.get(Dataset, dataset) is not None  # nothing lost
+    assert client.delete(f"/api/v1/datasets/{dataset}", headers=bearer(alice)).status_code == 204
+    again = client.post("/api/v1/datasets", files=files, data={"target": "label"}).json()["id"]
+    assert client.delete(f"/api/v1/datasets/{again}", headers=bearer(bob)).status_code == 403
+    assert client.delete(f"/api/v1/datasets/{again}").status_code == 204  # the admin's

@@ -256,4 +256,8 @@ class Dataset(Base):
     )
     n_targets: Mapped[int | None]
     """Regression: target columns (None for classification)."""
+    owner_token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("hps_api_tokens.id", ondelete="SET NULL")
+    )
+    """The issued token that uploaded it (None: a server token, HPS_API_TOKEN)."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

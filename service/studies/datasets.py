@@ -21,12 +21,14 @@ from service.states import ACTIVE_STUDY_STATUSES
 from service.studies._reads import reading
 from service.studies.errors import (
     ConflictError,
+    ForbiddenError,
     InvalidInputError,
     Issue,
     NotFoundError,
     TooLargeError,
 )
 from service.studies.schemas import DatasetRead, Page
+from service.studies.tokens import Principal
 from trainer import TASKS, DatasetConfig, DatasetError, load_splits
 
 _CHUNK = 1024 * 1024
@@ -51,8 +53,11 @@ class _Stored:
     sha256: str
 
 
-def register_dataset(session: Session, settings: Settings, upload: Upload) -> DatasetRead:
-    """Store, validate (by loading it as a trial would) and record an uploaded data set.
+def register_dataset(
+    session: Session, settings: Settings, upload: Upload, uploader: Principal
+) -> DatasetRead:
+    """Store, validate (by loading it as a trial would) and record an uploaded data set, as
+    `uploader`'s (a write token deletes only its own).
 
     Raises `InvalidInputError` (bad form or data; path `("file",)` or `("target",)`) and
     `TooLargeError`; in every failure no file and no row is left behind.
@@ -91,6 +96,7 @@ def register_dataset(session: Session, settings: Settings, upload: Upload) -> Da
                     n_classes=splits.n_outputs if splits.task == "classification" else None,
                     task=splits.task,
                     n_targets=splits.n_outputs if splits.task == "regression" else None,
+                    owner_token_id=uploader.token_id,
                 )
             )
             return DatasetRead.model_validate(row)
@@ -162,14 +168,22 @@ def _store(source: BinaryIO, path: Path, settings: Settings) -> _Stored:
     return _Stored(path.resolve(), size, digest.hexdigest())
 
 
-def delete_dataset(session: Session, settings: Settings, dataset_id: int) -> None:
+def delete_dataset(
+    session: Session, settings: Settings, dataset_id: int, deleter: Principal
+) -> None:
     """Delete an upload (its row, then its file) unless a queued or running study uses it:
     those would fail for want of their data (409 naming them). Finished studies keep their
-    results; only retraining them (the CI gate) needs the data again."""
+    results; only retraining them (the CI gate) needs the data again. An admin deletes any
+    upload; a write token only those it uploaded (403)."""
     with session.begin():
         dataset = session.get(Dataset, dataset_id, with_for_update=True)
         if dataset is None:
             raise NotFoundError(f"no uploaded data set has id {dataset_id}")
+        if not deleter.admin and dataset.owner_token_id != deleter.token_id:
+            raise ForbiddenError(
+                f"token {deleter.name!r} may delete only the data sets it uploaded "
+                f"(data set {dataset_id} is not one)"
+            )
         active = session.execute(
             select(Study.id, Study.name, Study.status, Study.spec).where(
                 Study.status.in_(ACTIVE_STUDY_STATUSES)

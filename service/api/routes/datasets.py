@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from service.api.deps import PageDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
+from service.api.deps import PageDep, ReadAccess, SessionDep, SettingsDep, Writer
 from service.api.paths import API_PREFIX, DatasetId
 from service.api.uploads import bounded_form
 from service.studies import (
@@ -57,11 +57,12 @@ _FORM: dict[str, Any] = {
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    dependencies=[WriteAccess],
     openapi_extra=_FORM,
     responses={413: {"description": "the file is larger than HPS_MAX_UPLOAD_BYTES"}},
 )
-async def upload(request: Request, session: SessionDep, settings: SettingsDep) -> DatasetRead:
+async def upload(
+    request: Request, session: SessionDep, settings: SettingsDep, writer: Writer
+) -> DatasetRead:
     """Upload a data set. It is loaded as a trial would load it before it is recorded, so a
     file the trainer cannot use is refused (422) here rather than failing every trial later.
     Refer to it in a study spec as `{"dataset": {"id": ...}}`."""
@@ -76,7 +77,7 @@ async def upload(request: Request, session: SessionDep, settings: SettingsDep) -
             name=_text(form.get("name")),
             task=_text(form.get("task")),
         )
-        return await run_in_threadpool(register_dataset, session, settings, received)
+        return await run_in_threadpool(register_dataset, session, settings, received, writer)
 
 
 @router.get("")
@@ -93,10 +94,15 @@ def _text(value: str | UploadFile | None) -> str | None:
 @router.delete(
     "/{dataset_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    dependencies=[WriteAccess],
-    responses={409: {"description": "a queued or running study uses it"}},
+    responses={
+        403: {"description": "a write token deletes only the data sets it uploaded"},
+        409: {"description": "a queued or running study uses it"},
+    },
 )
-def delete(dataset_id: DatasetId, session: SessionDep, settings: SettingsDep) -> Response:
-    """Delete an upload and its file, unless a queued or running study uses it (409)."""
-    delete_dataset(session, settings, dataset_id)
+def delete(
+    dataset_id: DatasetId, session: SessionDep, settings: SettingsDep, writer: Writer
+) -> Response:
+    """Delete an upload and its file, unless a queued or running study uses it (409); a
+    write token deletes only the uploads it made (an admin token any)."""
+    delete_dataset(session, settings, dataset_id, writer)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
