@@ -629,6 +629,7 @@ def test_a_result_after_its_trial_was_handed_over_is_dropped(harness: Harness, h
     else:
         assert h.queue.hand_over(claim.trial_id, worker, stop(), 2, OptunaNumber(9)) == 9
     handed_over = h.trial(claim.trial_id)
+    assert h.queue.record_epochs(claim.trial_id, [epoch(4)]) is False
     late = h.queue.finish(
         claim.trial_id, worker, completed(0.125), OptunaNumber(0), [epoch(5)], claim_next=True
     )
@@ -878,7 +879,7 @@ def test_record_epochs_upserts_and_never_lowers_the_epoch_count(harness: Harness
     h = harness
     h.add_study(n_trials=1)
     claim = started(h, worker_of(h))
-    h.queue.record_epochs(claim.trial_id, [epoch(1, 0.9), epoch(2, 0.8)])
+    assert h.queue.record_epochs(claim.trial_id, [epoch(1, 0.9), epoch(2, 0.8)]) is True
     assert h.trial(claim.trial_id).epochs_run == 2
     h.queue.record_epochs(claim.trial_id, [epoch(2, 0.7), epoch(3, 0.6)])  # 2 written again
     h.queue.record_epochs(claim.trial_id, [epoch(1, 0.5)])  # a resumed trial's first epoch

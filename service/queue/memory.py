@@ -301,14 +301,17 @@ class InMemoryWorkQueue:
             trial.device = start.device
             trial.last_checkpoint_path = start.resume_location
 
-    def record_epochs(self, trial_id: int, epochs: Sequence[EpochRow]) -> None:
+    def record_epochs(self, trial_id: int, epochs: Sequence[EpochRow]) -> bool:
         with self._lock:
             if not epochs:
-                return
+                return True
             trial = self._trials[trial_id]
+            if trial.state != TrialState.RUNNING:
+                return False
             self._upsert_epochs(trial_id, epochs)
             trial.epochs_run = max(trial.epochs_run, int(epochs[-1]["epoch"]))
             trial.heartbeat_at = utcnow()
+            return True
 
     def finish(
         self,

@@ -137,16 +137,20 @@ class SqlWorkQueue:
                 },
             )
 
-    def record_epochs(self, trial_id: int, epochs: Sequence[EpochRow]) -> None:
+    def record_epochs(self, trial_id: int, epochs: Sequence[EpochRow]) -> bool:
         if not epochs:
-            return
+            return True
         with transaction(self.factory) as session:
             connection = session.connection()
-            _upsert_epochs(connection, trial_id, epochs)
-            connection.execute(
+            # the trial's row first (it locks it, as a trial's end does), then its epochs'
+            running = connection.execute(
                 _epochs_run_raised(connection.dialect.name),
                 {"trial_id": trial_id, "epoch": epochs[-1]["epoch"], "now": utcnow()},
-            )
+            ).first()
+            if running is None:
+                return False
+            _upsert_epochs(connection, trial_id, epochs)
+        return True
 
     def finish(
         self,
@@ -396,13 +400,15 @@ def _epoch_upsert(dialect_name: str) -> Executable:
 
 @functools.cache
 def _epochs_run_raised(dialect_name: str) -> Executable:
-    """A running trial's epoch count raised to :epoch (never lowered) and its heartbeat."""
+    """A running trial's epoch count raised to :epoch (never lowered) and its heartbeat; its
+    id returned (none: it no longer runs)."""
     greatest = func.max if dialect_name == "sqlite" else func.greatest
     return (
         update(Trial)
-        .where(Trial.id == bindparam("trial_id"))
+        .where(Trial.id == bindparam("trial_id"), Trial.state == TrialState.RUNNING)
         .values(
             epochs_run=greatest(Trial.epochs_run, bindparam("epoch", type_=Integer)),
             heartbeat_at=bindparam("now"),
         )
+        .returning(Trial.id)
     )

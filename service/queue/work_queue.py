@@ -200,9 +200,10 @@ class WorkQueue(Protocol):
         """The claimed trial's parameters are sampled and it trains."""
         ...
 
-    def record_epochs(self, trial_id: int, epochs: Sequence[EpochRow]) -> None:
+    def record_epochs(self, trial_id: int, epochs: Sequence[EpochRow]) -> bool:
         """Epochs that ended (written again: overwritten); the trial's epoch count raised to
-        the last one's (never lowered) and its heartbeat renewed."""
+        the last one's (never lowered) and its heartbeat renewed. False, writing nothing, when
+        the trial no longer runs (its late epochs would lengthen a handed-over trial's curve)."""
         ...
 
     def finish(

@@ -14,6 +14,7 @@ memory (`OptunaMirror`): the trial's end is in both or in neither, whatever stop
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -31,6 +32,8 @@ from service.queue.work_queue import (
 from service.states import TrialState
 from service.worker.db_retry import retried
 from trainer import EpochRecord, TrialResult
+
+logger = logging.getLogger(__name__)
 
 
 def _finite(value: float | None) -> float | None:
@@ -90,7 +93,10 @@ class TrialRecorder:
         """Write the epochs that ended since the last write (kept if the write fails)."""
         if not self._pending:
             return
-        self.queue.record_epochs(self.trial_id, [epoch_row(r) for r in self._pending])
+        if not self.queue.record_epochs(self.trial_id, [epoch_row(r) for r in self._pending]):
+            # handed over while this worker was silent: its retry owns the curve; the result
+            # will be dropped too (`finished`)
+            logger.warning("trial %s no longer runs; its epochs are not written", self.trial_id)
         self._written.update(record.epoch for record in self._pending)
         self._pending = []
         self._last_flush = time.monotonic()
