@@ -322,3 +322,8 @@ def test_the_installed_optuna_stores_trials_in_the_schema_the_mirror_writes(
     expected = r"RDB schema v9\.9\.9\.a; hpsearch's Optuna mirror"
     with pytest.raises(OptunaSchemaError, match=expected):
         _optuna_storage(migrated_database_url)
+    monkeypatch.undo()
+    # tables an older Optuna made: the worker says how to upgrade them instead of starting
+    monkeypatch.setattr(RDBStorage, "get_current_version", lambda _self: "v3.0.0.a")
+    with pytest.raises(OptunaSchemaError, match=r"at schema v3\.0\.0\.a.*optuna storage upgrade"):
+        _optuna_storage(migrated_database_url)

@@ -313,7 +313,9 @@ def _optuna_storage(
 
     def open_storage() -> optuna.storages.RDBStorage:
         try:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            storage = optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, skip_compatibility_check=True
+            )  # (checked by check_optuna_schema, one connection at a time)
         except (optuna.exceptions.StorageInternalError, SQLAlchemyError) as error:
             _dispose_abandoned_storage(error)
             cause = error if isinstance(error, SQLAlchemyError) else error.__cause__

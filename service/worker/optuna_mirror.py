@@ -44,13 +44,27 @@ class OptunaSchemaError(RuntimeError):
 
 
 def check_optuna_schema(storage: optuna.storages.RDBStorage) -> None:
-    """Refuse an Optuna whose RDB schema differs from `OPTUNA_SCHEMA` (loudly, at start)."""
+    """Refuse an Optuna whose RDB schema differs from `OPTUNA_SCHEMA`, or a database whose
+    Optuna tables are at another revision than the installed Optuna's (loudly, at start).
+
+    The second is Optuna's own compatibility check, done here instead (the storage is opened
+    with `skip_compatibility_check`): Optuna's holds a session's transaction open while it
+    reads the revision on a second connection, so workers starting together behind a
+    transaction-pooling PgBouncer could each hold one of the pool's server connections and
+    wait for another, until the pool's wait timeout."""
     head = storage.get_head_version()
     if head != OPTUNA_SCHEMA:
         raise OptunaSchemaError(
             f"optuna {optuna.__version__} stores trials in RDB schema {head}; hpsearch's Optuna "
             f"mirror writes schema {OPTUNA_SCHEMA}. Install the optuna version pinned in "
             "pyproject.toml"
+        )
+    current = storage.get_current_version()
+    if current != head:
+        raise OptunaSchemaError(
+            f"the database's Optuna tables are at schema {current}, optuna "
+            f"{optuna.__version__} uses {head}: run `optuna storage upgrade --storage <URL>` "
+            "(or install the optuna version that created them)"
         )
 
 
