@@ -45,7 +45,18 @@ assert set(Metric.__args__) == set(EPOCH_METRICS)  # type: ignore[attr-defined]
 TRIAL_MEASURES = ("n_parameters", "epoch_time_s")
 """What a trial costs rather than how well it fits, for a multi-objective study's later
 objectives: the network's trainable parameters, and its seconds per epoch trained."""
-ObjectiveMetric = Literal[Metric, "n_parameters", "epoch_time_s"]
+ObjectiveMetric = Literal[
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "mae",
+    "val_mae",
+    "data_loss",
+    "val_data_loss",
+    "n_parameters",
+    "epoch_time_s",
+]
 assert set(ObjectiveMetric.__args__) == {*EPOCH_METRICS, *TRIAL_MEASURES}  # type: ignore[attr-defined]
 
 MAX_OBJECTIVES = 4
