@@ -235,6 +235,24 @@ def test_matches_keras_optimizer_in_float32(case: str) -> None:
     np.testing.assert_allclose(ours[-1][0], expected[-1][0], rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adam", "adamw"])
+def test_cpu_parameters_step_with_torchs_fused_kernel(name: str) -> None:
+    """On the CPU the built-ins take torch's fused kernel (torch would step one tensor at a
+    time); the parameters may come as a generator, as `model.parameters()` gives them, or as
+    param groups holding one tensor, and none is lost on the way."""
+    factory = optimizers.get(name)
+    weights = [torch.zeros(3, requires_grad=True), torch.zeros(2, 2, requires_grad=True)]
+    optimizer = factory.build(weight for weight in weights)
+    assert optimizer.defaults["fused"] is True
+    assert optimizer.param_groups[0]["params"] == weights
+    single = torch.zeros(4, requires_grad=True)
+    grouped = factory.build([{"params": single, "lr": 0.5}])
+    assert grouped.param_groups[0]["params"] == [single]
+    assert grouped.param_groups[0]["lr"] == 0.5
+    # a tensor torch's fused kernel would refuse leaves torch's own choice
+    assert factory.build([torch.zeros(2, dtype=torch.complex64)]).defaults["fused"] is None
+
+
 def test_adam_epsilon_placement_matters_for_tiny_gradients() -> None:
     tiny = [[g * 1e-8 for g in grads] for grads in GRADIENTS]
     expected = with_keras(keras.optimizers.Adam(), tiny)
