@@ -15,6 +15,7 @@ EXPECTED = {
     "DatasetLoader",
     "Diagnosis",
     "DiagnosisConfig",
+    "Dropout",
     "EarlyStoppingConfig",
     "EpochRecord",
     "FoldSummary",

@@ -20,7 +20,7 @@ from trainer.config import (
 )
 from trainer.lit_module import TrialModule
 from trainer.packed_optimizers import pack_optimizer
-from trainer.packing import PackMember, pack_key, packing_blocker, run_pack
+from trainer.packing import PackMember, _StackedLinear, pack_key, packing_blocker, run_pack
 
 DIGITS = DatasetConfig(name="digits", validation_split=0.2, test_split=0.2, seed=0)
 
@@ -206,6 +206,103 @@ def test_an_interrupted_pack_resumes_member_by_member(tmp_path: Path) -> None:
         restored = TrialModule.load_from_checkpoint(result.best_checkpoint, map_location="cpu")
         assert isinstance(restored, TrialModule)
         assert restored.config == config
+
+
+def test_a_resumed_member_trains_beside_a_fresh_one(tmp_path: Path) -> None:
+    """A retry resumed at epoch 2 packed with a trial at epoch 0: Adam's step counts differ,
+    so each member takes its own fused call (not the shared one); both match alone."""
+    configs = [
+        member(0, epochs=4, dropout=0.25, regularizer={"class_name": "l2", "config": {"l2": 1e-3}}),
+        member(
+            1,
+            epochs=4,
+            dropout=0.1,
+            optimizer={"class_name": "adam", "config": {"learning_rate": 3e-3}},
+        ),
+    ]
+    epochs = 0
+
+    def stop_after_two() -> bool:
+        nonlocal epochs
+        epochs += 1
+        return epochs >= 2
+
+    (first,) = run_pack(
+        [PackMember(configs[0], checkpoint_dir=tmp_path / "m0")],
+        device="cpu",
+        stop_requested=stop_after_two,
+    )
+    assert first.status == "interrupted"
+    assert first.last_checkpoint is not None
+    resumed, fresh = run_pack(
+        [
+            PackMember(
+                configs[0], checkpoint_dir=tmp_path / "m0", resume_from=Path(first.last_checkpoint)
+            ),
+            PackMember(configs[1]),
+        ],
+        device="cpu",
+    )
+    assert resumed.resumed_from_epoch == 2
+    assert_same_trial(run_trial(configs[0], device="cpu"), resumed)
+    assert_same_trial(run_trial(configs[1], device="cpu"), fresh)
+
+
+def test_a_member_with_another_regularizer_is_differentiated_by_autograd() -> None:
+    """Keras's L1/L2 gradients are added by hand; the orthogonal regularizer beside them goes
+    through autograd. Every member still matches its lone run."""
+    regularizers: list[dict[str, object] | None] = [
+        {"class_name": "orthogonal", "config": {"factor": 0.05}},
+        {"class_name": "l1", "config": {"l1": 1e-3}},
+        None,
+    ]
+    bias_regularizers = [None, {"class_name": "l1_l2", "config": {"l1": 1e-3, "l2": 1e-2}}, None]
+    configs = [
+        member(seed, dropout=0.2, regularizer=kernel, bias_regularizer=bias)
+        for seed, (kernel, bias) in enumerate(zip(regularizers, bias_regularizers, strict=True))
+    ]
+    packed = run_pack([PackMember(config) for config in configs], device="cpu")
+    for config, result in zip(configs, packed, strict=True):
+        assert_same_trial(run_trial(config, device="cpu"), result)
+
+
+def test_members_without_relu_count_no_dead_units() -> None:
+    """The pack's batched validation pass counts dead units only behind ReLU, as a lone
+    evaluation does; with tanh every member still matches its lone run."""
+    configs = [
+        member(
+            seed,
+            model=ModelConfig(type="mlp", hidden_units=[24], activation="tanh", dropout=0.1 * seed),
+        )
+        for seed in range(2)
+    ]
+    packed = run_pack([PackMember(config) for config in configs], device="cpu")
+    for config, result in zip(configs, packed, strict=True):
+        assert all(row.dead_units is None for row in result.history)
+        assert_same_trial(run_trial(config, device="cpu"), result)
+
+
+def test_stacked_linear_gradients_are_those_of_each_members_linear() -> None:
+    """The pack's batched Linear (`_StackedLinear`): outputs and the gradients of inputs,
+    weights and biases equal `F.linear` member by member; weight gradients in the weights'
+    own layout."""
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 5, 4, generator=generator, requires_grad=True)
+    weight = torch.randn(3, 6, 4, generator=generator, requires_grad=True)
+    bias = torch.randn(3, 6, generator=generator, requires_grad=True)
+    upstream = torch.randn(3, 5, 6, generator=generator)
+    output = _StackedLinear.apply(x, weight, bias)  # type: ignore[no-untyped-call]
+    (output * upstream).sum().backward()
+    assert weight.grad is not None
+    assert weight.grad.stride() == weight.stride()
+    for member_index in range(3):
+        xs, ws, bs = (t.detach()[member_index].clone().requires_grad_() for t in (x, weight, bias))
+        alone_output = torch.nn.functional.linear(xs, ws, bs) * upstream[member_index]
+        alone_output.sum().backward()  # type: ignore[no-untyped-call]
+        for stacked, alone in ((x, xs), (weight, ws), (bias, bs)):
+            assert stacked.grad is not None
+            assert alone.grad is not None
+            torch.testing.assert_close(stacked.grad[member_index], alone.grad)
 
 
 def test_best_checkpoint_holds_the_best_epochs_weights(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from trainer.data import DatasetError, load_splits
     from trainer.datasets import FILE_DATASETS, declared_shape
     from trainer.diagnosis import Diagnosis
-    from trainer.layers import BatchNormalization
+    from trainer.layers import BatchNormalization, Dropout
     from trainer.metrics import EPOCH_METRICS, resolve_mode
     from trainer.networks import input_kind, parameter_count
     from trainer.packing import (
@@ -69,6 +69,7 @@ _EXPORTS = {
     "installed_plugins": "trainer.plugins",
     "Diagnosis": "trainer.diagnosis",
     "BatchNormalization": "trainer.layers",
+    "Dropout": "trainer.layers",
     "EpochRecord": "trainer.run",
     "FoldSummary": "trainer.run",
     "SplitMetrics": "trainer.run",
@@ -119,6 +120,7 @@ __all__ = [
     "DatasetLoader",
     "Diagnosis",
     "DiagnosisConfig",
+    "Dropout",
     "EarlyStoppingConfig",
     "EpochRecord",
     "FoldSummary",

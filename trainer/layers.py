@@ -1,5 +1,9 @@
 """Keras layers with Keras's numbers, for the built-in networks and for plugin models.
 
+`Dropout` is Keras's inverted dropout with `nn.Dropout`'s interface; on the CPU its masks come
+from `dropout_noise`, which both a lone trial and a pack member (`trainer.packing`) draw, so a
+member's masks equal its lone run's.
+
 `BatchNormalization` is written here rather than taken from `torch.nn.BatchNorm*d` because the
 two differ in what a user of Keras's vocabulary would notice: Keras's `momentum` is the share
 of the old moving statistics kept (0.99), torch's the share of the new batch (0.1); Keras's
@@ -15,6 +19,64 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+_INT32_MIN = -(2**31)
+_INT64_MIN = -(2**63)
+
+
+def dropout_noise(
+    shape: torch.Size | tuple[int, ...],
+    rate: float,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Keras's inverted-dropout noise: each element `1 / (1 - rate)` with probability
+    `1 - rate`, else 0 (the input times it is `Dropout(rate)`'s training output).
+
+    Written by hand because torch's CPU `bernoulli_` (behind `nn.Dropout`) costs 12-15 ns per
+    element on one core, a fifth of a packed trial's step (bench/README.md): here each element
+    is 32 random bits (`dropout_bits`, ~3 ns) kept when at or above `dropout_threshold(rate)`.
+    Draws from `generator` (None: the global one, which `seed_everything` seeds)."""
+    count = math.prod(shape)
+    bits = torch.empty(dropout_words(count), dtype=torch.int64, device=device)
+    dropout_bits(bits, generator)
+    keep = bits.view(torch.int32)[:count].view(shape) >= dropout_threshold(rate)
+    return keep.to(dtype).mul_(1.0 / (1.0 - rate))
+
+
+def dropout_words(count: int) -> int:
+    """How many 64-bit words hold the random bits of `count` dropout decisions."""
+    return (count + 1) // 2
+
+
+def dropout_bits(words: torch.Tensor, generator: torch.Generator | None = None) -> None:
+    """Fills the int64 tensor `words` with random bits over their full range (one draw per
+    word); viewed as int32, each half is one element's uniform 32-bit number."""
+    words.random_(_INT64_MIN, None, generator=generator)
+
+
+def dropout_threshold(rate: float) -> int:
+    """The int32 at or above which an element is kept: `P(keep) = 1 - rate` (to 2**-32)."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+    return _INT32_MIN + min(round(rate * 2**32), 2**32 - 1)
+
+
+class Dropout(nn.Dropout):
+    """`keras.layers.Dropout(rate)`: in training each unit is zeroed with probability `rate`
+    and the kept ones are scaled by `1 / (1 - rate)`; at inference the identity. On the CPU
+    the mask is `dropout_noise`'s (from the global generator); on an accelerator torch's
+    fused dropout kernel draws it (same distribution)."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return input
+        if input.device.type != "cpu":
+            return F.dropout(input, self.p, True, self.inplace)
+        noise = dropout_noise(input.shape, self.p, device=input.device, dtype=input.dtype)
+        return input.mul_(noise) if self.inplace else input * noise
 
 
 class BatchNormalization(nn.Module):

@@ -10,7 +10,7 @@ from torch import nn
 
 from trainer import networks
 from trainer.config import ModelConfig
-from trainer.layers import BatchNormalization
+from trainer.layers import BatchNormalization, Dropout
 from trainer.networks import Activation, NetworkConfig
 
 _ACTIVATIONS: dict[Activation, Callable[[], nn.Module]] = {
@@ -53,7 +53,7 @@ def _dense_stack(
     for units in hidden_units:
         layers += _hidden(nn.Linear(in_features, units), units, config)
         if config.dropout > 0:
-            layers.append(nn.Dropout(config.dropout))
+            layers.append(Dropout(config.dropout))
         in_features = units
     return layers, in_features
 
@@ -96,7 +96,7 @@ class CNN(_Builtin):
             channels = out_channels
         layers.append(nn.Flatten())
         if config.dropout > 0:
-            layers.append(nn.Dropout(config.dropout))
+            layers.append(Dropout(config.dropout))
         head, head_width = _dense_stack(channels * height * width, config.hidden_units, config)
         super().__init__(*layers, *head, nn.Linear(head_width, n_classes))
 

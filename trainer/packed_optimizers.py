@@ -14,11 +14,16 @@ rounding; tests compare a packed member with the same trial trained alone):
   0, so the first step's b is g, as torch's clone), ``w -= lr*b`` (nesterov ``w -= lr*(g + m*b)``).
 - `rmsprop` (`KerasRMSprop`): eps inside the root; momentum as a buffer of increments.
 
-`adam`/`adamw` run torch's own fused Adam per member (`torch.optim.adam.adam(fused=True)`, the
-functional form of ``torch.optim.Adam(fused=True)``: one kernel for all of a member's tensors,
-faster on the CPU than any sum of broadcast kernels) on the member's slices, with Keras's epsilon
-as `KerasAdam` sets it (``eps / sqrt(1 - b2**t)``). Any other optimizer (a plugin's) steps as
-each member's own torch optimizer (`PerMember`).
+`adam`/`adamw` run torch's own fused Adam (`torch.optim.adam.adam(fused=True)`, the functional
+form of ``torch.optim.Adam(fused=True)``: one kernel for many tensors, faster on the CPU than
+any sum of broadcast kernels), with Keras's epsilon as `KerasAdam` sets it (``eps / sqrt(1 -
+b2**t)``). The kernel takes one learning rate, so where the members share everything else (betas,
+epsilon, step count: a search over the learning rate) ONE call steps the whole pack with rate 1
+into a zeroed scratch tensor, which then holds each element's ``-m_hat / (sqrt(v_hat) + eps)``,
+and each member's parameters move by their own rate times it (the Adam step is linear in the
+rate and nothing else in it depends on the parameters). Otherwise each member's slices take
+their own call. Any other optimizer (a plugin's) steps as each member's own torch optimizer
+(`PerMember`).
 """
 
 from __future__ import annotations
@@ -168,18 +173,35 @@ class StackedAdam(_Stacked):
         self._views: list[_AdamViews] | None = None
         self._grads_seen: list[torch.Tensor | None] = []
         self._floats: dict[str, list[float]] = {}
+        self._together: _AdamTogether | None = None
+        self._decided = False
 
     def keep(self, positions: Sequence[int], params: Sequence[torch.Tensor]) -> None:
         super().keep(positions, params)
         self._views = None
+        self._decided = False
 
     def load_member_state(self, position: int, state: dict[str, Any]) -> None:
         super().load_member_state(position, state)
         self._views = None
+        self._decided = False
+
+    def _shared(self) -> bool:
+        """Whether the members differ in nothing but the learning rate and weight decay."""
+        same = [self.steps, *(self.hyper[name] for name in ("beta_1", "beta_2", "epsilon"))]
+        return all(bool((values == values[0]).all()) for values in same)
+
+    def _stepping_together(self) -> _AdamTogether | None:
+        if not self._decided:
+            self._decided = True
+            self._together = None
+            if self._shared():
+                self._together = _AdamTogether(self)
+        return self._together
 
     def _member_views(self) -> list[_AdamViews]:
         """Each member's slices of the parameters, gradients and states (made again only when
-        the stack or a gradient tensor is replaced: the pack zeroes gradients in place)."""
+        the stack or a gradient tensor is replaced)."""
         averages, squares = self.buffers("exp_avg"), self.buffers("exp_avg_sq")
         maxima = self.buffers("max_exp_avg_sq") if self.amsgrad else []
         # the fused kernel counts steps in one float32 tensor per parameter
@@ -204,6 +226,14 @@ class StackedAdam(_Stacked):
 
     @torch.no_grad()
     def step(self) -> None:
+        together = self._stepping_together()
+        if together is not None:
+            together.step(self.params)
+        else:
+            self._step_each()
+        self.steps += 1
+
+    def _step_each(self) -> None:
         grads = [p.grad for p in self.params]
         if self._views is None or any(
             g is not seen for g, seen in zip(grads, self._grads_seen, strict=True)
@@ -233,7 +263,59 @@ class StackedAdam(_Stacked):
                 eps=hyper["epsilon"][position] / math.sqrt(1.0 - beta_2 ** (done + 1)),
                 maximize=False,
             )
-        self.steps += 1
+
+
+class _AdamTogether:
+    """One fused Adam call for a pack whose members share betas, epsilon and step count
+    (module docstring): rate 1 into zeroed scratch tensors, then each member's own rate (and,
+    for AdamW, its decoupled decay ``w *= 1 - lr*wd`` first, as torch's AdamW)."""
+
+    def __init__(self, adam: StackedAdam) -> None:
+        params = adam.params
+        self.amsgrad, self.decoupled = adam.amsgrad, adam.decoupled
+        self.averages = adam.buffers("exp_avg")
+        self.squares = adam.buffers("exp_avg_sq")
+        self.maxima = adam.buffers("max_exp_avg_sq") if adam.amsgrad else []
+        self.scratch = [torch.zeros_like(p) for p in params]
+        done = float(adam.steps[0])
+        # the fused kernel counts steps in one float32 tensor per parameter
+        self.counts = [torch.tensor(done, dtype=torch.float32, device=p.device) for p in params]
+        self.done = done
+        self.beta_1 = float(adam.hyper["beta_1"][0])
+        self.beta_2 = float(adam.hyper["beta_2"][0])
+        self.epsilon = float(adam.hyper["epsilon"][0])
+        self.rates = [adam.vector(adam.hyper["lr"], p) for p in params]
+        decays = adam.hyper["lr"] * adam.hyper["weight_decay"]
+        self.kept = (
+            [adam.vector(1.0 - decays, p) for p in params]
+            if adam.decoupled and bool((decays != 0).any())
+            else None
+        )
+
+    def step(self, params: Sequence[torch.Tensor]) -> None:
+        for scratch in self.scratch:
+            scratch.zero_()
+        adam(
+            self.scratch,
+            [_grad(p) for p in params],
+            self.averages,
+            self.squares,
+            self.maxima,
+            self.counts,
+            fused=True,
+            amsgrad=self.amsgrad,
+            beta1=self.beta_1,
+            beta2=self.beta_2,
+            lr=1.0,
+            weight_decay=0.0,
+            eps=self.epsilon / math.sqrt(1.0 - self.beta_2 ** (self.done + 1)),
+            maximize=False,
+        )
+        self.done += 1
+        for index, (p, scratch) in enumerate(zip(params, self.scratch, strict=True)):
+            if self.kept is not None:
+                p.mul_(self.kept[index])
+            p.add_(scratch.mul_(self.rates[index]))
 
 
 @dataclass(frozen=True)

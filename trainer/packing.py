@@ -3,16 +3,18 @@
 Trials of a technique search are mostly small models that differ only in hyperparameters;
 trained one at a time, per-step framework and kernel-launch overhead dominates. A pack trains
 its members together: each mini-batch is ONE batched matmul per layer for all active members
-(`torch.baddbmm` over weights stacked at each step), one backward, then each member's own
-optimizer step. Everything else stays each member's own, with the code that trains it alone:
-its `TrialModule` (built under its seed: the same initial weights), its data order (its own
-shuffle generator), its dropout masks (a generator starting where the global one stood after
-its initialization, drawn with the same `bernoulli_` call as `nn.Dropout`), its regularization
-penalty, its torch optimizer, its validation pass and epoch row (`TrialModule.end_epoch`), its
-EarlyStopping / ModelCheckpoint / pruning decisions (the Keras logic of `trainer.callbacks`),
-its checkpoints and its `TrialResult`. On the CPU a member's curves equal those of `run_trial`
-to float rounding (tested); on a GPU the dropout masks come from another generator than the
-fused kernel's of a lone trial (same distribution, other draws).
+(`torch.baddbmm` over weights stacked at each step), one backward, then one optimizer update
+with each member's own hyperparameters. Everything else stays each member's own, with the code
+that trains it alone: its `TrialModule` (built under its seed: the same initial weights), its
+data order (its own shuffle generator), its dropout masks (a generator starting where the
+global one stood after its initialization, the same bits, threshold and scale as the networks'
+`Dropout`), its regularization penalty (Keras's L1/L2 with their gradients added by hand, the
+rest through autograd), its optimizer state, its validation pass and epoch row
+(`TrialModule.end_epoch`), its EarlyStopping / ModelCheckpoint / pruning decisions (the Keras
+logic of `trainer.callbacks`), its checkpoints and its `TrialResult`. On the CPU a member's
+curves equal those of `run_trial` to float rounding (tested); on a GPU the dropout masks come
+from another generator than the fused kernel's of a lone trial (same distribution, other
+draws).
 
 A member that stops (early stopping, pruning, divergence, its own `max_epochs`) leaves the
 stack at the end of that epoch and costs nothing afterwards.
@@ -48,8 +50,9 @@ from trainer import optimizers, regularizers
 from trainer.callbacks import KerasEarlyStopping, KerasModelCheckpoint, Reporter
 from trainer.checkpoint_io import AtomicCheckpointIO
 from trainer.config import TrialConfig
-from trainer.data import AnySplits, Split, load_data
-from trainer.lit_module import TrialModule
+from trainer.data import AnySplits, Split, StreamedSplit, load_data
+from trainer.layers import dropout_bits, dropout_threshold, dropout_words
+from trainer.lit_module import EVAL_CHUNK, Inference, TrialModule
 from trainer.losses import per_member_loss, resolve_loss
 from trainer.networks import NetworkConfig
 from trainer.packed_optimizers import pack_optimizer
@@ -245,6 +248,8 @@ class _Pack:
         self.members = members
         self.activation = members[0].activation
         self.params = self._stacked(members)
+        self._penalties = _penalties(members, self.params)
+        self._dropout = _pack_dropout(members, self.params[0])
         self.optimizer = pack_optimizer(
             [member.factory for member in members],
             self.params,
@@ -276,21 +281,26 @@ class _Pack:
         if not self.members:
             return
         self.params = self._stacked(self.members)
+        self._penalties = _penalties(self.members, self.params)
+        self._dropout = _pack_dropout(self.members, self.params[0])
         self.optimizer.keep(positions, self.params)
 
     def penalties(self) -> torch.Tensor | None:
-        """Each member's kernel and bias penalty (a vector over members; None: none has one)."""
-        if not any(member.module.penalized for member in self.members):
-            return None
+        """Each member's kernel and bias penalty (a vector over members; None: none has one).
+        Keras's L1/L2 are evaluated without autograd (`add_penalty_gradients` adds their
+        gradients after the backward); any other regularizer is differentiated by autograd."""
         total: torch.Tensor | None = None
-        for index, stacked in enumerate(self.params):
-            kinds = [
-                m.bias_regularizer if index % 2 else m.kernel_regularizer for m in self.members
-            ]
-            penalty = _stacked_penalty(stacked, kinds)
-            if penalty is not None:
-                total = penalty if total is None else total + penalty
+        for stacked, penalty in zip(self.params, self._penalties, strict=True):
+            value = penalty.value(stacked) if penalty is not None else None
+            if value is not None:
+                total = value if total is None else total + value
         return total
+
+    def add_penalty_gradients(self) -> None:
+        """The L1/L2 penalties' gradients, `l1·sign(w) + 2·l2·w`, added to each member's."""
+        for stacked, penalty in zip(self.params, self._penalties, strict=True):
+            if penalty is not None:
+                penalty.add_gradient(stacked)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The members' MLPs on their own batches `x` (members, batch, ...): per layer one
@@ -299,14 +309,49 @@ class _Pack:
         layers = len(self.params) // 2
         for layer in range(layers):
             weight, bias = self.params[2 * layer], self.params[2 * layer + 1]
-            hidden = torch.baddbmm(bias.unsqueeze(1), hidden, weight.transpose(1, 2))
+            hidden = _StackedLinear.apply(hidden, weight, bias)  # type: ignore[no-untyped-call]
             if layer == layers - 1:
                 break
             hidden = self.activation(hidden)
-            rates = [member.dropout_rates[layer] for member in self.members]
-            if any(rates):
-                hidden = hidden * _dropout_noise(hidden, self.members, rates)
+            dropout = self._dropout[layer]
+            if dropout is not None:
+                hidden = hidden * dropout.noise(hidden, self.members)
         return hidden
+
+    @torch.no_grad()
+    def infer(self, split: Split | StreamedSplit) -> list[Inference]:
+        """Every member's outputs on `split` in inference mode (no dropout), in the chunks
+        a lone evaluation takes, and the share of its ReLU units never active on the split
+        (as `TrialModule.evaluate` counts them): one batched pass for the whole pack."""
+        assert isinstance(split, Split)
+        members = len(self.members)
+        layers = len(self.params) // 2
+        relu = type(self.activation) is nn.ReLU
+        alive: list[torch.Tensor | None] = [None] * (layers - 1)
+        chunks: list[torch.Tensor] = []
+        for start in range(0, len(split), EVAL_CHUNK):
+            hidden = split.X[start : start + EVAL_CHUNK].flatten(1).expand(members, -1, -1)
+            for layer in range(layers):
+                weight, bias = self.params[2 * layer], self.params[2 * layer + 1]
+                hidden = torch.baddbmm(bias.unsqueeze(1), hidden, weight.mT)
+                if layer == layers - 1:
+                    break
+                hidden = self.activation(hidden)
+                if relu:
+                    active = hidden.amax(dim=1) > 0
+                    seen = alive[layer]
+                    alive[layer] = active if seen is None else seen | active
+            chunks.append(hidden)
+        dead: list[float | None] = [None] * members
+        counted = [active for active in alive if active is not None]
+        if counted:
+            total = sum(active.shape[1] for active in counted)
+            living = torch.stack([active.sum(dim=1) for active in counted]).sum(dim=0)
+            dead = [1.0 - float(count) / total for count in living.tolist()]
+        return [
+            Inference([chunk[position] for chunk in chunks], dead[position])
+            for position in range(members)
+        ]
 
     def publish_gradients(self) -> None:
         """Each member's Parameters get their slice of the stacked gradients (the epoch's
@@ -316,26 +361,68 @@ class _Pack:
                 own.grad = None if stacked.grad is None else stacked.grad[position]
 
 
-def _stacked_penalty(
-    stacked: torch.Tensor, kinds: list[regularizers.RegularizerLike | None]
-) -> torch.Tensor | None:
-    """Each member's penalty on its slice of `stacked`: Keras's L1/L2 as one reduction over
-    the pack, any other regularizer called on each member's slice."""
-    if all(kind is None for kind in kinds):
-        return None
-    if all(kind is None or type(kind) in _LP for kind in kinds):
-        l1 = [float(getattr(kind, "l1", 0.0)) for kind in kinds]
-        l2 = [float(getattr(kind, "l2", 0.0)) for kind in kinds]
-        total = torch.zeros(len(kinds), device=stacked.device, dtype=stacked.dtype)
-        if any(l1):
-            weights = torch.tensor(l1, device=stacked.device, dtype=stacked.dtype)
-            total = total + weights * stacked.abs().flatten(1).sum(dim=1)
-        if any(l2):
-            weights = torch.tensor(l2, device=stacked.device, dtype=stacked.dtype)
-            total = total + weights * stacked.square().flatten(1).sum(dim=1)
-        return total
-    zero = torch.zeros((), device=stacked.device, dtype=stacked.dtype)
-    return torch.stack([zero if kind is None else kind(stacked[i]) for i, kind in enumerate(kinds)])
+class _StackedPenalty:
+    """The members' regularizers of one stacked parameter. Keras's L1/L2 (the built-ins a
+    technique search samples) as one reduction over the pack, their gradients added by hand
+    (cheaper than autograd's square/abs backward and its accumulation into the gradient);
+    any other regularizer is called on each member's slice under autograd."""
+
+    def __init__(
+        self, stacked: torch.Tensor, kinds: list[regularizers.RegularizerLike | None]
+    ) -> None:
+        self.kinds = kinds
+        self.by_hand = all(kind is None or type(kind) in _LP for kind in kinds)
+
+        def vector(name: str) -> torch.Tensor | None:
+            values = [float(getattr(kind, name, 0.0)) for kind in kinds]
+            if not any(values):
+                return None
+            return torch.tensor(values, device=stacked.device, dtype=stacked.dtype)
+
+        self.l1, self.l2 = vector("l1"), vector("l2")
+        # the same strengths shaped to broadcast over the stacked parameter, for its gradient
+        shape = (len(kinds),) + (1,) * (stacked.dim() - 1)
+        self.l1_grad = None if self.l1 is None else self.l1.view(shape)
+        self.l2_grad = None if self.l2 is None else (2 * self.l2).view(shape)
+        self.dims = tuple(range(1, stacked.dim()))
+
+    def value(self, stacked: torch.Tensor) -> torch.Tensor:
+        if not self.by_hand:
+            zero = torch.zeros((), device=stacked.device, dtype=stacked.dtype)
+            return torch.stack(
+                [zero if kind is None else kind(stacked[i]) for i, kind in enumerate(self.kinds)]
+            )
+        with torch.no_grad():
+            terms = []
+            if self.l1 is not None:
+                terms.append(self.l1 * stacked.abs().sum(dim=self.dims))
+            if self.l2 is not None:
+                terms.append(self.l2 * stacked.square().sum(dim=self.dims))
+            if not terms:  # every strength 0 (Keras's l1_l2 defaults)
+                return torch.zeros(len(self.kinds), device=stacked.device, dtype=stacked.dtype)
+            return terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+    @torch.no_grad()
+    def add_gradient(self, stacked: torch.Tensor) -> None:
+        if not self.by_hand:
+            return
+        grad = stacked.grad
+        assert grad is not None
+        # products then sums, as autograd's accumulation rounds them (a fused addcmul rounds
+        # once, and a chaotic member's curve would drift from its lone run's)
+        if self.l1_grad is not None:
+            grad.add_(stacked.sign() * self.l1_grad)
+        if self.l2_grad is not None:
+            grad.add_(stacked * self.l2_grad)
+
+
+def _penalties(members: list[_Member], params: list[torch.Tensor]) -> list[_StackedPenalty | None]:
+    """Per stacked parameter (kernels at even positions, biases at odd), its penalty."""
+    plans: list[_StackedPenalty | None] = []
+    for index, stacked in enumerate(params):
+        kinds = [m.bias_regularizer if index % 2 else m.kernel_regularizer for m in members]
+        plans.append(None if all(k is None for k in kinds) else _StackedPenalty(stacked, kinds))
+    return plans
 
 
 _LP = (regularizers.L1, regularizers.L2, regularizers.L1L2)
@@ -364,10 +451,10 @@ def _train_epoch(
         penalties = pack.penalties()
         penalized = penalties is not None
         total = data_loss if penalties is None else data_loss + penalties
-        for param in pack.params:  # in place: the optimizer keeps views of the gradients
-            if param.grad is not None:
-                param.grad.zero_()
+        for param in pack.params:  # fresh gradients: `_StackedLinear` lays them out as the params
+            param.grad = None
         total.sum().backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+        pack.add_penalty_gradients()
         pack.optimizer.step()
         steps.losses.append(total.detach())
         if penalized:
@@ -375,6 +462,7 @@ def _train_epoch(
         detached = outputs.detach()
         steps.hits.append(detached.argmax(dim=2) == y if classification else (detached - y).abs())
     pack.publish_gradients()
+    validation = pack.infer(data.val)
     losses = torch.stack(steps.losses, dim=1)
     data_losses = torch.stack(steps.data_losses, dim=1) if penalized else None
     for position, trial in enumerate(active):
@@ -388,20 +476,65 @@ def _train_epoch(
             list(losses[position].unbind()),
             own_data_losses,
             [hits[position] for hits in steps.hits],
+            validation[position],
         )
 
 
-def _dropout_noise(hidden: torch.Tensor, active: list[_Member], rates: list[float]) -> torch.Tensor:
-    """Each member's inverted-dropout noise, drawn as `nn.Dropout` draws it on the CPU
-    (`empty_like(x).bernoulli_(1 - p).div_(1 - p)`) but from the member's own generator."""
-    noise = torch.empty_like(hidden)
-    for position, (trial, rate) in enumerate(zip(active, rates, strict=True)):
-        if rate == 0:
-            noise[position].fill_(1.0)
-        else:
-            noise[position].bernoulli_(1 - rate, generator=trial.dropout_generator)
-            noise[position].div_(1 - rate)
-    return noise
+class _StackedLinear(torch.autograd.Function):
+    """`bias + x @ weight.mT` for every member at once (one batched matmul). Its backward
+    computes each weight's gradient as `grad.mT @ x`, as `F.linear`'s backward does for a
+    lone trial: in the weight's own (out, in) layout, so it becomes `.grad` as it is, where
+    autograd's gradient of `weight.mT` would be copied through a transpose."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.mT)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
+        return grad_x, torch.bmm(grad.mT, x), grad.sum(dim=1)
+
+
+class _PackDropout:
+    """One hidden layer's dropout for the members of a pack: each member's inverted-dropout
+    noise as the built-in networks' `Dropout` draws it on the CPU (`trainer.layers.dropout_noise`:
+    the same bits, threshold and scale) but from the member's own generator; the comparison
+    and scaling run once for the whole pack."""
+
+    def __init__(self, rates: list[float], like: torch.Tensor) -> None:
+        self.rates = rates
+        shape = (len(rates), 1, 1)
+        thresholds = [dropout_threshold(rate) for rate in rates]
+        self.thresholds = torch.tensor(thresholds, dtype=torch.int32, device=like.device)
+        self.thresholds = self.thresholds.view(shape)
+        scales = torch.tensor([1.0 / (1.0 - rate) for rate in rates], dtype=torch.float64)
+        self.scales = scales.to(like.device, like.dtype).view(shape)
+
+    def noise(self, hidden: torch.Tensor, members: list[_Member]) -> torch.Tensor:
+        count = math.prod(hidden.shape[1:])
+        words = torch.empty(
+            len(members), dropout_words(count), dtype=torch.int64, device=hidden.device
+        )
+        for own, trial, rate in zip(words.unbind(), members, self.rates, strict=True):
+            if rate > 0:  # a member without dropout draws nothing (its threshold keeps all)
+                dropout_bits(own, trial.dropout_generator)
+        keep = words.view(torch.int32)[:, :count].view(hidden.shape) >= self.thresholds
+        return keep * self.scales
+
+
+def _pack_dropout(members: list[_Member], like: torch.Tensor) -> list[_PackDropout | None]:
+    """Per hidden layer, the members' dropout (None where no member drops units there)."""
+    layers = len(members[0].dropout_rates)
+    plans: list[_PackDropout | None] = []
+    for layer in range(layers):
+        rates = [member.dropout_rates[layer] for member in members]
+        plans.append(_PackDropout(rates, like) if any(rates) else None)
+    return plans
 
 
 class _Member:
@@ -470,10 +603,12 @@ class _Member:
         losses: list[torch.Tensor],
         data_losses: list[torch.Tensor],
         hits: list[torch.Tensor],
+        val_inference: Inference,
     ) -> None:
         progress = self.module.progress
         lr = self.factory.learning_rate
-        self.module.end_epoch(len(progress.history) + 1, losses, data_losses, hits, lr)
+        epoch = len(progress.history) + 1
+        self.module.end_epoch(epoch, losses, data_losses, hits, lr, val_inference)
 
     def close_epoch(
         self, stop_requested: bool, optimizer_state: Callable[[], dict[str, Any]]

@@ -1,0 +1,106 @@
+"""`trainer.layers.Dropout`: Keras's inverted dropout, its masks drawn from 32 random bits each."""
+
+from __future__ import annotations
+
+import math
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import keras
+import numpy as np
+import pytest
+import torch
+
+from trainer.layers import Dropout, dropout_bits, dropout_noise, dropout_threshold, dropout_words
+from trainer.models import MLP
+from trainer.networks import NetworkConfig
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.3, 0.5, 0.9])
+def test_each_element_is_dropped_with_probability_rate_independently(rate: float) -> None:
+    """Over a million elements the dropped share is `rate` within 5 standard errors, for the
+    elements drawn from each half of a 64-bit word alike (a half with a constant bit would
+    be off), and neighbouring elements are uncorrelated."""
+    generator = torch.Generator().manual_seed(3)
+    count = 1_000_000
+    noise = dropout_noise((count,), rate, generator=generator)
+    dropped = (noise == 0).double()
+    tolerance = 5 * math.sqrt(rate * (1 - rate) / (count / 2))
+    assert dropped[0::2].mean().item() == pytest.approx(rate, abs=tolerance)
+    assert dropped[1::2].mean().item() == pytest.approx(rate, abs=tolerance)
+    correlation = torch.corrcoef(torch.stack([dropped[:-1], dropped[1:]]))[0, 1].item()
+    assert abs(correlation) < 5 / math.sqrt(count)
+
+
+def test_kept_units_are_scaled_by_one_over_one_minus_rate_as_keras_does() -> None:
+    """Keras's `Dropout(rate)`: the kept units are `x / (1 - rate)`, the rest 0; checked
+    against `keras.layers.Dropout` itself on the units both kept."""
+    rate = 0.3
+    x = torch.linspace(-3.0, 3.0, 4096).reshape(64, 64)
+    torch.manual_seed(0)
+    ours = Dropout(rate).train()(x)
+    output = keras.layers.Dropout(rate)(keras.ops.convert_to_tensor(x.numpy()), training=True)
+    assert isinstance(output, torch.Tensor)  # the torch backend's tensors
+    theirs = output.detach().cpu().numpy()
+    kept = (ours != 0).numpy() & (theirs != 0) & (x != 0).numpy()
+    assert kept.sum() > 1000
+    np.testing.assert_allclose(ours.numpy()[kept], theirs[kept], rtol=1e-6)
+    np.testing.assert_allclose(ours.numpy()[kept], x.numpy()[kept] / (1 - rate), rtol=1e-6)
+    assert set(np.unique(ours.numpy()[(ours == 0).numpy()])) <= {0.0}
+
+
+def test_the_expected_output_is_the_input() -> None:
+    """Inverted dropout keeps each unit's expectation: the mean over many draws is x."""
+    torch.manual_seed(1)
+    layer = Dropout(0.4).train()
+    x = torch.full((200_000,), 2.0)
+    assert layer(x).mean().item() == pytest.approx(2.0, rel=0.01)
+
+
+def test_inference_rate_zero_and_the_inplace_form() -> None:
+    x = torch.randn(8, 5)
+    assert torch.equal(Dropout(0.5).eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)
+    torch.manual_seed(4)
+    expected = Dropout(0.5).train()(x)
+    torch.manual_seed(4)
+    inplace = x.clone()
+    assert torch.equal(Dropout(0.5, inplace=True).train()(inplace), expected)
+    assert torch.equal(inplace, expected)
+
+
+def test_masks_come_from_the_global_generator_so_a_seed_fixes_them() -> None:
+    """A lone trial's masks follow `seed_everything`; the draw equals `dropout_noise` from a
+    generator in the same state (what a pack member draws from)."""
+    x = torch.ones(32, 17)  # an odd element count: the last word's second half is unused
+    torch.manual_seed(11)
+    state = torch.get_rng_state()
+    first = Dropout(0.25).train()(x)
+    torch.manual_seed(11)
+    assert torch.equal(Dropout(0.25).train()(x), first)
+    generator = torch.Generator()
+    generator.set_state(state)
+    assert torch.equal(dropout_noise(x.shape, 0.25, generator=generator), first)
+    # and the generator moved on by exactly one word per two elements
+    words = torch.empty(dropout_words(x.numel()), dtype=torch.int64)
+    replay = torch.Generator()
+    replay.set_state(state)
+    dropout_bits(words, replay)
+    assert torch.equal(replay.get_state(), generator.get_state())
+
+
+def test_thresholds_and_refused_rates() -> None:
+    assert dropout_threshold(0.0) == -(2**31)  # every int32 is kept
+    assert dropout_threshold(0.5) == 0
+    assert dropout_threshold(1 - 1e-12) == 2**31 - 1  # clamped inside int32
+    for rate in (-0.1, 1.0, 1.5):
+        with pytest.raises(ValueError, match="dropout rate"):
+            dropout_threshold(rate)
+
+
+def test_the_builtin_networks_use_it() -> None:
+    network = MLP(64, 10, NetworkConfig(hidden_units=(16, 8), dropout=0.2))
+    dropouts = [module for module in network.modules() if isinstance(module, torch.nn.Dropout)]
+    assert len(dropouts) == 2
+    assert all(type(module) is Dropout and module.p == 0.2 for module in dropouts)
