@@ -60,22 +60,24 @@ def configs(
 
 def one_by_one(
     trials: list[TrialConfig], device: str, root: Path
-) -> tuple[float, list[TrialResult]]:
-    started = time.perf_counter()
+) -> tuple[float, float, list[TrialResult]]:
+    started, cpu = time.perf_counter(), time.process_time()
     results = [
         run_trial(config, checkpoint_dir=root / f"alone-{i}", device=device)
         for i, config in enumerate(trials)
     ]
-    return time.perf_counter() - started, results
+    return time.perf_counter() - started, time.process_time() - cpu, results
 
 
-def packed(trials: list[TrialConfig], device: str, root: Path) -> tuple[float, list[TrialResult]]:
-    started = time.perf_counter()
+def packed(
+    trials: list[TrialConfig], device: str, root: Path
+) -> tuple[float, float, list[TrialResult]]:
+    started, cpu = time.perf_counter(), time.process_time()
     members = [
         PackMember(config, checkpoint_dir=root / f"pack-{i}") for i, config in enumerate(trials)
     ]
     results = run_pack(members, device=device)
-    return time.perf_counter() - started, results
+    return time.perf_counter() - started, time.process_time() - cpu, results
 
 
 def largest_gap(alone: list[TrialResult], pack: list[TrialResult]) -> tuple[float, int]:
@@ -112,15 +114,19 @@ def main() -> None:
     trials = configs(args.members, args.optimizer, args.batch_size, hidden, args.epochs)
     alone_s: list[float] = []
     pack_s: list[float] = []
+    alone_cpu: list[float] = []
+    pack_cpu: list[float] = []
     with tempfile.TemporaryDirectory() as directory:
         root = Path(directory)
         run_pack([PackMember(trials[0])], device=args.device)  # warm-up: imports, data cache
         run_trial(trials[0], device=args.device)
         for _ in range(args.repeats):
-            seconds, alone = one_by_one(trials, args.device, root)
+            seconds, cpu, alone = one_by_one(trials, args.device, root)
             alone_s.append(seconds)
-            seconds, pack = packed(trials, args.device, root)
+            alone_cpu.append(cpu)
+            seconds, cpu, pack = packed(trials, args.device, root)
             pack_s.append(seconds)
+            pack_cpu.append(cpu)
     epochs = sum(result.epochs_run for result in alone)
     gap, different = largest_gap(alone, pack)
     print(
@@ -135,6 +141,13 @@ def main() -> None:
         f"throughput ratio (per pair): {statistics.median(ratios):.2f} "
         f"[{min(ratios):.2f}-{max(ratios):.2f}]"
     )
+    if args.device == "cpu":
+        cpu_ratios = [a / p for a, p in zip(alone_cpu, pack_cpu, strict=True)]
+        print(
+            f"the same in process CPU time: one after another {spread(alone_cpu)}, packed "
+            f"{spread(pack_cpu)}, ratio {statistics.median(cpu_ratios):.2f} "
+            f"[{min(cpu_ratios):.2f}-{max(cpu_ratios):.2f}]"
+        )
     print(
         f"members vs alone: largest relative val_data_loss gap {gap:.2e}; "
         f"{different} of {args.members} ended otherwise"

@@ -35,9 +35,10 @@ def dropout_noise(
     """Keras's inverted-dropout noise: each element `1 / (1 - rate)` with probability
     `1 - rate`, else 0 (the input times it is `Dropout(rate)`'s training output).
 
-    Written by hand because torch's CPU `bernoulli_` (behind `nn.Dropout`) costs 12-15 ns per
+    Written by hand because torch's CPU `bernoulli_` (behind `nn.Dropout`) costs ~15 ns per
     element on one core, a fifth of a packed trial's step (bench/README.md): here each element
-    is 32 random bits (`dropout_bits`, ~3 ns) kept when at or above `dropout_threshold(rate)`.
+    is 32 random bits (`dropout_bits`, 3-4 ns) kept when at or above `dropout_threshold(rate)`,
+    about 6 ns in all.
     Draws from `generator` (None: the global one, which `seed_everything` seeds)."""
     count = math.prod(shape)
     bits = torch.empty(dropout_words(count), dtype=torch.int64, device=device)

@@ -211,9 +211,9 @@ class Optimizer(abc.ABC):
 def _fused_on_cpu(params: ParamsT) -> tuple[list[Any], bool | None]:
     """The parameters (as a list) and torch's `fused` option for them: True when every one is
     a floating-point CPU tensor. On the CPU torch otherwise steps SGD and Adam one tensor at a
-    time, a dozen kernels per tensor per step, which cost a small trial a fifth of its time
-    (bench/README.md); its fused kernel does the same update in one pass. Elsewhere (a GPU)
-    None leaves torch's own default (its multi-tensor kernels)."""
+    time, a dozen small kernels per tensor per step; its fused kernel does the same update in
+    one pass (measured in bench/README.md). Elsewhere (a GPU) None leaves torch's own default
+    (its multi-tensor kernels)."""
     listed = [
         {**item, "params": _listed(item["params"])} if isinstance(item, dict) else item
         for item in params
