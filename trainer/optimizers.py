@@ -62,11 +62,18 @@ __all__ = [
     "RMSprop",
     "deserialize",
     "get",
+    "keras_adam_epsilon",
     "names",
     "register",
     "registry",
     "serialize",
 ]
+
+
+def keras_adam_epsilon(epsilon: float, beta_2: float, done: int | float) -> float:
+    """The torch Adam ``eps`` that gives Keras's iterate (module docstring) for the step after
+    `done` steps: ``epsilon / sqrt(1 - beta_2**(done + 1))``."""
+    return epsilon / math.sqrt(1.0 - beta_2 ** (done + 1))
 
 
 class _KerasEpsilon(torch.optim.Optimizer):
@@ -83,8 +90,7 @@ class _KerasEpsilon(torch.optim.Optimizer):
                 continue
             state = self.state.get(stepping[0])
             done = int(state["step"]) if state and "step" in state else 0
-            beta_2 = float(group["betas"][1])
-            group["eps"] = group["keras_eps"] / math.sqrt(1.0 - beta_2 ** (done + 1))
+            group["eps"] = keras_adam_epsilon(group["keras_eps"], float(group["betas"][1]), done)
         loss: float | None = super().step(closure)
         return loss
 

@@ -28,7 +28,6 @@ their own call. Any other optimizer (a plugin's) steps as each member's own torc
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -244,25 +243,49 @@ class StackedAdam(_Stacked):
             self._floats = {name: values.tolist() for name, values in self.hyper.items()}
         hyper = self._floats
         for position, views in enumerate(self._views):
-            beta_2 = hyper["beta_2"][position]
-            done = float(self.steps[position])
-            adam(
-                views.params,
-                views.grads,
-                views.averages,
-                views.squares,
-                views.maxima,
-                views.counts,
-                fused=True,
-                decoupled_weight_decay=self.decoupled,
+            _keras_fused_adam(
+                views,
                 amsgrad=self.amsgrad,
-                beta1=hyper["beta_1"][position],
-                beta2=beta_2,
+                decoupled=self.decoupled,
+                beta_1=hyper["beta_1"][position],
+                beta_2=hyper["beta_2"][position],
+                epsilon=hyper["epsilon"][position],
+                done=float(self.steps[position]),
                 lr=hyper["lr"][position],
                 weight_decay=hyper["weight_decay"][position],
-                eps=hyper["epsilon"][position] / math.sqrt(1.0 - beta_2 ** (done + 1)),
-                maximize=False,
             )
+
+
+def _keras_fused_adam(
+    tensors: _AdamViews,
+    *,
+    amsgrad: bool,
+    decoupled: bool,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+    done: float,
+    lr: float,
+    weight_decay: float,
+) -> None:
+    """torch's fused Adam over `tensors` with Keras's epsilon for the step after `done`."""
+    adam(
+        tensors.params,
+        tensors.grads,
+        tensors.averages,
+        tensors.squares,
+        tensors.maxima,
+        tensors.counts,
+        fused=True,
+        decoupled_weight_decay=decoupled,
+        amsgrad=amsgrad,
+        beta1=beta_1,
+        beta2=beta_2,
+        lr=lr,
+        weight_decay=weight_decay,
+        eps=optimizers.keras_adam_epsilon(epsilon, beta_2, done),
+        maximize=False,
+    )
 
 
 class _AdamTogether:
@@ -295,21 +318,23 @@ class _AdamTogether:
     def step(self, params: Sequence[torch.Tensor]) -> None:
         for scratch in self.scratch:
             scratch.zero_()
-        adam(
-            self.scratch,
-            [_grad(p) for p in params],
-            self.averages,
-            self.squares,
-            self.maxima,
-            self.counts,
-            fused=True,
+        _keras_fused_adam(
+            _AdamViews(
+                self.scratch,
+                [_grad(p) for p in params],
+                self.averages,
+                self.squares,
+                self.maxima,
+                self.counts,
+            ),
             amsgrad=self.amsgrad,
-            beta1=self.beta_1,
-            beta2=self.beta_2,
+            decoupled=False,
+            beta_1=self.beta_1,
+            beta_2=self.beta_2,
+            epsilon=self.epsilon,
+            done=self.done,
             lr=1.0,
             weight_decay=0.0,
-            eps=self.epsilon / math.sqrt(1.0 - self.beta_2 ** (self.done + 1)),
-            maximize=False,
         )
         self.done += 1
         for index, (p, scratch) in enumerate(zip(params, self.scratch, strict=True)):

@@ -291,8 +291,8 @@ class _Pack:
         gradients after the backward); any other regularizer is differentiated by autograd."""
         total: torch.Tensor | None = None
         for stacked, penalty in zip(self.params, self._penalties, strict=True):
-            value = penalty.value(stacked) if penalty is not None else None
-            if value is not None:
+            if penalty is not None:
+                value = penalty.value(stacked)
                 total = value if total is None else total + value
         return total
 
