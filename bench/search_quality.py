@@ -76,6 +76,7 @@ class Run:
     best_value: float | None
     best_test_accuracy: float | None
     wall_s: float
+    test_accuracies: list[float | None] | None = None  # per trial (absent in older --json)
 
 
 def _tpe(**options: Any) -> Callable[[], None]:
@@ -101,6 +102,19 @@ def _tpe(**options: Any) -> Callable[[], None]:
     return apply
 
 
+def _successive_halving(**options: Any) -> Callable[[], None]:
+    """A lever: the default arm's pruner is Optuna's successive halving with `options`."""
+
+    def apply() -> None:
+        import optuna
+
+        from service.worker import runner
+
+        runner.make_pruner = lambda spec: optuna.pruners.SuccessiveHalvingPruner(**options)  # type: ignore[attr-defined]
+
+    return apply
+
+
 LEVERS: dict[str, tuple[Callable[[], None] | None, dict[str, Any]]] = {
     # name: (a patch of the worker, a change to the default arm's spec)
     "none": (None, {}),
@@ -114,6 +128,23 @@ LEVERS: dict[str, tuple[Callable[[], None] | None, dict[str, Any]]] = {
     "sampled-first": (None, {"sampler": {"first_trial": "sampled"}}),
     "ei64": (_tpe(n_ei_candidates=64), {}),
     "warmup5": (None, {"pruner": {"name": "median", "n_warmup_steps": 5}}),
+    "eager-median": (
+        None,
+        {"pruner": {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 1}},
+    ),
+    "percentile33-eager": (
+        None,
+        {
+            "pruner": {
+                "name": "percentile",
+                "percentile": 33.0,
+                "n_startup_trials": 2,
+                "n_warmup_steps": 1,
+            }
+        },
+    ),
+    "successive-halving": (None, {"pruner": {"name": "successive_halving"}}),
+    "asha1": (_successive_halving(min_resource=1, reduction_factor=3), {}),
 }
 
 
@@ -171,43 +202,86 @@ def run_arm(url: str, settings: Settings, spec: StudySpec, arm: str, seed: int) 
             best_value=study.best_value,
             best_test_accuracy=None if best is None else (best.metrics or {}).get("test_accuracy"),
             wall_s=wall,
+            test_accuracies=[(t.metrics or {}).get("test_accuracy") for t in trials],
         )
     engine.dispose()
     return run
 
 
-def epochs_to_reach(run: Run, target: float) -> int | None:
-    """Epochs `run` trained until its first trial at or below `target` (None: never)."""
+def epochs_to_reach(
+    run: Run, target: float, *, max_trials: int | None = None, max_epochs: int | None = None
+) -> int | None:
+    """Epochs `run` trained until its first trial at or below `target`, within its first
+    `max_trials` trials and `max_epochs` epochs (None: never)."""
     spent = 0
-    for value, epochs in zip(run.values, run.epochs, strict=True):
+    for value, epochs in list(zip(run.values, run.epochs, strict=True))[:max_trials]:
         spent += epochs
+        if max_epochs is not None and spent > max_epochs:
+            return None
         if value is not None and value <= target:
             return spent
     return None
 
 
+def best_within(run: Run, max_epochs: float) -> tuple[float, float | None, int]:
+    """`run`'s best value among the trials it finished within `max_epochs` epochs, that
+    trial's test accuracy, and how many trials it ran in that budget."""
+    spent, trials = 0, 0
+    best: tuple[float, float | None] = (float("inf"), None)
+    accuracies = run.test_accuracies or [None] * len(run.values)
+    for value, epochs, accuracy in zip(run.values, run.epochs, accuracies, strict=True):
+        spent += epochs
+        if spent > max_epochs:
+            break
+        trials += 1
+        if value is not None and value < best[0]:
+            best = (value, accuracy)
+    return best[0], best[1], trials
+
+
 def summary(runs: list[Run]) -> dict[str, Any]:
+    """The key figure per cross-seed pair, with the budget as random's trial count (the
+    default arm's first as many trials as random ran) and, where the default arm ran more
+    trials (`--default-trials`), also as random's compute (its total epochs)."""
     random_runs = [r for r in runs if r.arm == "random"]
     default_runs = [r for r in runs if r.arm == "default"]
-    ratios: list[float] = []
-    never = 0
-    for mine in default_runs:
-        for theirs in random_runs:
-            if mine.seed - SEED_BASE["default"] == theirs.seed - SEED_BASE["random"]:
-                continue  # same-seed pairs left out (see the module's docstring)
-            assert theirs.best_value is not None
-            reached = epochs_to_reach(mine, theirs.best_value)
-            if reached is None:
-                never += 1
-            else:
-                ratios.append(reached / sum(theirs.epochs))
-    out: dict[str, Any] = {"pairs": len(ratios) + never, "never": never}
-    if ratios:
-        out |= {
-            "ratio_median": statistics.median(ratios),
-            "ratio_min": min(ratios),
-            "ratio_max": max(ratios),
-        }
+    out: dict[str, Any] = {}
+    budgets = {"": False}
+    if any(len(r.values) > len(random_runs[0].values) for r in default_runs):
+        budgets["equal_compute_"] = True
+    for prefix, equal_compute in budgets.items():
+        ratios: list[float] = []
+        never = 0
+        for mine in default_runs:
+            for theirs in random_runs:
+                if mine.seed - SEED_BASE["default"] == theirs.seed - SEED_BASE["random"]:
+                    continue  # same-seed pairs left out (see the module's docstring)
+                assert theirs.best_value is not None
+                reached = (
+                    epochs_to_reach(mine, theirs.best_value, max_epochs=sum(theirs.epochs))
+                    if equal_compute
+                    else epochs_to_reach(mine, theirs.best_value, max_trials=len(theirs.values))
+                )
+                if reached is None:
+                    never += 1
+                else:
+                    ratios.append(reached / sum(theirs.epochs))
+        out |= {f"{prefix}pairs": len(ratios) + never, f"{prefix}never": never}
+        if ratios:
+            out |= {
+                f"{prefix}ratio_median": statistics.median(ratios),
+                f"{prefix}ratio_min": min(ratios),
+                f"{prefix}ratio_max": max(ratios),
+            }
+    if len(budgets) > 1:
+        # the default arm's best within random's median compute, and that trial's test accuracy
+        cutoff = statistics.median(sum(r.epochs) for r in random_runs)
+        bests = [best_within(r, cutoff) for r in default_runs]
+        out["equal_compute_default_best_value_median"] = statistics.median(b[0] for b in bests)
+        out["equal_compute_default_test_accuracy_median"] = statistics.median(
+            b[1] for b in bests if b[1] is not None
+        )
+        out["equal_compute_default_trials_median"] = statistics.median(b[2] for b in bests)
     for arm, arm_runs in (("random", random_runs), ("default", default_runs)):
         accuracies = [r.best_test_accuracy for r in arm_runs if r.best_test_accuracy is not None]
         out[f"{arm}_test_accuracy_median"] = statistics.median(accuracies) if accuracies else None
@@ -228,6 +302,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=0, help="seed index to start from")
     parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument(
+        "--default-trials",
+        type=int,
+        default=None,
+        help="the default arm's trial budget (default: --trials); above it, the figure is also "
+        "reported within random's compute (its total epochs), the budget a pruned search "
+        "spends on more trials",
+    )
     parser.add_argument("--max-epochs", type=int, default=15)
     parser.add_argument(
         "--lever", choices=sorted(LEVERS), default="none", help="change the default arm"
@@ -267,11 +349,14 @@ def main() -> None:
                 if arm == "random" and seed in reused:
                     runs.append(reused[seed])  # the random arm does not change with a lever
                     continue
+                trials = args.trials
+                if arm == "default" and args.default_trials is not None:
+                    trials = args.default_trials
                 spec = study_spec(
                     args.workload,
                     arm,
                     seed,
-                    args.trials,
+                    trials,
                     args.max_epochs,
                     args.lever,
                     args.parallel,
