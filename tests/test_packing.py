@@ -20,7 +20,14 @@ from trainer.config import (
 )
 from trainer.lit_module import TrialModule
 from trainer.packed_optimizers import pack_optimizer
-from trainer.packing import PackMember, _StackedLinear, pack_key, packing_blocker, run_pack
+from trainer.packing import (
+    PackMember,
+    _ReluMLP,
+    _StackedLinear,
+    pack_key,
+    packing_blocker,
+    run_pack,
+)
 
 DIGITS = DatasetConfig(name="digits", validation_split=0.2, test_split=0.2, seed=0)
 
@@ -303,6 +310,59 @@ def test_stacked_linear_gradients_are_those_of_each_members_linear() -> None:
             assert stacked.grad is not None
             assert alone.grad is not None
             torch.testing.assert_close(stacked.grad[member_index], alone.grad)
+
+
+def test_relu_mlp_backward_is_autograds() -> None:
+    """The pack's ReLU MLP with its backward written out (`_ReluMLP`): outputs and every
+    weight's and bias's gradient are autograd's through the same batched layers
+    (`_StackedLinear → relu → · dropout noise`) bit for bit, and each member's own
+    `F.linear` chain's to float rounding. A member whose noise is all ones stands for one
+    without dropout; the second hidden layer has no dropout at all."""
+    generator = torch.Generator().manual_seed(3)
+    sizes = [(7, 5), (6, 7), (4, 6)]  # (out, in) per layer
+    members, batch = 3, 9
+    values = []
+    for out_units, in_units in sizes:
+        values.append(torch.randn(members, out_units, in_units, generator=generator))
+        values.append(torch.randn(members, out_units, generator=generator))
+    x = torch.randn(members, batch, 5, generator=generator)
+    keep = torch.rand(members, batch, 7, generator=generator) >= 0.4
+    noise = keep.view(torch.uint8) * torch.tensor([2.0, 1.25, 1.0]).view(3, 1, 1)
+    noise[2] = 1.0
+    upstream = torch.randn(members, batch, 4, generator=generator)
+
+    def gradients(forward: Callable[[list[torch.Tensor]], torch.Tensor]) -> list[torch.Tensor]:
+        params = [value.clone().requires_grad_() for value in values]
+        output = forward(params)
+        (output * upstream).sum().backward()  # type: ignore[no-untyped-call]
+        assert all(p.grad is not None and p.grad.stride() == p.stride() for p in params)
+        return [output.detach(), *(p.grad for p in params if p.grad is not None)]
+
+    def by_hand(params: list[torch.Tensor]) -> torch.Tensor:
+        output: torch.Tensor = _ReluMLP.apply(x, [noise, None], *params)  # type: ignore[no-untyped-call]
+        return output
+
+    def by_autograd(params: list[torch.Tensor]) -> torch.Tensor:
+        linear = _StackedLinear.apply
+        hidden = torch.relu(linear(x, params[0], params[1])) * noise  # type: ignore[no-untyped-call]
+        hidden = torch.relu(linear(hidden, params[2], params[3]))  # type: ignore[no-untyped-call]
+        output: torch.Tensor = linear(hidden, params[4], params[5])  # type: ignore[no-untyped-call]
+        return output
+
+    def each_alone(params: list[torch.Tensor]) -> torch.Tensor:
+        outputs = []
+        for m in range(members):
+            w = [p[m] for p in params]
+            hidden = torch.relu(torch.nn.functional.linear(x[m], w[0], w[1])) * noise[m]
+            hidden = torch.relu(torch.nn.functional.linear(hidden, w[2], w[3]))
+            outputs.append(torch.nn.functional.linear(hidden, w[4], w[5]))
+        return torch.stack(outputs)
+
+    mine = gradients(by_hand)
+    for expected, got in zip(gradients(by_autograd), mine, strict=True):
+        assert torch.equal(got, expected)
+    for expected, got in zip(gradients(each_alone), mine, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_best_checkpoint_holds_the_best_epochs_weights(tmp_path: Path) -> None:
