@@ -20,15 +20,15 @@ from trainer.networks import NetworkConfig
 @pytest.mark.parametrize("rate", [0.1, 0.3, 0.5, 0.9])
 def test_each_element_is_dropped_with_probability_rate_independently(rate: float) -> None:
     """Over a million elements the dropped share is `rate` within 5 standard errors, for the
-    elements drawn from each half of a 64-bit word alike (a half with a constant bit would
-    be off), and neighbouring elements are uncorrelated."""
+    elements drawn from each quarter of a 64-bit word alike (a quarter with a constant bit
+    would be off), and neighbouring elements are uncorrelated."""
     generator = torch.Generator().manual_seed(3)
     count = 1_000_000
     noise = dropout_noise((count,), rate, generator=generator)
     dropped = (noise == 0).double()
-    tolerance = 5 * math.sqrt(rate * (1 - rate) / (count / 2))
-    assert dropped[0::2].mean().item() == pytest.approx(rate, abs=tolerance)
-    assert dropped[1::2].mean().item() == pytest.approx(rate, abs=tolerance)
+    tolerance = 5 * math.sqrt(rate * (1 - rate) / (count / 4))
+    for quarter in range(4):
+        assert dropped[quarter::4].mean().item() == pytest.approx(rate, abs=tolerance)
     correlation = torch.corrcoef(torch.stack([dropped[:-1], dropped[1:]]))[0, 1].item()
     assert abs(correlation) < 5 / math.sqrt(count)
 
@@ -73,7 +73,7 @@ def test_inference_rate_zero_and_the_inplace_form() -> None:
 def test_masks_come_from_the_global_generator_so_a_seed_fixes_them() -> None:
     """A lone trial's masks follow `seed_everything`; the draw equals `dropout_noise` from a
     generator in the same state (what a pack member draws from)."""
-    x = torch.ones(32, 17)  # an odd element count: the last word's second half is unused
+    x = torch.ones(31, 17)  # 527 elements: the last word's last quarter is unused
     torch.manual_seed(11)
     state = torch.get_rng_state()
     first = Dropout(0.25).train()(x)
@@ -82,7 +82,7 @@ def test_masks_come_from_the_global_generator_so_a_seed_fixes_them() -> None:
     generator = torch.Generator()
     generator.set_state(state)
     assert torch.equal(dropout_noise(x.shape, 0.25, generator=generator), first)
-    # and the generator moved on by exactly one word per two elements
+    # and the generator moved on by exactly one word per four elements
     words = torch.empty(dropout_words(x.numel()), dtype=torch.int64)
     replay = torch.Generator()
     replay.set_state(state)
@@ -91,9 +91,14 @@ def test_masks_come_from_the_global_generator_so_a_seed_fixes_them() -> None:
 
 
 def test_thresholds_and_refused_rates() -> None:
-    assert dropout_threshold(0.0) == -(2**31)  # every int32 is kept
+    """Each element's 16-bit number is kept at or above the threshold: P(keep) is `1 - rate`
+    rounded to a multiple of 2⁻¹⁶."""
+    assert dropout_threshold(0.0) == -(2**15)  # every int16 is kept
     assert dropout_threshold(0.5) == 0
-    assert dropout_threshold(1 - 1e-12) == 2**31 - 1  # clamped inside int32
+    assert dropout_threshold(1 - 1e-12) == 2**15 - 1  # clamped inside int16
+    for rate in (0.1, 0.3, 0.77):
+        kept = 2**15 - dropout_threshold(rate)  # how many of the 2**16 numbers are kept
+        assert abs(kept / 2**16 - (1 - rate)) <= 2**-17
     for rate in (-0.1, 1.0, 1.5):
         with pytest.raises(ValueError, match="dropout rate"):
             dropout_threshold(rate)

@@ -15,9 +15,10 @@ rounding; tests compare a packed member with the same trial trained alone):
 - `rmsprop` (`KerasRMSprop`): eps inside the root; momentum as a buffer of increments.
 
 `adam`/`adamw` run torch's own fused Adam kernel (what ``torch.optim.Adam(fused=True)`` runs:
-one kernel for many tensors, faster on the CPU than any sum of broadcast kernels), with Keras's epsilon as `KerasAdam` sets it (``eps / sqrt(1 -
-b2**t)``). The kernel takes one learning rate, so where the members share everything else (betas,
-epsilon, step count: a search over the learning rate) ONE call steps the whole pack with rate 1
+one kernel for many tensors, faster on the CPU than any sum of broadcast kernels), with
+Keras's epsilon as `KerasAdam` sets it (``eps / sqrt(1 - b2**t)``). The kernel takes one
+learning rate, so where the members share everything else (betas, epsilon, step count: a
+search over the learning rate) ONE call steps the whole pack with rate 1
 into a zeroed scratch tensor, which then holds each element's ``-m_hat / (sqrt(v_hat) + eps)``,
 and each member's parameters move by their own rate times it (the Adam step is linear in the
 rate and nothing else in it depends on the parameters). Otherwise each member's slices take
