@@ -235,7 +235,14 @@ class _Steps:
 
     losses: list[torch.Tensor] = field(default_factory=list)
     data_losses: list[torch.Tensor] = field(default_factory=list)
-    hits: list[torch.Tensor] = field(default_factory=list)
+    outputs: list[torch.Tensor] = field(default_factory=list)
+    targets: list[torch.Tensor] = field(default_factory=list)
+
+    def hits(self, classification: bool) -> torch.Tensor:
+        """Per member and training example of the epoch, whether the step's prediction was
+        right (classification) or its absolute error: one pass at the end of the epoch."""
+        outputs, targets = torch.cat(self.outputs, dim=1), torch.cat(self.targets, dim=1)
+        return outputs.argmax(dim=2) == targets if classification else (outputs - targets).abs()
 
 
 class _Pack:
@@ -296,11 +303,27 @@ class _Pack:
                 total = value if total is None else total + value
         return total
 
+    @torch.no_grad()
     def add_penalty_gradients(self) -> None:
-        """The L1/L2 penalties' gradients, `l1·sign(w) + 2·l2·w`, added to each member's."""
+        """The L1/L2 penalties' gradients, `l1·sign(w) + 2·l2·w`, added to each member's:
+        one `_foreach` call per operation for all parameters. Products then sums, as
+        autograd's accumulation rounds them (a fused addcmul rounds once, and a chaotic
+        member's curve would drift from its lone run's)."""
+        l1: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = ([], [], [])
+        l2: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = ([], [], [])
         for stacked, penalty in zip(self.params, self._penalties, strict=True):
-            if penalty is not None:
-                penalty.add_gradient(stacked)
+            if penalty is None or not penalty.by_hand:
+                continue
+            assert stacked.grad is not None
+            for group, strength in ((l1, penalty.l1_grad), (l2, penalty.l2_grad)):
+                if strength is not None:
+                    group[0].append(stacked.grad)
+                    group[1].append(stacked)
+                    group[2].append(strength)
+        if l1[0]:
+            torch._foreach_add_(l1[0], torch._foreach_mul(torch._foreach_sign(l1[1]), l1[2]))
+        if l2[0]:
+            torch._foreach_add_(l2[0], torch._foreach_mul(l2[1], l2[2]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The members' MLPs on their own batches `x` (members, batch, ...): per layer one
@@ -413,19 +436,6 @@ class _StackedPenalty:
                 return torch.zeros(len(self.kinds), device=stacked.device, dtype=stacked.dtype)
             return terms[0] if len(terms) == 1 else terms[0] + terms[1]
 
-    @torch.no_grad()
-    def add_gradient(self, stacked: torch.Tensor) -> None:
-        if not self.by_hand:
-            return
-        grad = stacked.grad
-        assert grad is not None
-        # products then sums, as autograd's accumulation rounds them (a fused addcmul rounds
-        # once, and a chaotic member's curve would drift from its lone run's)
-        if self.l1_grad is not None:
-            grad.add_(stacked.sign() * self.l1_grad)
-        if self.l2_grad is not None:
-            grad.add_(stacked * self.l2_grad)
-
 
 def _penalties(members: list[_Member], params: list[torch.Tensor]) -> list[_StackedPenalty | None]:
     """Per stacked parameter (kernels at even positions, biases at odd), its penalty."""
@@ -473,9 +483,10 @@ def _train_epoch(
         steps.losses.append(total.detach())
         if penalized:
             steps.data_losses.append(data_loss.detach())
-        detached = outputs.detach()
-        steps.hits.append(detached.argmax(dim=2) == y if classification else (detached - y).abs())
+        steps.outputs.append(outputs.detach())
+        steps.targets.append(y)
     pack.publish_gradients()
+    hits = steps.hits(classification)
     validation = pack.infer(data.val)
     losses = torch.stack(steps.losses, dim=1)
     data_losses = torch.stack(steps.data_losses, dim=1) if penalized else None
@@ -489,7 +500,7 @@ def _train_epoch(
         trial.end_epoch(
             list(losses[position].unbind()),
             own_data_losses,
-            [hits[position] for hits in steps.hits],
+            [hits[position]],
             validation[position],
         )
 
