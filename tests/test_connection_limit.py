@@ -70,43 +70,51 @@ def test_workers_beyond_the_connection_limit_wait_and_retry_without_a_crash(
     limited_role: Limited, tmp_path: Path
 ) -> None:
     engine = create_db_engine(limited_role.admin)  # the test's own, as a superuser
-    sessions = make_session_factory(engine)
-    study_id = add_study(
-        sessions,
-        spec(
-            budget={"n_trials": TRIALS, "max_epochs": 1, "max_parallel_trials": WORKERS},
-            early_stopping=None,
-        ),
-    )
-    workers = [
-        start_worker(limited_role.limited, tmp_path / "data", "--exit-when-idle")
-        for _ in range(WORKERS)
-    ]
     try:
-        deadline = time.monotonic() + 400
-        while any(w.poll() is None for w in workers) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        sessions = make_session_factory(engine)
+        study_id = add_study(
+            sessions,
+            spec(
+                budget={"n_trials": TRIALS, "max_epochs": 1, "max_parallel_trials": WORKERS},
+                early_stopping=None,
+            ),
+        )
+        workers = [
+            # a grace beyond the heartbeats a full server refuses: this tests waiting for a
+            # connection, not the reaper (a 2 s grace hands a starved worker's trial over)
+            start_worker(
+                limited_role.limited, tmp_path / "data", "--exit-when-idle", HPS_WORKER_GRACE_S="30"
+            )
+            for _ in range(WORKERS)
+        ]
+        try:
+            deadline = time.monotonic() + 400
+            while any(w.poll() is None for w in workers) and time.monotonic() < deadline:
+                time.sleep(0.5)
+        finally:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.kill()
+                    worker.wait()
+        logs = [LOGS[w.pid].read_text() for w in workers]
+        failures = [log[-3000:] for w, log in zip(workers, logs, strict=True) if w.returncode != 0]
+        assert not failures, failures[0]
+        refused = [
+            line for log in logs for line in log.splitlines() if "too many connections" in line
+        ]
+        assert refused, "no worker met the limit: the test no longer tests it"
+        # each a one-line warning: the action waits and retries, the heartbeat beats again, or
+        # the start's schema check is put off (the next step waits for the database)
+        said = ("retrying in", "heartbeat failed", "cannot check the database's schema now")
+        unclear = [line for line in refused if not any(words in line for words in said)]
+        assert not unclear, unclear[:3]
+        tracebacks = [line for log in logs for line in log.splitlines() if "Traceback" in line]
+        assert not tracebacks, next(log[-3000:] for log in logs if "Traceback" in log)
+        with sessions() as session:
+            study = session.get_one(Study, study_id)
+            trials = session.scalars(select(Trial).where(Trial.study_id == study_id)).all()
+        assert study.status == StudyStatus.COMPLETED
+        assert sorted(t.number for t in trials) == list(range(TRIALS))  # none lost, none twice
+        assert all(t.state == TrialState.COMPLETE for t in trials)
     finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
-    logs = [LOGS[w.pid].read_text() for w in workers]
-    failures = [log[-3000:] for w, log in zip(workers, logs, strict=True) if w.returncode != 0]
-    assert not failures, failures[0]
-    refused = [line for log in logs for line in log.splitlines() if "too many connections" in line]
-    assert refused, "no worker met the limit: the test no longer tests it"
-    # each a one-line warning: the action waits and retries, the heartbeat beats again, or
-    # the start's schema check is put off (the next step waits for the database)
-    said = ("retrying in", "heartbeat failed", "cannot check the database's schema now")
-    unclear = [line for line in refused if not any(words in line for words in said)]
-    assert not unclear, unclear[:3]
-    tracebacks = [line for log in logs for line in log.splitlines() if "Traceback" in line]
-    assert not tracebacks, next(log[-3000:] for log in logs if "Traceback" in log)
-    with sessions() as session:
-        study = session.get_one(Study, study_id)
-        trials = session.scalars(select(Trial).where(Trial.study_id == study_id)).all()
-    engine.dispose()
-    assert study.status == StudyStatus.COMPLETED
-    assert sorted(t.number for t in trials) == list(range(TRIALS))  # none lost, none twice
-    assert all(t.state == TrialState.COMPLETE for t in trials)
+        engine.dispose()  # (a failed assertion must not leave its connections open)

@@ -6,7 +6,9 @@ both as `OperationalError` (SQLAlchemy wraps them as `sqlalchemy.exc.Operational
 connections on the next checkout, so retrying the whole action is enough. Only idempotent
 actions are retried: every recorder write is (merges and assignments), and so are Optuna's
 `suggest_*` on the same trial, `report` of the same step and `tell(..., skip_if_finished=True)`.
-A server at its connection limit refuses new connections the same way, and is waited out alike.
+A server at its connection limit refuses new connections the same way, and is waited out alike:
+while a process waits, its pools keep no idle connections (`release_idle_while_away`), or
+workers waiting for a slot would hold the slots that the others wait for.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from __future__ import annotations
 import functools
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
+from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 logger = logging.getLogger(__name__)
@@ -24,6 +28,29 @@ logger = logging.getLogger(__name__)
 RETRYABLE = (OperationalError, InterfaceError)
 T = TypeVar("T")
 P = ParamSpec("P")
+
+_RELEASED_WHILE_AWAY: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def release_idle_while_away(engine: Engine) -> Engine:
+    """Have `engine`'s idle pooled connections closed whenever this process finds the
+    database away (`close_idle_connections`). PostgreSQL only: SQLite has no connection
+    limit, and its "database is locked" is an `OperationalError` too."""
+    if engine.dialect.name != "sqlite":
+        _RELEASED_WHILE_AWAY.add(engine)
+    return engine
+
+
+def close_idle_connections() -> None:
+    """Close the idle connections of every pool given to `release_idle_while_away`.
+
+    A server at its connection limit refuses everyone until a connection closes; a pool
+    keeps the connections it returned to, so sixteen workers each waiting with one idle
+    connection would wait for each other until their patience ran out. Checked-out
+    connections are untouched: the pool keeps working and reconnects when next asked.
+    """
+    for engine in list(_RELEASED_WHILE_AWAY):
+        engine.pool.dispose()
 
 
 def with_db_retry(
@@ -47,6 +74,7 @@ def with_db_retry(
                 raise
             reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
             logger.warning("%s: database unreachable (%s); retrying in %.1f s", what, reason, delay)
+            close_idle_connections()
             time.sleep(delay)
             delay = min(delay * 2, max_delay_s)
 

@@ -28,7 +28,12 @@ from service.process import freeze_startup_objects
 from service.queue.sql import SqlWorkQueue
 from service.queue.work_queue import Claim, WorkQueue
 from service.studies.plugins import load_plugins
-from service.worker.db_retry import RETRYABLE, with_db_retry
+from service.worker.db_retry import (
+    RETRYABLE,
+    close_idle_connections,
+    release_idle_while_away,
+    with_db_retry,
+)
 from service.worker.optuna_mirror import OptunaSchemaError, check_optuna_schema
 from service.worker.optuna_studies import OptunaStudies
 from service.worker.runner import RunOptions, Training, TrialRunner
@@ -64,8 +69,10 @@ class WorkerProcess:
         self.engine: Engine = create_db_engine(
             url, pool_size=2, immediate=True, prepared_statements=prepared
         )
+        release_idle_while_away(self.engine)
         self.queue: WorkQueue = SqlWorkQueue(make_session_factory(self.engine))
         self.storage = _optuna_storage(url, prepared, settings.db_retry_s)
+        release_idle_while_away(self.storage.engine)
         self.optuna = OptunaStudies(self.storage, settings.db_retry_s)
         self.loop = WorkLoop(self.queue, self.optuna, self.artifacts, settings, options)
         self.stopping = self.loop.stopping
@@ -256,6 +263,7 @@ class WorkLoop:
             str(error).strip().splitlines()[0],
             delay,
         )
+        close_idle_connections()
         self.stopping.wait(delay)
 
     def _reap(self) -> None:
@@ -274,6 +282,7 @@ class WorkLoop:
             except RETRYABLE as error:  # restarting or at its connection limit: beat again
                 reason = str(error.orig or error).strip().splitlines()[0]
                 logger.warning("worker %s: heartbeat failed (%s)", self.worker_id, reason)
+                close_idle_connections()
             except Exception:  # anything else is a bug worth its traceback; the next beat retries
                 logger.warning("worker %s: heartbeat failed", self.worker_id, exc_info=True)
 
