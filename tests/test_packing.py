@@ -19,11 +19,10 @@ from trainer.config import (
     ModelConfig,
 )
 from trainer.lit_module import TrialModule
+from trainer.packed_mlp import ReluMLP, StackedLinear, cross_entropy_by_hand
 from trainer.packed_optimizers import pack_optimizer
 from trainer.packing import (
     PackMember,
-    _ReluMLP,
-    _StackedLinear,
     pack_key,
     packing_blocker,
     run_pack,
@@ -290,7 +289,7 @@ def test_members_without_relu_count_no_dead_units() -> None:
 
 
 def test_stacked_linear_gradients_are_those_of_each_members_linear() -> None:
-    """The pack's batched Linear (`_StackedLinear`): outputs and the gradients of inputs,
+    """The pack's batched Linear (`StackedLinear`): outputs and the gradients of inputs,
     weights and biases equal `F.linear` member by member; weight gradients in the weights'
     own layout."""
     generator = torch.Generator().manual_seed(2)
@@ -298,7 +297,7 @@ def test_stacked_linear_gradients_are_those_of_each_members_linear() -> None:
     weight = torch.randn(3, 6, 4, generator=generator, requires_grad=True)
     bias = torch.randn(3, 6, generator=generator, requires_grad=True)
     upstream = torch.randn(3, 5, 6, generator=generator)
-    output = _StackedLinear.apply(x, weight, bias)  # type: ignore[no-untyped-call]
+    output = StackedLinear.apply(x, weight, bias)  # type: ignore[no-untyped-call]
     (output * upstream).sum().backward()
     assert weight.grad is not None
     assert weight.grad.stride() == weight.stride()
@@ -313,9 +312,9 @@ def test_stacked_linear_gradients_are_those_of_each_members_linear() -> None:
 
 
 def test_relu_mlp_backward_is_autograds() -> None:
-    """The pack's ReLU MLP with its backward written out (`_ReluMLP`): outputs and every
+    """The pack's ReLU MLP with its backward written out (`ReluMLP`): outputs and every
     weight's and bias's gradient are autograd's through the same batched layers
-    (`_StackedLinear → relu → · dropout noise`) bit for bit, and each member's own
+    (`StackedLinear → relu → · dropout noise`) bit for bit, and each member's own
     `F.linear` chain's to float rounding. A member whose noise is all ones stands for one
     without dropout; the second hidden layer has no dropout at all."""
     generator = torch.Generator().manual_seed(3)
@@ -339,11 +338,11 @@ def test_relu_mlp_backward_is_autograds() -> None:
         return [output.detach(), *(p.grad for p in params if p.grad is not None)]
 
     def by_hand(params: list[torch.Tensor]) -> torch.Tensor:
-        output: torch.Tensor = _ReluMLP.apply(x, [noise, None], *params)  # type: ignore[no-untyped-call]
+        output: torch.Tensor = ReluMLP.apply(x, [noise, None], *params)  # type: ignore[no-untyped-call]
         return output
 
     def by_autograd(params: list[torch.Tensor]) -> torch.Tensor:
-        linear = _StackedLinear.apply
+        linear = StackedLinear.apply
         hidden = torch.relu(linear(x, params[0], params[1])) * noise  # type: ignore[no-untyped-call]
         hidden = torch.relu(linear(hidden, params[2], params[3]))  # type: ignore[no-untyped-call]
         output: torch.Tensor = linear(hidden, params[4], params[5])  # type: ignore[no-untyped-call]
@@ -363,6 +362,29 @@ def test_relu_mlp_backward_is_autograds() -> None:
         assert torch.equal(got, expected)
     for expected, got in zip(gradients(each_alone), mine, strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_cross_entropy_by_hand_is_autograds() -> None:
+    """The pack's step without autograd (`cross_entropy_by_hand`): each member's batch-mean
+    cross-entropy is `F.cross_entropy`'s, and its gradient with respect to the logits is
+    autograd's through `F.cross_entropy` and the mean bit for bit, `(softmax - one_hot) / B`."""
+    generator = torch.Generator().manual_seed(4)
+    members, batch, classes = 3, 54, 10  # (a batch size that is no power of two)
+    logits = 4 * torch.randn(members, batch, classes, generator=generator)
+    labels = torch.randint(classes, (members, batch), generator=generator)
+    loss, grad = cross_entropy_by_hand(logits, labels)
+
+    leaf = logits.clone().requires_grad_()
+    per_row = torch.nn.functional.cross_entropy(
+        leaf.flatten(0, 1), labels.flatten(), reduction="none"
+    )
+    expected = per_row.view(members, batch).mean(dim=1)
+    expected.sum().backward()  # type: ignore[no-untyped-call]
+    assert leaf.grad is not None
+    assert torch.equal(loss, expected.detach())
+    assert torch.equal(grad, leaf.grad)
+    one_hot = torch.nn.functional.one_hot(labels, classes).to(logits.dtype)
+    torch.testing.assert_close(grad, (logits.softmax(dim=2) - one_hot) / batch)
 
 
 def test_best_checkpoint_holds_the_best_epochs_weights(tmp_path: Path) -> None:

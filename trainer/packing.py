@@ -4,7 +4,10 @@ Trials of a technique search are mostly small models that differ only in hyperpa
 trained one at a time, per-step framework and kernel-launch overhead dominates. A pack trains
 its members together: each mini-batch is ONE batched matmul per layer for all active members
 (`torch.baddbmm` over weights stacked at each step), one backward, then one optimizer update
-with each member's own hyperparameters. Everything else stays each member's own, with the code
+with each member's own hyperparameters. For the common case, a ReLU MLP with a cross-entropy
+loss and Keras's L1/L2 (or no) regularizers, the step runs without autograd: the forward,
+the loss's gradient and the backward are written out (`trainer.packed_mlp`), with autograd's
+arithmetic. Everything else stays each member's own, with the code
 that trains it alone: its `TrialModule` (built under its seed: the same initial weights), its
 data order (its own shuffle generator), its dropout masks (a generator starting where the
 global one stood after its initialization, the same bits, threshold and scale as the networks'
@@ -55,6 +58,13 @@ from trainer.layers import dropout_bits, dropout_elements, dropout_threshold, dr
 from trainer.lit_module import EVAL_CHUNK, Inference, TrialModule
 from trainer.losses import per_member_loss, resolve_loss
 from trainer.networks import NetworkConfig
+from trainer.packed_mlp import (
+    ReluMLP,
+    StackedLinear,
+    cross_entropy_by_hand,
+    relu_mlp_backward,
+    relu_mlp_forward,
+)
 from trainer.packed_optimizers import pack_optimizer
 from trainer.run import (
     PACK_MEMBER_MARK,
@@ -197,11 +207,13 @@ def run_pack(
         check_task(member.config, data.task)
     data = data.to(target)
     trials = [_Member(spec, data, target, started) for spec in members]
-    loss = per_member_loss(resolve_loss(members[0].config.loss, data.task))
+    loss_name = resolve_loss(members[0].config.loss, data.task)
+    loss = per_member_loss(loss_name)
+    by_hand = cross_entropy_by_hand if loss_name == "sparse_categorical_crossentropy" else None
     training = [trial for trial in trials if trial.result is None]
     pack = _Pack(training) if training else None
     while pack is not None and pack.members:
-        _train_epoch(pack, data, loss)
+        _train_epoch(pack, data, loss, by_hand)
         stop = stop_requested is not None and stop_requested()
         for position, trial in enumerate(pack.members):
             trial.close_epoch(stop, functools.partial(pack.optimizer.member_state, position))
@@ -325,23 +337,48 @@ class _Pack:
         if l2[0]:
             torch._foreach_add_(l2[0], torch._foreach_mul(l2[1], l2[2]))
 
+    def steps_by_hand(self) -> bool:
+        """Whether a step can skip autograd (`step_by_hand`): a ReLU MLP whose regularizers,
+        if any, are Keras's L1/L2 (their gradients are added by hand)."""
+        return type(self.activation) is nn.ReLU and all(
+            penalty is None or penalty.by_hand for penalty in self._penalties
+        )
+
+    def _noises(self, x: torch.Tensor) -> list[torch.Tensor | None]:
+        """Each hidden layer's dropout noise for the members' batches `x` (None: no dropout)."""
+        return [
+            None
+            if dropout is None
+            else dropout.noise((len(self.members), x.shape[1], weight.shape[1]), self.members)
+            for dropout, weight in zip(self._dropout, self.params[0::2], strict=False)
+        ]
+
+    @torch.no_grad()
+    def step_by_hand(
+        self, x: torch.Tensor, y: torch.Tensor, loss: LossByHand
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward and the gradients of a ReLU MLP's step without autograd (`loss` gives
+        the data loss and its gradient): the outputs and each member's data loss; every
+        stacked parameter's `.grad` is set (the penalties' are added after)."""
+        noises = self._noises(x)
+        outputs, inputs = relu_mlp_forward(x.flatten(2), noises, self.params)
+        data_loss, grad = loss(outputs, y)
+        grads = relu_mlp_backward(grad, inputs, noises, self.params)
+        for param, own in zip(self.params, grads, strict=True):
+            param.grad = own
+        return outputs, data_loss
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The members' MLPs on their own batches `x` (members, batch, ...): per layer one
         batched matmul, then the activation and each member's dropout."""
         hidden = x.flatten(2)
         layers = len(self.params) // 2
         if type(self.activation) is nn.ReLU:
-            noises = [
-                None
-                if dropout is None
-                else dropout.noise((len(self.members), x.shape[1], weight.shape[1]), self.members)
-                for dropout, weight in zip(self._dropout, self.params[0::2], strict=False)
-            ]
-            output: torch.Tensor = _ReluMLP.apply(hidden, noises, *self.params)  # type: ignore[no-untyped-call]
+            output: torch.Tensor = ReluMLP.apply(hidden, self._noises(x), *self.params)  # type: ignore[no-untyped-call]
             return output
         for layer in range(layers):
             weight, bias = self.params[2 * layer], self.params[2 * layer + 1]
-            hidden = _StackedLinear.apply(hidden, weight, bias)  # type: ignore[no-untyped-call]
+            hidden = StackedLinear.apply(hidden, weight, bias)  # type: ignore[no-untyped-call]
             if layer == layers - 1:
                 break
             hidden = self.activation(hidden)
@@ -449,8 +486,15 @@ def _penalties(members: list[_Member], params: list[torch.Tensor]) -> list[_Stac
 _LP = (regularizers.L1, regularizers.L2, regularizers.L1L2)
 
 
+LossByHand = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""Outputs and targets to each member's data loss and the loss's gradient (the outputs')."""
+
+
 def _train_epoch(
-    pack: _Pack, data: AnySplits, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    pack: _Pack,
+    data: AnySplits,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    by_hand: LossByHand | None,
 ) -> None:
     train = data.train
     assert isinstance(train, Split)
@@ -464,20 +508,26 @@ def _train_epoch(
     classification = data.task == "classification"
     steps = _Steps()
     penalized = False
+    step_loss = by_hand if by_hand is not None and pack.steps_by_hand() else None
     for start in range(0, n, batch_size):
         index = orders[:, start : start + batch_size]
         # index_select on the flat indices: a third of advanced indexing's cost on the CPU
         flat = index.flatten()
         x = train.X.index_select(0, flat).view(*index.shape, *train.X.shape[1:])
         y = train.y.index_select(0, flat).view(*index.shape, *train.y.shape[1:])
-        outputs = pack.forward(x)
-        data_loss = loss(outputs, y)
-        penalties = pack.penalties()
+        if step_loss is not None:
+            outputs, data_loss = pack.step_by_hand(x, y, step_loss)
+            penalties = pack.penalties()
+            total = data_loss if penalties is None else data_loss + penalties
+        else:
+            outputs = pack.forward(x)
+            data_loss = loss(outputs, y)
+            penalties = pack.penalties()
+            total = data_loss if penalties is None else data_loss + penalties
+            for param in pack.params:  # fresh gradients, laid out as the params (StackedLinear)
+                param.grad = None
+            total.sum().backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         penalized = penalties is not None
-        total = data_loss if penalties is None else data_loss + penalties
-        for param in pack.params:  # fresh gradients: `_StackedLinear` lays them out as the params
-            param.grad = None
-        total.sum().backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         pack.add_penalty_gradients()
         pack.optimizer.step()
         steps.losses.append(total.detach())
@@ -503,77 +553,6 @@ def _train_epoch(
             [hits[position]],
             validation[position],
         )
-
-
-class _StackedLinear(torch.autograd.Function):
-    """`bias + x @ weight.mT` for every member at once (one batched matmul). Its backward
-    computes each weight's gradient as `grad.mT @ x`, as `F.linear`'s backward does for a
-    lone trial: in the weight's own (out, in) layout, so it becomes `.grad` as it is, where
-    autograd's gradient of `weight.mT` would be copied through a transpose."""
-
-    @staticmethod
-    def forward(
-        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
-    ) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        return torch.baddbmm(bias.unsqueeze(1), x, weight.mT)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, weight = ctx.saved_tensors
-        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
-        return grad_x, torch.bmm(grad.mT, x), grad.sum(dim=1)
-
-
-class _ReluMLP(torch.autograd.Function):
-    """The members' ReLU MLP, `Linear → ReLU → dropout` per hidden layer then a Linear, with
-    its backward written out: one autograd node per step instead of three per layer (on the
-    CPU the engine's and Python's cost per node is a fair share of a small pack's step), the
-    activations computed in place. The arithmetic is a lone trial's: `noise · relu(z)` forward;
-    backward `grad · noise`, then zero where the unit's output is 0 (`threshold_backward`, as
-    ReLU's own backward on `relu(z)`: where the noise is 0 the product is already 0)."""
-
-    @staticmethod
-    def forward(
-        ctx: Any, x: torch.Tensor, noises: list[torch.Tensor | None], *params: torch.Tensor
-    ) -> torch.Tensor:
-        layers = len(params) // 2
-        inputs = [x]
-        hidden = x
-        for layer in range(layers):
-            weight, bias = params[2 * layer], params[2 * layer + 1]
-            hidden = torch.baddbmm(bias.unsqueeze(1), hidden, weight.mT)
-            if layer == layers - 1:
-                break
-            hidden.relu_()
-            noise = noises[layer]
-            if noise is not None:
-                hidden.mul_(noise)
-            inputs.append(hidden)
-        ctx.save_for_backward(*inputs, *params)
-        ctx.noises = noises
-        return hidden
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        noises: list[torch.Tensor | None] = ctx.noises
-        layers = len(noises) + 1
-        saved = ctx.saved_tensors
-        inputs, params = saved[:layers], saved[layers:]
-        grads: list[torch.Tensor | None] = [None] * (2 * layers)
-        for layer in reversed(range(layers)):
-            # the weight's gradient in its own (out, in) layout, as F.linear's backward
-            grads[2 * layer] = torch.bmm(grad.mT, inputs[layer])
-            grads[2 * layer + 1] = grad.sum(dim=1)
-            if layer == 0:
-                break
-            grad = torch.bmm(grad, params[2 * layer])
-            noise = noises[layer - 1]
-            if noise is not None:
-                grad.mul_(noise)
-            grad = torch.ops.aten.threshold_backward(grad, inputs[layer], 0)
-        return (None, None, *grads)
 
 
 class _PackDropout:
