@@ -19,7 +19,12 @@ from trainer.config import (
     ModelConfig,
 )
 from trainer.lit_module import TrialModule
-from trainer.packed_mlp import ReluMLP, StackedLinear, cross_entropy_by_hand
+from trainer.packed_mlp import (
+    ReluMLP,
+    StackedLinear,
+    cross_entropy_by_hand,
+    mean_squared_error_by_hand,
+)
 from trainer.packed_optimizers import pack_optimizer
 from trainer.packing import (
     PackMember,
@@ -387,6 +392,26 @@ def test_cross_entropy_by_hand_is_autograds() -> None:
     torch.testing.assert_close(grad, (logits.softmax(dim=2) - one_hot) / batch)
 
 
+def test_mean_squared_error_by_hand_is_autograds() -> None:
+    """The regression counterpart (`mean_squared_error_by_hand`): each member's mean over its
+    batch and output columns of the squared error, and the gradient autograd computes through
+    `F.mse_loss` and that mean bit for bit, `2 (outputs - targets) / (B·O)`."""
+    generator = torch.Generator().manual_seed(5)
+    members, batch, columns = 3, 54, 2
+    outputs = torch.randn(members, batch, columns, generator=generator)
+    targets = torch.randn(members, batch, columns, generator=generator)
+    loss, grad = mean_squared_error_by_hand(outputs, targets)
+
+    leaf = outputs.clone().requires_grad_()
+    expected = torch.nn.functional.mse_loss(leaf, targets, reduction="none").flatten(1)
+    expected = expected.mean(dim=1)
+    expected.sum().backward()  # type: ignore[no-untyped-call]
+    assert leaf.grad is not None
+    assert torch.equal(loss, expected.detach())
+    assert torch.equal(grad, leaf.grad)
+    torch.testing.assert_close(grad, 2 * (outputs - targets) / (batch * columns))
+
+
 def test_best_checkpoint_holds_the_best_epochs_weights(tmp_path: Path) -> None:
     config = member(0, epochs=4, dropout=0.2)
     (result,) = run_pack([PackMember(config, checkpoint_dir=tmp_path)], device="cpu")
@@ -402,14 +427,18 @@ def test_regression_members_match_alone() -> None:
     data = DatasetConfig(
         name="synthetic", config={"task": "regression", "n_samples": 300, "n_features": 5}
     )
+    # plain SGD: its updates scale with the gradient, so a wrong loss gradient shows
     configs = [
-        member(s, dataset=data, loss=loss, optimizer="rmsprop")
-        for s, loss in ((0, "mse"), (1, "mse"), (2, "mse"))
+        member(0, dataset=data, loss="mse", optimizer="sgd"),
+        member(1, dataset=data, loss="mse", optimizer="sgd", dropout=0.2),
+        member(2, dataset=data, loss="mse", optimizer="sgd", regularizer="l2"),
     ]
     packed = run_pack([PackMember(c) for c in configs], device="cpu")
     for config, result in zip(configs, packed, strict=True):
         alone = run_trial(config, device="cpu")
-        assert result.history[-1].val_mae == pytest.approx(alone.history[-1].val_mae, rel=1e-4)
+        assert_same_trial(alone, result)
+        for a, b in zip(alone.history, result.history, strict=True):
+            assert b.val_mae == pytest.approx(a.val_mae, rel=1e-4)
         assert result.task == "regression"
 
 

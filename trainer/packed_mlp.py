@@ -10,9 +10,11 @@ with per-member weights to call instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.nn import functional as F
 
 
 class StackedLinear(torch.autograd.Function):
@@ -120,3 +122,26 @@ def cross_entropy_by_hand(
     upstream = torch.zeros_like(logits).scatter_(2, labels.unsqueeze(2), -share)
     grad = torch.ops.aten._log_softmax_backward_data(upstream, log_probabilities, 2, logits.dtype)
     return loss, grad
+
+
+def mean_squared_error_by_hand(
+    outputs: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each member's mean squared error over its batch and output columns (members, batch,
+    outputs), and its gradient with respect to the outputs, `2 (outputs - targets) / (B·O)`:
+    what `F.mse_loss` then the mean and autograd's backward through them give, through the
+    kernel autograd calls."""
+    loss = F.mse_loss(outputs, targets, reduction="none").flatten(1).mean(dim=1)
+    share = torch.full_like(outputs, 1.0 / outputs[0].numel())  # the mean's backward
+    grad = torch.ops.aten.mse_loss_backward(share, outputs, targets, 0)  # 0: no reduction
+    return loss, grad
+
+
+LossByHand = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""Outputs and targets to each member's data loss and the loss's gradient (the outputs')."""
+
+LOSSES_BY_HAND: dict[str, LossByHand] = {
+    "sparse_categorical_crossentropy": cross_entropy_by_hand,
+    "mean_squared_error": mean_squared_error_by_hand,
+}
+"""The losses whose gradient a pack's step computes without autograd, by canonical name."""

@@ -4,20 +4,19 @@ Trials of a technique search are mostly small models that differ only in hyperpa
 trained one at a time, per-step framework and kernel-launch overhead dominates. A pack trains
 its members together: each mini-batch is ONE batched matmul per layer for all active members
 (`torch.baddbmm` over weights stacked at each step), one backward, then one optimizer update
-with each member's own hyperparameters. For the common case, a ReLU MLP with a cross-entropy
-loss and Keras's L1/L2 (or no) regularizers, the step runs without autograd: the forward,
-the loss's gradient and the backward are written out (`trainer.packed_mlp`), with autograd's
-arithmetic. Everything else stays each member's own, with the code
-that trains it alone: its `TrialModule` (built under its seed: the same initial weights), its
-data order (its own shuffle generator), its dropout masks (a generator starting where the
-global one stood after its initialization, the same bits, threshold and scale as the networks'
-`Dropout`), its regularization penalty (Keras's L1/L2 with their gradients added by hand, the
-rest through autograd), its optimizer state, its validation pass and epoch row
-(`TrialModule.end_epoch`), its EarlyStopping / ModelCheckpoint / pruning decisions (the Keras
-logic of `trainer.callbacks`), its checkpoints and its `TrialResult`. On the CPU a member's
-curves equal those of `run_trial` to float rounding (tested); on a GPU the dropout masks come
-from another generator than the fused kernel's of a lone trial (same distribution, other
-draws).
+with each member's own hyperparameters. For the common case, a ReLU MLP with a cross-entropy or
+mean-squared-error loss and Keras's L1/L2 (or no) regularizers, the step runs without autograd:
+the forward, the loss's gradient and the backward are written out (`trainer.packed_mlp`), with
+autograd's arithmetic. Everything else stays each member's own, with the code that trains it
+alone: its `TrialModule` (built under its seed: the same initial weights), its data order (its
+own shuffle generator), its dropout masks (a generator starting where the global one stood
+after its initialization, the same bits, threshold and scale as the networks' `Dropout`), its
+regularization penalty (Keras's L1/L2 with their gradients added by hand, the rest through
+autograd), its optimizer state, its validation pass and epoch row (`TrialModule.end_epoch`),
+its EarlyStopping / ModelCheckpoint / pruning decisions (the Keras logic of
+`trainer.callbacks`), its checkpoints and its `TrialResult`. On the CPU a member's curves equal
+those of `run_trial` to float rounding (tested); on a GPU the dropout masks come from another
+generator than the fused kernel's of a lone trial (same distribution, other draws).
 
 A member that stops (early stopping, pruning, divergence, its own `max_epochs`) leaves the
 stack at the end of that epoch and costs nothing afterwards.
@@ -59,9 +58,10 @@ from trainer.lit_module import EVAL_CHUNK, Inference, TrialModule
 from trainer.losses import per_member_loss, resolve_loss
 from trainer.networks import NetworkConfig
 from trainer.packed_mlp import (
+    LOSSES_BY_HAND,
+    LossByHand,
     ReluMLP,
     StackedLinear,
-    cross_entropy_by_hand,
     relu_mlp_backward,
     relu_mlp_forward,
 )
@@ -209,7 +209,7 @@ def run_pack(
     trials = [_Member(spec, data, target, started) for spec in members]
     loss_name = resolve_loss(members[0].config.loss, data.task)
     loss = per_member_loss(loss_name)
-    by_hand = cross_entropy_by_hand if loss_name == "sparse_categorical_crossentropy" else None
+    by_hand = LOSSES_BY_HAND.get(loss_name)
     training = [trial for trial in trials if trial.result is None]
     pack = _Pack(training) if training else None
     while pack is not None and pack.members:
@@ -484,10 +484,6 @@ def _penalties(members: list[_Member], params: list[torch.Tensor]) -> list[_Stac
 
 
 _LP = (regularizers.L1, regularizers.L2, regularizers.L1L2)
-
-
-LossByHand = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-"""Outputs and targets to each member's data loss and the loss's gradient (the outputs')."""
 
 
 def _train_epoch(
