@@ -513,13 +513,12 @@ def _train_epoch(
         y = train.y.index_select(0, flat).view(*index.shape, *train.y.shape[1:])
         if step_loss is not None:
             outputs, data_loss = pack.step_by_hand(x, y, step_loss)
-            penalties = pack.penalties()
-            total = data_loss if penalties is None else data_loss + penalties
         else:
             outputs = pack.forward(x)
             data_loss = loss(outputs, y)
-            penalties = pack.penalties()
-            total = data_loss if penalties is None else data_loss + penalties
+        penalties = pack.penalties()
+        total = data_loss if penalties is None else data_loss + penalties
+        if step_loss is None:
             for param in pack.params:  # fresh gradients, laid out as the params (StackedLinear)
                 param.grad = None
             total.sum().backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
