@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ from trainer.packed_mlp import (
     cross_entropy_by_hand,
     mean_squared_error_by_hand,
 )
-from trainer.packed_optimizers import pack_optimizer
+from trainer.packed_optimizers import PerMember, pack_optimizer
 from trainer.packing import (
     PackMember,
     pack_key,
@@ -518,6 +519,43 @@ def test_stacked_updates_equal_each_members_torch_optimizer(optimizer: dict[str,
     for index in range(members):
         for tensor, param in zip(stacked, alone[index], strict=True):
             torch.testing.assert_close(tensor.detach()[index], param.detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("per_member", [False, True], ids=["stacked", "per-member"])
+def test_a_members_optimizer_state_is_a_snapshot(per_member: bool) -> None:
+    """A best checkpoint takes `member_state` at its epoch and is written epochs later: the
+    steps in between must leave what it took as it was."""
+    factories = [
+        keras_optimizers.get({"class_name": "adam", "config": {"learning_rate": 0.01}})
+        for _ in range(2)
+    ]
+    stacked = [torch.randn(2, 4, 3).requires_grad_()]
+    own = [[torch.nn.Parameter(torch.empty(4, 3))] for _ in range(2)]
+    for index, params in enumerate(own):  # the members' Parameters alias their slice
+        params[0].data = stacked[0].data[index]
+    build = PerMember if per_member else pack_optimizer
+    optimizer = build(factories, stacked, own)
+
+    def step() -> None:
+        stacked[0].grad = torch.randn(2, 4, 3)
+        optimizer.step()
+
+    step()
+    taken = optimizer.member_state(1)
+    as_taken = copy.deepcopy(taken)
+    step()
+    tensors = [value for value in _leaves(taken) if isinstance(value, torch.Tensor)]
+    assert tensors  # the moments
+    for now, then in zip(_leaves(taken), _leaves(as_taken), strict=True):
+        assert torch.equal(now, then) if isinstance(now, torch.Tensor) else now == then
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [leaf for key in sorted(value, key=str) for leaf in _leaves(value[key])]
+    if isinstance(value, list | tuple):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [value]
 
 
 @pytest.mark.gpu

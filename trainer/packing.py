@@ -669,6 +669,10 @@ class _Member:
         one of them (or divergence, or `max_epochs`) ends its training."""
         progress = self.module.progress
         latest = progress.latest
+        # One snapshot of this epoch's weights and optimizer state, shared by EarlyStopping's
+        # best weights, the best checkpoint and the resume state (none mutates it).
+        weights = functools.cache(self._weights)
+        optimizer_state = functools.cache(optimizer_state)
         diverged = progress.diverged_at is not None
         stop = diverged
         if self.spec.on_epoch is not None:
@@ -682,35 +686,40 @@ class _Member:
             if stop_requested:
                 self.interrupted = stop = True
             if self.early_stopping is not None and self.early_stopping.update(
-                progress.epoch_index, latest, self._weights
+                progress.epoch_index, latest, weights
             ):
                 stop = True
             if self.best_saver is not None and self.best_saver.should_save(latest):
                 full = not self.config.checkpoint.save_weights_only
-                self.pending_best = self._checkpoint(optimizer_state if full else None)
+                self.pending_best = self._checkpoint(weights, optimizer_state if full else None)
                 self.best_saver.saved = True
             final = stop or len(progress.history) >= self.config.max_epochs
             every_s = self.config.checkpoint.resume_every_s
             if self.spec.checkpoint_dir is not None and (
                 final or time.monotonic() - self.last_write >= every_s
             ):
-                self._write_resume_state(optimizer_state)
+                self._write_resume_state(weights, optimizer_state)
         if stop or len(progress.history) >= self.config.max_epochs:
             self._finish()
 
     def _weights(self) -> dict[str, torch.Tensor]:
         return {key: value.detach().clone() for key, value in self.module.state_dict().items()}
 
-    def _checkpoint(self, optimizer_state: Callable[[], dict[str, Any]] | None) -> dict[str, Any]:
+    def _checkpoint(
+        self,
+        weights: Callable[[], dict[str, torch.Tensor]],
+        optimizer_state: Callable[[], dict[str, Any]] | None,
+    ) -> dict[str, Any]:
         """A Lightning checkpoint of the member's module (`TrialModule.load_from_checkpoint`
-        reads it); with `optimizer_state`, also the optimizer and callback states a resume
+        reads it) with the snapshot `weights` gives; with `optimizer_state` (a snapshot too,
+        `PackOptimizer.member_state`), also the optimizer and callback states a resume
         needs."""
         module, progress = self.module, self.module.progress
         checkpoint: dict[str, Any] = {
             "epoch": max(len(progress.history) - 1, 0),
             "global_step": progress.optimizer_steps,
             "pytorch-lightning_version": lightning.__version__,
-            "state_dict": self._weights(),
+            "state_dict": weights(),
             "hparams_name": "kwargs",
             "hyper_parameters": dict(module.hparams),
         }
@@ -721,19 +730,23 @@ class _Member:
                 callbacks["early_stopping"] = self.early_stopping.state_dict()
             if self.best_saver is not None:
                 callbacks["best_saver"] = self.best_saver.state_dict()
-            checkpoint["optimizer_states"] = [_cloned(optimizer_state())]
+            checkpoint["optimizer_states"] = [optimizer_state()]
             checkpoint["callbacks"] = callbacks
             checkpoint["hpsearch"][PACK_MEMBER_MARK] = True
             checkpoint["hpsearch"]["dropout_state"] = self.dropout_generator.get_state()
         return checkpoint
 
-    def _write_resume_state(self, optimizer_state: Callable[[], dict[str, Any]]) -> None:
+    def _write_resume_state(
+        self,
+        weights: Callable[[], dict[str, torch.Tensor]],
+        optimizer_state: Callable[[], dict[str, Any]],
+    ) -> None:
         assert self.spec.checkpoint_dir is not None
         io = AtomicCheckpointIO()
         # The best file first, so the two files on disk describe the same moment.
         self._flush_best()
         last = self.spec.checkpoint_dir / "last.ckpt"
-        io.save_checkpoint(self._checkpoint(optimizer_state), last)
+        io.save_checkpoint(self._checkpoint(weights, optimizer_state), last)
         self.last_write = time.monotonic()
         self.last_saved = True
 
@@ -802,14 +815,3 @@ def _layers(network: nn.Module) -> tuple[list[nn.Linear], nn.Module, list[float]
     if activation is None:
         activation = nn.Identity()
     return linears, activation, rates[:-1]
-
-
-def _cloned(value: Any) -> Any:
-    """A deep copy of the tensors in an optimizer's state dict (it goes on mutating them)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, dict):
-        return {key: _cloned(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_cloned(item) for item in value]
-    return value
