@@ -20,6 +20,7 @@ from trainer.config import (
     ModelConfig,
 )
 from trainer.lit_module import TrialModule
+from trainer.losses import loss_function, sparse_categorical_crossentropy
 from trainer.packed_mlp import (
     ReluMLP,
     StackedLinear,
@@ -372,25 +373,30 @@ def test_relu_mlp_backward_is_autograds() -> None:
 
 def test_cross_entropy_by_hand_is_autograds() -> None:
     """The pack's step without autograd (`cross_entropy_by_hand`): each member's batch-mean
-    cross-entropy is `F.cross_entropy`'s, and its gradient with respect to the logits is
-    autograd's through `F.cross_entropy` and the mean bit for bit, `(softmax - one_hot) / B`."""
+    cross-entropy is a lone trial's loss function's (`F.cross_entropy`'s to rounding), and
+    its gradient with respect to the logits is autograd's through that loss, member by member,
+    bit for bit, `(softmax - one_hot) / B`."""
     generator = torch.Generator().manual_seed(4)
-    members, batch, classes = 3, 54, 10  # (a batch size that is no power of two)
-    logits = 4 * torch.randn(members, batch, classes, generator=generator)
-    labels = torch.randint(classes, (members, batch), generator=generator)
-    loss, grad = cross_entropy_by_hand(logits, labels)
+    members, classes = 3, 10
+    for batch in (54, 64, 7):  # (batch sizes that are and are not a vector width's multiple)
+        logits = 4 * torch.randn(members, batch, classes, generator=generator)
+        labels = torch.randint(classes, (members, batch), generator=generator)
+        loss, grad = cross_entropy_by_hand(logits, labels)
 
-    leaf = logits.clone().requires_grad_()
-    per_row = torch.nn.functional.cross_entropy(
-        leaf.flatten(0, 1), labels.flatten(), reduction="none"
-    )
-    expected = per_row.view(members, batch).mean(dim=1)
-    expected.sum().backward()  # type: ignore[no-untyped-call]
-    assert leaf.grad is not None
-    assert torch.equal(loss, expected.detach())
-    assert torch.equal(grad, leaf.grad)
-    one_hot = torch.nn.functional.one_hot(labels, classes).to(logits.dtype)
-    torch.testing.assert_close(grad, (logits.softmax(dim=2) - one_hot) / batch)
+        lone = loss_function("sparse_categorical_crossentropy")
+        for member in range(members):
+            leaf = logits[member].clone().requires_grad_()
+            per_row = sparse_categorical_crossentropy(leaf, labels[member], reduction="none")
+            per_row.mean().backward()  # type: ignore[no-untyped-call]
+            assert leaf.grad is not None
+            assert torch.equal(loss[member], per_row.mean().detach())
+            assert torch.equal(grad[member], leaf.grad)
+            mean = lone(logits[member], labels[member])
+            reference = torch.nn.functional.cross_entropy(logits[member], labels[member])
+            torch.testing.assert_close(mean, loss[member], rtol=1e-6, atol=0)
+            torch.testing.assert_close(mean, reference, rtol=1e-6, atol=0)
+        one_hot = torch.nn.functional.one_hot(labels, classes).to(logits.dtype)
+        torch.testing.assert_close(grad, (logits.softmax(dim=2) - one_hot) / batch)
 
 
 def test_mean_squared_error_by_hand_is_autograds() -> None:

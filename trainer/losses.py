@@ -53,11 +53,30 @@ def resolve_loss(name: str | None, task: Task) -> str:
     return canonical
 
 
+def sparse_categorical_crossentropy(
+    logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
+    """`F.cross_entropy(logits, labels)`, with the log-softmax of (batch, classes) logits
+    taken classes-first: on a contiguous (classes, batch) copy, over its first dimension.
+
+    Why: torch's CPU log-softmax along a short last dimension (10 classes) costs about 12 ns
+    an element, along the first of the classes-first copy about 1 ns (it vectorizes over the
+    batch). A pack's step (`trainer.packed_mlp`) takes the same kernel in the same layout, so
+    a member's loss gradient rounds as its lone run's."""
+    import torch
+    from torch.nn import functional as F
+
+    if logits.dim() != 2:
+        return F.cross_entropy(logits, labels, reduction=reduction)
+    log_probabilities = torch.log_softmax(logits.T.contiguous(), dim=0).T
+    return F.nll_loss(log_probabilities, labels, reduction=reduction)
+
+
 def loss_function(name: str) -> LossFunction:
     from torch.nn import functional as F
 
     functions: dict[str, LossFunction] = {
-        "sparse_categorical_crossentropy": F.cross_entropy,
+        "sparse_categorical_crossentropy": sparse_categorical_crossentropy,
         "mean_squared_error": F.mse_loss,
         "mean_absolute_error": F.l1_loss,
         "huber": lambda prediction, target: F.huber_loss(prediction, target, delta=1.0),
@@ -68,6 +87,7 @@ def loss_function(name: str) -> LossFunction:
 def per_member_loss(name: str) -> LossFunction:
     """`loss_function(name)` for a pack (`trainer.packing`): outputs and targets carry a
     leading member axis, and each member gets its own batch mean (a vector, one per member)."""
+    import torch
     from torch.nn import functional as F
 
     def flat(
@@ -79,9 +99,9 @@ def per_member_loss(name: str) -> LossFunction:
         return loss
 
     def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        members = logits.shape[0]
-        per_row = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
-        return per_row.view(members, -1).mean(dim=1)
+        # classes first, member by member, as `sparse_categorical_crossentropy` for one
+        log_probabilities = torch.log_softmax(logits.mT.contiguous(), dim=1)
+        return F.nll_loss(log_probabilities, labels, reduction="none").mean(dim=1)
 
     functions: dict[str, LossFunction] = {
         "sparse_categorical_crossentropy": cross_entropy,

@@ -2,7 +2,7 @@
 with its backward written out, and the cross-entropy's gradient by hand.
 
 Each is the arithmetic a lone trial's layers do (`F.linear`, `relu`, the dropout noise's
-product, `F.cross_entropy` then the batch mean), member by member, in one batched kernel per
+product, the cross-entropy then the batch mean), member by member, in one batched kernel per
 operation. The by-hand parts exist because on the CPU the autograd engine's and Python's
 cost per graph node is a fair share of a small pack's step; torch has no fused MLP kernel
 with per-member weights to call instead.
@@ -111,17 +111,19 @@ def cross_entropy_by_hand(
     logits: torch.Tensor, labels: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each member's batch-mean cross-entropy (members, batch, classes logits; members, batch
-    labels), and its gradient with respect to the logits: the values `F.cross_entropy` then
-    `.mean(dim=1)` and autograd's backward through them give. That backward is
+    labels), and its gradient with respect to the logits: the values
+    `losses.sparse_categorical_crossentropy` then `.mean(dim=1)` and autograd's backward
+    through them give, with the log-softmax taken classes-first as there. That backward is
     `g - exp(log_softmax) · sum(g)` with `g = -1/B` at each row's label (`nll_loss`'s
-    backward of the mean's `1/B`), through the kernel autograd calls."""
-    log_probabilities = torch.log_softmax(logits, dim=2)
-    picked = log_probabilities.gather(2, labels.unsqueeze(2))
-    loss = picked.squeeze(2).neg().mean(dim=1)
+    backward of the mean's `1/B`), through the kernel autograd calls. The gradient is a
+    (members, batch, classes) view of a classes-first tensor."""
+    log_probabilities = torch.log_softmax(logits.mT.contiguous(), dim=1)
+    picked = log_probabilities.gather(1, labels.unsqueeze(1))
+    loss = picked.squeeze(1).neg().mean(dim=1)
     share = 1.0 / labels.shape[1]
-    upstream = torch.zeros_like(logits).scatter_(2, labels.unsqueeze(2), -share)
-    grad = torch.ops.aten._log_softmax_backward_data(upstream, log_probabilities, 2, logits.dtype)
-    return loss, grad
+    upstream = torch.zeros_like(log_probabilities).scatter_(1, labels.unsqueeze(1), -share)
+    grad = torch.ops.aten._log_softmax_backward_data(upstream, log_probabilities, 1, logits.dtype)
+    return loss, grad.mT
 
 
 def mean_squared_error_by_hand(
