@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.layers import Dropout, dropout_bits, dropout_noise, dropout_threshold, dropout_words
+from trainer.layers import (
+    Dropout,
+    dropout_bits,
+    dropout_noise,
+    dropout_scaled,
+    dropout_threshold,
+    dropout_words,
+)
 from trainer.models import MLP
 from trainer.networks import NetworkConfig
 
@@ -102,6 +109,30 @@ def test_thresholds_and_refused_rates() -> None:
     for rate in (-0.1, 1.0, 1.5):
         with pytest.raises(ValueError, match="dropout rate"):
             dropout_threshold(rate)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_the_noise_keeps_exactly_the_elements_at_or_above_the_threshold(
+    dtype: torch.dtype,
+) -> None:
+    """`dropout_scaled` (arithmetic, not a comparison) against `elements >= threshold` on
+    every int16, for extreme and ordinary thresholds, given as numbers (a lone trial) and as
+    a tensor over members (a pack)."""
+    elements = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)
+    rates = [0.0, 1e-9, 0.3, 0.5, 0.77, 1 - 1e-12]
+    thresholds = [dropout_threshold(rate) for rate in rates]
+    scales = [1.0 / (1.0 - rate) for rate in rates]
+    for threshold, scale in zip(thresholds, scales, strict=True):
+        expected = (elements >= threshold).to(dtype) * torch.tensor(scale, dtype=dtype)
+        noise = dropout_scaled(elements, threshold - 1.0, scale, dtype)
+        assert noise.dtype == dtype
+        assert torch.equal(noise, expected)
+    members = len(rates)
+    stacked = elements.expand(members, 1, -1)
+    below = torch.tensor([t - 1.0 for t in thresholds]).view(members, 1, 1)
+    factors = torch.tensor(scales, dtype=torch.float64).to(dtype).view(members, 1, 1)
+    expected = (stacked >= torch.tensor(thresholds).view(members, 1, 1)).to(dtype) * factors
+    assert torch.equal(dropout_scaled(stacked, below, factors, dtype), expected)
 
 
 def test_the_builtin_networks_use_it() -> None:

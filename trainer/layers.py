@@ -46,8 +46,27 @@ def dropout_noise(
     count = math.prod(shape)
     bits = torch.empty(dropout_words(count), dtype=torch.int64, device=device)
     dropout_bits(bits, generator)
-    keep = dropout_elements(bits, count).view(shape) >= dropout_threshold(rate)
-    return keep.to(dtype).mul_(1.0 / (1.0 - rate))
+    elements = dropout_elements(bits, count).view(shape)
+    return dropout_scaled(elements, dropout_threshold(rate) - 1.0, 1.0 / (1.0 - rate), dtype)
+
+
+def dropout_scaled(
+    elements: torch.Tensor,
+    below: torch.Tensor | float,
+    scale: torch.Tensor | float,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The noise of int16 random `elements`: `scale` where an element is at or above its
+    threshold, else 0, given `below = threshold - 1` (a number, or a float32 tensor that
+    broadcasts, as `scale` may).
+
+    Computed as `clamp(elements - below, 0, 1) · scale` in float32, exact for these integers
+    (below 2**17 in size): torch's CPU comparison into booleans runs element by element
+    (about 0.5 ns each), these three vectorized passes take 2.4x less (bench/README.md)."""
+    keep = elements.to(torch.float32).sub_(below).clamp_(0.0, 1.0)
+    if dtype != torch.float32:
+        keep = keep.to(dtype)
+    return keep.mul_(scale)
 
 
 def dropout_words(count: int) -> int:

@@ -53,7 +53,13 @@ from trainer.callbacks import KerasEarlyStopping, KerasModelCheckpoint, Reporter
 from trainer.checkpoint_io import AtomicCheckpointIO
 from trainer.config import TrialConfig
 from trainer.data import AnySplits, Split, StreamedSplit, load_data
-from trainer.layers import dropout_bits, dropout_elements, dropout_threshold, dropout_words
+from trainer.layers import (
+    dropout_bits,
+    dropout_elements,
+    dropout_scaled,
+    dropout_threshold,
+    dropout_words,
+)
 from trainer.lit_module import EVAL_CHUNK, Inference, TrialModule
 from trainer.losses import per_member_loss, resolve_loss
 from trainer.networks import NetworkConfig
@@ -559,9 +565,8 @@ class _PackDropout:
     def __init__(self, rates: list[float], like: torch.Tensor) -> None:
         self.rates = rates
         shape = (len(rates), 1, 1)
-        thresholds = [dropout_threshold(rate) for rate in rates]
-        self.thresholds = torch.tensor(thresholds, dtype=torch.int16, device=like.device)
-        self.thresholds = self.thresholds.view(shape)
+        below = [dropout_threshold(rate) - 1.0 for rate in rates]
+        self.below = torch.tensor(below, dtype=torch.float32, device=like.device).view(shape)
         scales = torch.tensor([1.0 / (1.0 - rate) for rate in rates], dtype=torch.float64)
         self.scales = scales.to(like.device, like.dtype).view(shape)
 
@@ -573,10 +578,8 @@ class _PackDropout:
         for own, trial, rate in zip(words.unbind(), members, self.rates, strict=True):
             if rate > 0:  # a member without dropout draws nothing (its threshold keeps all)
                 dropout_bits(own, trial.dropout_generator)
-        keep = dropout_elements(words, count).view(shape) >= self.thresholds
-        # 0/1 bytes times the scales: the same values as the booleans', without the
-        # bool-to-float conversion pass (3x cheaper on the CPU)
-        return keep.view(torch.uint8) * self.scales
+        elements = dropout_elements(words, count).view(shape)
+        return dropout_scaled(elements, self.below, self.scales, self.scales.dtype)
 
 
 def _pack_dropout(members: list[_Member], like: torch.Tensor) -> list[_PackDropout | None]:
