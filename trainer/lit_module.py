@@ -40,16 +40,6 @@ EVAL_CHUNK = 8192
 StepListener = Callable[[int, dict[str, float]], None]
 
 
-@dataclass(frozen=True)
-class Inference:
-    """A network's outputs on a split computed elsewhere (a pack computes all its members'
-    at once, `trainer.packing`): one tensor per evaluation chunk, in `_eval_batches`' order,
-    and the share of ReLU units never active on the split (None: no ReLU)."""
-
-    outputs: list[torch.Tensor]
-    dead_units: float | None
-
-
 @dataclass
 class TrialProgress:
     """What the training loop publishes for the callbacks and `run_trial`: one object, read
@@ -244,24 +234,43 @@ class TrialModule(pl.LightningModule):
         data_losses: Sequence[torch.Tensor],
         hits: Sequence[torch.Tensor],
         lr: float,
-        val_inference: Inference | None = None,
     ) -> bool:
-        """Close an epoch of training steps (also for a packed member, `trainer.packing`):
-        the gradient norms its last step left, the validation pass (on `val_inference`'s
-        outputs when given), and the epoch's row in `progress.history`. Returns False when
-        the losses became non-finite (it diverged)."""
+        """Close an epoch of training steps: its training figures from the steps' losses
+        and hits, the validation pass, and the epoch's row (`record_epoch`)."""
         assert self.data is not None
         n, batch_size = len(self.data.train), self.config.batch_size
-        kernel_norms, bias_norms = self._gradient_norms()  # of the epoch's last step
-        val = self.evaluate(self.data.val, count_dead_units=True, inference=val_inference)
-        score = ACCURACY if self.task == "classification" else MAE
         mean_loss = self._mean_loss(losses, n, batch_size)
-        logs = {
+        seen = torch.cat(list(hits))
+        train = {
             LOSS: mean_loss,
-            score: float(torch.cat(list(hits)).sum()) / torch.cat(list(hits)).numel(),
+            self.score: float(seen.sum()) / seen.numel(),
+            DATA_LOSS: self._mean_loss(data_losses, n, batch_size) if data_losses else mean_loss,
+        }
+        return self.record_epoch(
+            epoch, train, self.evaluate(self.data.val, count_dead_units=True), lr
+        )
+
+    @property
+    def score(self) -> str:
+        """The metric beside the loss: accuracy (classification) or mae (regression)."""
+        return ACCURACY if self.task == "classification" else MAE
+
+    def record_epoch(
+        self, epoch: int, train: dict[str, float], val: dict[str, float], lr: float
+    ) -> bool:
+        """The epoch's row in `progress.history`: the training figures `train` (loss,
+        data_loss and the `score`), the validation metrics `val` (as `evaluate` gives them),
+        the learning rate and the gradient norms the epoch's last step left. A packed member
+        (`trainer.packing`) gets `train` and `val` computed for the whole pack at once.
+        Returns False when the losses became non-finite (it diverged)."""
+        kernel_norms, bias_norms = self._gradient_norms()
+        score = self.score
+        logs = {
+            LOSS: train[LOSS],
+            score: train[score],
             VAL_LOSS: val[LOSS],
             f"val_{score}": val[score],
-            DATA_LOSS: self._mean_loss(data_losses, n, batch_size) if data_losses else mean_loss,
+            DATA_LOSS: train[DATA_LOSS],
             VAL_DATA_LOSS: val[DATA_LOSS],
             LEARNING_RATE: lr,
         }
@@ -339,17 +348,14 @@ class TrialModule(pl.LightningModule):
         self,
         split: Split | StreamedSplit,
         count_dead_units: bool = False,
-        inference: Inference | None = None,
     ) -> dict[str, float]:
         """The split's metrics for the current weights in inference mode: loss (penalty
         included), data_loss (without it), and accuracy (classification) or mae, mse (the
         data MSE) and target_variance (the mean over target columns of their variance on
-        this split) for regression. `inference`: the network's outputs on the split,
-        already computed (the network is then not run)."""
+        this split) for regression."""
         was_training = self.network.training
         self.network.eval()
-        units = _ActiveUnits(self.network) if count_dead_units and inference is None else None
-        computed = iter(inference.outputs) if inference is not None else None
+        units = _ActiveUnits(self.network) if count_dead_units else None
         loss_sum = 0.0
         data_loss_sum = 0.0
         hits = 0.0
@@ -361,7 +367,7 @@ class TrialModule(pl.LightningModule):
         for x, y in self._eval_batches(split, self.device):
             if units is not None:
                 units.next_batch()
-            outputs = self(x) if computed is None else next(computed)
+            outputs = self(x)
             rows += len(y)
             data_loss = self._data_loss(outputs, y)
             loss = self._with_penalties(data_loss, penalty, len(y))
@@ -376,8 +382,6 @@ class TrialModule(pl.LightningModule):
         self.network.train(was_training)
         extra: dict[str, float] = {}
         dead = units.close() if units is not None else None
-        if count_dead_units and inference is not None:
-            dead = inference.dead_units
         if dead is not None:
             extra[DEAD_UNITS] = dead
         if self.task == "classification":

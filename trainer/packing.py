@@ -60,8 +60,9 @@ from trainer.layers import (
     dropout_threshold,
     dropout_words,
 )
-from trainer.lit_module import EVAL_CHUNK, Inference, TrialModule
+from trainer.lit_module import DEAD_UNITS, EVAL_CHUNK, TrialModule
 from trainer.losses import per_member_loss, resolve_loss
+from trainer.metrics import DATA_LOSS, LOSS
 from trainer.networks import NetworkConfig
 from trainer.packed_mlp import (
     LOSSES_BY_HAND,
@@ -256,11 +257,34 @@ class _Steps:
     outputs: list[torch.Tensor] = field(default_factory=list)
     targets: list[torch.Tensor] = field(default_factory=list)
 
-    def hits(self, classification: bool) -> torch.Tensor:
-        """Per member and training example of the epoch, whether the step's prediction was
-        right (classification) or its absolute error: one pass at the end of the epoch."""
+    def figures(
+        self, classification: bool, n: int, batch_size: int, members: list[_Member]
+    ) -> list[dict[str, float]]:
+        """Each member's training figures of the epoch as `TrialModule.end_epoch` makes
+        them (Keras's running loss and data loss, the accuracy or mae of the steps'
+        predictions), for the whole pack at once: one pass, one read of the results."""
+        losses = torch.stack(self.losses, dim=1)
+        steps = losses.shape[1]
+        seen = min(steps * batch_size, n)
+        weights = torch.full((steps,), float(batch_size), device=losses.device)
+        weights[-1] = seen - (steps - 1) * batch_size  # the last batch may be short
+        mean = losses @ weights
+        data_mean = torch.stack(self.data_losses, dim=1) @ weights if self.data_losses else mean
         outputs, targets = torch.cat(self.outputs, dim=1), torch.cat(self.targets, dim=1)
-        return outputs.argmax(dim=2) == targets if classification else (outputs - targets).abs()
+        if classification:
+            score = (outputs.argmax(dim=2) == targets).sum(dim=1)
+        else:
+            score = (outputs - targets).abs().flatten(1).sum(dim=1)
+        cells = n if classification else outputs[0].numel()
+        figures = torch.stack([mean.double(), data_mean.double(), score.double()]).tolist()
+        return [
+            {
+                LOSS: figures[0][position] / seen,
+                DATA_LOSS: figures[1 if member.module.penalized else 0][position] / seen,
+                member.module.score: figures[2][position] / cells,
+            }
+            for position, member in enumerate(members)
+        ]
 
 
 class _Pack:
@@ -394,10 +418,11 @@ class _Pack:
         return hidden
 
     @torch.no_grad()
-    def infer(self, split: Split | StreamedSplit) -> list[Inference]:
-        """Every member's outputs on `split` in inference mode (no dropout), in the chunks
-        a lone evaluation takes, and the share of its ReLU units never active on the split
-        (as `TrialModule.evaluate` counts them): one batched pass for the whole pack."""
+    def infer(self, split: Split | StreamedSplit) -> tuple[torch.Tensor, list[float | None]]:
+        """Every member's outputs on `split` in inference mode (no dropout), (members, rows,
+        ...), computed in the chunks a lone evaluation takes, and per member the share of its
+        ReLU units never active on the split (as `TrialModule.evaluate` counts them): one
+        batched pass for the whole pack."""
         assert isinstance(split, Split)
         members = len(self.members)
         layers = len(self.params) // 2
@@ -423,10 +448,41 @@ class _Pack:
             total = sum(active.shape[1] for active in counted)
             living = torch.stack([active.sum(dim=1) for active in counted]).sum(dim=0)
             dead = [1.0 - float(count) / total for count in living.tolist()]
-        return [
-            Inference([chunk[position] for chunk in chunks], dead[position])
-            for position in range(members)
-        ]
+        return (chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)), dead
+
+    @torch.no_grad()
+    def validate(
+        self,
+        split: Split,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        classification: bool,
+    ) -> list[dict[str, float]]:
+        """Each member's metrics on `split` as `TrialModule.evaluate` gives those an epoch's
+        row needs (loss, data_loss, accuracy or mae, dead_units), for the whole pack at once:
+        one pass, one read of the results."""
+        outputs, dead = self.infer(split)
+        members, rows = len(self.members), len(split)
+        targets = split.y.expand(members, *split.y.shape)
+        data_loss = loss(outputs, targets)
+        penalty = self.penalties()
+        total = data_loss if penalty is None else data_loss + penalty
+        if classification:
+            score, cells = (outputs.argmax(dim=2) == targets).sum(dim=1), rows
+        else:
+            score, cells = (outputs - targets).abs().flatten(1).sum(dim=1), outputs[0].numel()
+        figures = torch.stack([total.double(), data_loss.double(), score.double()]).tolist()
+        name = self.members[0].module.score
+        metrics = []
+        for position in range(members):
+            own = {
+                LOSS: figures[0][position],
+                DATA_LOSS: figures[1][position],
+                name: figures[2][position] / cells,
+            }
+            if dead[position] is not None:
+                own[DEAD_UNITS] = dead[position]
+            metrics.append(own)
+        return metrics
 
     def publish_gradients(self) -> None:
         """Each member's Parameters get their slice of the stacked gradients (the epoch's
@@ -509,7 +565,6 @@ def _train_epoch(
         trial.module.network.train()
     classification = data.task == "classification"
     steps = _Steps()
-    penalized = False
     step_loss = by_hand if by_hand is not None and pack.steps_by_hand() else None
     for start in range(0, n, batch_size):
         index = orders[:, start : start + batch_size]
@@ -528,32 +583,21 @@ def _train_epoch(
             for param in pack.params:  # fresh gradients, laid out as the params (StackedLinear)
                 param.grad = None
             total.sum().backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
-        penalized = penalties is not None
         pack.add_penalty_gradients()
         pack.optimizer.step()
         steps.losses.append(total.detach())
-        if penalized:
+        if penalties is not None:
             steps.data_losses.append(data_loss.detach())
         steps.outputs.append(outputs.detach())
         steps.targets.append(y)
     pack.publish_gradients()
-    hits = steps.hits(classification)
-    validation = pack.infer(data.val)
-    losses = torch.stack(steps.losses, dim=1)
-    data_losses = torch.stack(steps.data_losses, dim=1) if penalized else None
-    for position, trial in enumerate(active):
+    assert isinstance(data.val, Split)
+    validation = pack.validate(data.val, loss, classification)
+    for trial, figures, metrics in zip(
+        active, steps.figures(classification, n, batch_size, active), validation, strict=True
+    ):
         trial.module.progress.optimizer_steps += len(steps.losses)
-        own_data_losses = (
-            list(data_losses[position].unbind())
-            if data_losses is not None and trial.module.penalized
-            else []
-        )
-        trial.end_epoch(
-            list(losses[position].unbind()),
-            own_data_losses,
-            [hits[position]],
-            validation[position],
-        )
+        trial.end_epoch(figures, metrics)
 
 
 class _PackDropout:
@@ -653,17 +697,10 @@ class _Member:
         self.dropout_generator.set_state(state["hpsearch"]["dropout_state"].cpu())
         self.resumed_from = len(self.module.progress.history)
 
-    def end_epoch(
-        self,
-        losses: list[torch.Tensor],
-        data_losses: list[torch.Tensor],
-        hits: list[torch.Tensor],
-        val_inference: Inference,
-    ) -> None:
+    def end_epoch(self, train: dict[str, float], val: dict[str, float]) -> None:
         progress = self.module.progress
-        lr = self.factory.learning_rate
         epoch = len(progress.history) + 1
-        self.module.end_epoch(epoch, losses, data_losses, hits, lr, val_inference)
+        self.module.record_epoch(epoch, train, val, self.factory.learning_rate)
 
     def close_epoch(
         self, stop_requested: bool, optimizer_state: Callable[[], dict[str, Any]]
