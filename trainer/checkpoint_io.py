@@ -45,7 +45,7 @@ class BufferedCheckpointIO(AtomicCheckpointIO):
         # Lightning's loop progress and our own history are built afresh by each dump and never
         # mutated afterwards, so they are kept as they are (they are most of the dict's nodes).
         self._pending[Path(path)] = {
-            key: value if key in _FRESH_ON_EACH_DUMP else _snapshot(value)
+            key: value if key in _FRESH_ON_EACH_DUMP else snapshot(value)
             for key, value in checkpoint.items()
         }
 
@@ -62,8 +62,9 @@ class BufferedCheckpointIO(AtomicCheckpointIO):
 _FRESH_ON_EACH_DUMP = frozenset({"loops", "hpsearch"})
 
 
-def _snapshot(value: Any) -> Any:
-    """Deep copy of the tensors in a checkpoint's dicts/lists/tuples, sharing everything else.
+def snapshot(value: Any) -> Any:
+    """Deep copy of the tensors in a checkpoint's (or an optimizer state's) dicts/lists/tuples,
+    sharing everything else.
 
     Written out rather than `lightning_utilities.apply_to_collection`, whose generic walk costs
     about 2 ms per checkpoint here, as much as the rest of an epoch's bookkeeping.
@@ -71,9 +72,9 @@ def _snapshot(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.detach().clone()
     if isinstance(value, dict):
-        return {key: _snapshot(item) for key, item in value.items()}
+        return {key: snapshot(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_snapshot(item) for item in value]
+        return [snapshot(item) for item in value]
     if isinstance(value, tuple) and not hasattr(value, "_fields"):
-        return tuple(_snapshot(item) for item in value)
+        return tuple(snapshot(item) for item in value)
     return value

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import torch
 
 from trainer import optimizers
+from trainer.checkpoint_io import snapshot
 
 
 class PackOptimizer(Protocol):
@@ -438,7 +439,7 @@ class PerMember:
         self.optimizers = [self.optimizers[i] for i in positions]
 
     def member_state(self, position: int) -> dict[str, Any]:
-        state: dict[str, Any] = _cloned(self.optimizers[position].state_dict())
+        state: dict[str, Any] = snapshot(self.optimizers[position].state_dict())
         return state
 
     def load_member_state(self, position: int, state: dict[str, Any]) -> None:
@@ -449,14 +450,3 @@ def _checked(factory: optimizers.Optimizer, *kinds: type[Any]) -> Any:
     if not isinstance(factory, kinds):
         raise TypeError(f"expected one of {[k.__name__ for k in kinds]}, got {factory!r}")
     return factory
-
-
-def _cloned(value: Any) -> Any:
-    """A deep copy of the tensors in an optimizer's state dict (it goes on mutating them)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, dict):
-        return {key: _cloned(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_cloned(item) for item in value]
-    return value

@@ -12,7 +12,7 @@ alone: its `TrialModule` (built under its seed: the same initial weights), its d
 own shuffle generator), its dropout masks (a generator starting where the global one stood
 after its initialization, the same bits, threshold and scale as the networks' `Dropout`), its
 regularization penalty (Keras's L1/L2 with their gradients added by hand, the rest through
-autograd), its optimizer state, its validation pass and epoch row (`TrialModule.end_epoch`),
+autograd), its optimizer state, its validation metrics and epoch row (`TrialModule.record_epoch`),
 its EarlyStopping / ModelCheckpoint / pruning decisions (the Keras logic of
 `trainer.callbacks`), its checkpoints and its `TrialResult`. On the CPU a member's curves equal
 those of `run_trial` to float rounding (tested); on a GPU the dropout masks come from another
@@ -271,11 +271,7 @@ class _Steps:
         mean = losses @ weights
         data_mean = torch.stack(self.data_losses, dim=1) @ weights if self.data_losses else mean
         outputs, targets = torch.cat(self.outputs, dim=1), torch.cat(self.targets, dim=1)
-        if classification:
-            score = (outputs.argmax(dim=2) == targets).sum(dim=1)
-        else:
-            score = (outputs - targets).abs().flatten(1).sum(dim=1)
-        cells = n if classification else outputs[0].numel()
+        score, cells = _score_sums(outputs, targets, classification)
         figures = torch.stack([mean.double(), data_mean.double(), score.double()]).tolist()
         return [
             {
@@ -285,6 +281,16 @@ class _Steps:
             }
             for position, member in enumerate(members)
         ]
+
+
+def _score_sums(
+    outputs: torch.Tensor, targets: torch.Tensor, classification: bool
+) -> tuple[torch.Tensor, int]:
+    """Per member (the leading axis), its right predictions (classification) or its summed
+    absolute error, and the count they are a share of (rows, or rows × outputs)."""
+    if classification:
+        return (outputs.argmax(dim=2) == targets).sum(dim=1), outputs.shape[1]
+    return (outputs - targets).abs().flatten(1).sum(dim=1), outputs[0].numel()
 
 
 class _Pack:
@@ -461,15 +467,12 @@ class _Pack:
         row needs (loss, data_loss, accuracy or mae, dead_units), for the whole pack at once:
         one pass, one read of the results."""
         outputs, dead = self.infer(split)
-        members, rows = len(self.members), len(split)
+        members = len(self.members)
         targets = split.y.expand(members, *split.y.shape)
         data_loss = loss(outputs, targets)
         penalty = self.penalties()
         total = data_loss if penalty is None else data_loss + penalty
-        if classification:
-            score, cells = (outputs.argmax(dim=2) == targets).sum(dim=1), rows
-        else:
-            score, cells = (outputs - targets).abs().flatten(1).sum(dim=1), outputs[0].numel()
+        score, cells = _score_sums(outputs, targets, classification)
         figures = torch.stack([total.double(), data_loss.double(), score.double()]).tolist()
         name = self.members[0].module.score
         metrics = []
