@@ -561,7 +561,8 @@ class _EpochTicks:
 
 @contextmanager
 def _quiet_lightning() -> Iterator[None]:
-    """Hide Lightning's per-Trainer banner ("GPU available: ...") during a trial."""
+    """Hide Lightning's per-Trainer banner ("GPU available: ...") and its own deprecation
+    noise during a trial."""
     lightning_logger = logging.getLogger("lightning.pytorch")
     level = lightning_logger.level
     lightning_logger.setLevel(logging.WARNING)
@@ -569,6 +570,14 @@ def _quiet_lightning() -> Iterator[None]:
         with warnings.catch_warnings():
             # device="cpu" on a GPU host is a choice (CPU workers beside GPU ones), not a slip.
             warnings.filterwarnings("ignore", message="GPU available but not used")
+            # Lightning 2.6 calls torch 2.13's deprecated pytree API on every fit; a user can do
+            # nothing about it, and as catch_warnings forgets what was shown, it would print
+            # once a trial.
+            warnings.filterwarnings(
+                "ignore",
+                message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                category=FutureWarning,
+            )
             yield
     finally:
         lightning_logger.setLevel(level)

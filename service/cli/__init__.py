@@ -9,17 +9,9 @@
 
 from __future__ import annotations
 
-import warnings
-
 import typer
 
 from service.cli import client, database, gate, local, stack, tokens
-
-# Lightning 2.6.6 calls torch 2.13's deprecated pytree API on every fit; users can do nothing
-# about it, so the CLI does not show it (tests still see every other warning as an error).
-warnings.filterwarnings(
-    "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
-)
 
 app = typer.Typer(help="Hyperparameter search for neural-network training techniques.")
 
