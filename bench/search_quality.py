@@ -277,6 +277,10 @@ def summary(runs: list[Run]) -> dict[str, Any]:
                 else:
                     ratios.append(reached / sum(theirs.epochs))
         out |= {f"{prefix}pairs": len(ratios) + never, f"{prefix}never": never}
+        # over all pairs, a pair that never got there counted as beyond the budget
+        out[f"{prefix}ratio_median_all_pairs"] = statistics.median(
+            sorted(ratios) + [math.inf] * never
+        )
         if ratios:
             out |= {
                 f"{prefix}ratio_median": statistics.median(ratios),

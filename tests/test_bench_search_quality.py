@@ -72,7 +72,9 @@ def test_summary_leaves_out_same_seed_pairs_and_adds_equal_compute(sq: ModuleTyp
     assert out["pairs"] == 2
     assert out["never"] == 1  # default 0 in 2 trials never gets to 0.3
     assert out["ratio_median"] == pytest.approx(5 / 20)
+    assert out["ratio_median_all_pairs"] == float("inf")  # of 5/20 and never
     assert out["equal_compute_pairs"] == 2
     assert out["equal_compute_never"] == 0
     assert out["equal_compute_ratio_min"] == pytest.approx(5 / 20)
     assert out["equal_compute_ratio_max"] == pytest.approx(22 / 40)
+    assert out["equal_compute_ratio_median_all_pairs"] == pytest.approx((5 / 20 + 22 / 40) / 2)
