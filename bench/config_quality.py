@@ -27,7 +27,7 @@ import dataclasses
 import json
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -49,21 +49,35 @@ class Reported:
     trials_spent: int
 
 
-def reported_bests(run: Run, max_epochs: int) -> list[Reported]:
-    """`run`'s successive best trials (each better than all before it) within `max_epochs`."""
+def _trials_within(
+    run: Run, max_epochs: float
+) -> Iterator[tuple[int, float | None, int, int, str]]:
+    """`run`'s trials in claim order while within `max_epochs`: (trials so far, value, epochs,
+    epochs so far, configuration as canonical JSON)."""
     assert run.params is not None, f"{run.arm} seed {run.seed}: no per-trial params in the JSON"
-    out: list[Reported] = []
-    best = float("inf")
     spent = 0
     for number, (value, epochs, params) in enumerate(
         zip(run.values, run.epochs, run.params, strict=True), start=1
     ):
         spent += epochs
         if spent > max_epochs:
-            break
+            return
+        yield number, value, epochs, spent, json.dumps(params, sort_keys=True)
+
+
+def random_median_epochs(runs: list[Run]) -> float:
+    """Random search's median compute: the default arm's budget where one budget serves all."""
+    return statistics.median(sum(r.epochs) for r in runs if r.arm == "random")
+
+
+def reported_bests(run: Run, max_epochs: int) -> list[Reported]:
+    """`run`'s successive best trials (each better than all before it) within `max_epochs`."""
+    out: list[Reported] = []
+    best = math.inf
+    for number, value, _, spent, key in _trials_within(run, max_epochs):
         if value is not None and value < best:
             best = value
-            out.append(Reported(json.dumps(params, sort_keys=True), spent, number))
+            out.append(Reported(key, spent, number))
     return out
 
 
@@ -86,16 +100,11 @@ def _number(value: float | None, missing: float) -> float:
 def draws_within(run: Run, max_epochs: float) -> list[tuple[float, int, str]]:
     """`run`'s finished trials within `max_epochs` as (value, epochs, configuration), best
     first."""
-    assert run.params is not None, f"{run.arm} seed {run.seed}: no per-trial params in the JSON"
-    spent = 0
-    drawn: list[tuple[float, int, str]] = []
-    for value, epochs, params in zip(run.values, run.epochs, run.params, strict=True):
-        spent += epochs
-        if spent > max_epochs:
-            break
-        if value is not None:
-            drawn.append((value, epochs, json.dumps(params, sort_keys=True)))
-    return sorted(drawn)
+    return sorted(
+        (value, epochs, key)
+        for _, value, epochs, _, key in _trials_within(run, max_epochs)
+        if value is not None
+    )
 
 
 def top_draws(run: Run, n: int, max_epochs: float) -> list[str]:
@@ -133,7 +142,7 @@ def confirm_summary(
     `seeds_each` retrainings, and the pick is judged by the mean of the retrainings after
     `SELECTION_SEEDS`. Budgets: random's median compute for the default arm, a random run's
     own epochs for it."""
-    cutoff = statistics.median(sum(r.epochs) for r in runs if r.arm == "random")
+    cutoff = random_median_epochs(runs)
     summary: dict[str, Any] = {}
     for arm in ("random", "default"):
         for top, seeds_each in policies:
@@ -159,7 +168,7 @@ def confirm_summary(
 
 def confirm_keys(runs: list[Run], policies: Sequence[tuple[int, int]]) -> set[str]:
     """The configurations `confirm_summary` needs retrained."""
-    cutoff = statistics.median(sum(r.epochs) for r in runs if r.arm == "random")
+    cutoff = random_median_epochs(runs)
     keys: set[str] = set()
     for run in runs:
         budget = cutoff if run.arm == "default" else sum(run.epochs)
@@ -223,7 +232,7 @@ def config_summary(
                 f"{prefix}ratio_max": max(ratios),
             }
     # each arm's final best configuration; the default arm's within random's median compute
-    cutoff = statistics.median(sum(r.epochs) for r in random_runs)
+    cutoff = random_median_epochs(runs)
     finals = {
         "random": [bests[r.seed][-1].key for r in random_runs],
         "default": [
@@ -288,7 +297,7 @@ def main() -> None:
         cache = json.loads(args.cache.read_text())
     seeds = [str(RETRAIN_SEED_BASE + s) for s in range(args.retrain_seeds)]
     keys = {b.key for reported in all_reported_bests(runs).values() for b in reported}
-    cutoff = statistics.median(sum(r.epochs) for r in runs if r.arm == "random")
+    cutoff = random_median_epochs(runs)
     for run in runs if args.top else []:
         keys |= set(top_draws(run, args.top, math.inf if run.arm == "random" else cutoff))
     if args.confirm:
