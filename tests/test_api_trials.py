@@ -273,7 +273,7 @@ def test_export_csv_has_one_flat_row_per_trial(client: TestClient, study_id: int
     assert reader.fieldnames == [
         "number", "state", "value", "param_optimizer", "param_learning_rate",
         "train_loss", "train_accuracy", "val_loss",
-        "epochs_run", "best_epoch", "diagnosis", "problems", "duration_s",
+        "epochs_run", "best_epoch", "diagnosis", "problems", "duration_s", "confirmation",
     ]  # fmt: skip
     rows = list(reader)
     assert [row["number"] for row in rows] == [str(n) for n in range(7)]
@@ -286,6 +286,7 @@ def test_export_csv_has_one_flat_row_per_trial(client: TestClient, study_id: int
     assert (first["epochs_run"], first["duration_s"]) == ("2", "11.0")
     assert first["problems"] == "vanishing_gradients;dead_units"
     assert rows[0]["problems"] == ""
+    assert {row["confirmation"] for row in rows} == {"False"}
     assert (running["state"], running["value"], running["duration_s"]) == ("running", "", "")
 
 

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -200,6 +201,30 @@ def test_show_prints_counts_best_trial_and_error(url: str, db: sessionmaker[Sess
     as_json = json.loads(hps(url, "show", str(study_id), "--json").stdout)
     assert as_json["best_trial"]["number"] == 1
     assert as_json["trial_counts"]["complete"] == 2
+
+
+def test_show_and_trials_tell_the_confirmed_best_and_the_confirmations(
+    url: str, db: sessionmaker[Session]
+) -> None:
+    confirming = valid_spec(confirm={"top": 1, "seeds": 2})
+    study_id = seed_study(db, spec=confirming, n_trials=4)
+    lucky, steady = {"optimizer": "sgd", "learning_rate": 0.5}, {"optimizer": "adam"}
+    seed_trial(db, study_id, 0, value=0.25, params=steady)
+    seed_trial(db, study_id, 1, value=0.125, params=lucky)
+    seed_trial(db, study_id, 2, value=0.5, params=lucky, confirmation=True)
+    seed_trial(db, study_id, 3, value=0.75, params=lucky, confirmation=True)
+
+    text = hps(url, "show", str(study_id)).stdout
+    assert "trial 1: val_loss 0.125" in text  # the luckiest draw
+    values = [0.125, 0.5, 0.75]
+    mean, stdev = statistics.fmean(values), statistics.stdev(values)
+    assert f"trials 1, 2, 3: mean val_loss {mean:.5g} ± {stdev:.5g} over 3 seeds" in text
+    rows = [row for row in table_rows(hps(url, "trials", str(study_id)).stdout) if row[0]]
+    assert [row[1] for row in rows] == ["complete"] * 2 + ["complete (confirms)"] * 2
+
+    fresh = seed_study(db, spec=confirming, n_trials=4)
+    waiting = hps(url, "show", str(fresh)).stdout
+    assert "none yet: the last 2 trials retrain the 1 best configurations" in waiting
 
 
 def test_trials_sorted_by_value_filtered_and_paged(url: str, db: sessionmaker[Session]) -> None:

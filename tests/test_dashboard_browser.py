@@ -312,6 +312,39 @@ def test_a_multi_objective_study_draws_its_pareto_front(served: Served, page: Pa
     screenshot(page, "study-pareto")
 
 
+def test_a_confirming_study_shows_its_confirmed_best_beside_its_best_draw(
+    served: Served, page: Page
+) -> None:
+    study = seed_running_study(served, trials=0)
+    with transaction(served.db) as session:
+        session.execute(
+            update(Study)
+            .where(Study.id == study)
+            .values(spec={"name": "live", "confirm": {"top": 1, "seeds": 2}})
+        )
+    steady = {"optimizer": "adam", "learning_rate": 0.001}
+    for number, (value, params, confirmation) in enumerate(
+        [(0.5, {"optimizer": "sgd"}, False), (0.25, steady, False), (0.75, steady, True)]
+    ):
+        add_trial(
+            served,
+            study,
+            number,
+            state="complete",
+            value=value,
+            params=params,
+            confirmation=confirmation,
+        )
+    page.goto(f"{served.url}/studies/{study}?token={TOKEN}")
+    facts = page.locator("#facts")
+    expect(facts).to_contain_text("confirmed best0.5 ± 0.3536 over 2 seeds (trials 1, 2)")
+    expect(facts).to_contain_text("best0.25 (trial 1)")
+    assert page.locator("#facts a", has_text="2").get_attribute("href") == (
+        f"/studies/{study}/trials/2"
+    )
+    screenshot(page, "study-confirmed")
+
+
 def test_a_single_objective_study_has_no_pareto_plot(served: Served, page: Page) -> None:
     study = seed_running_study(served, trials=3)
     page.goto(f"{served.url}/studies/{study}?token={TOKEN}")

@@ -115,3 +115,23 @@ def test_a_multi_objective_study_is_measured_on_every_objective() -> None:
         assert run.objective_values[0] == run.objective_value
     n_features = 64  # digits: 8 × 8 pixels, 10 classes
     assert result.reported_mean(1) == (n_features * 8 + 8) + (8 * 10 + 10)
+
+
+def test_a_confirming_study_is_measured_on_its_confirmed_best_not_its_luckiest_draw() -> None:
+    confirmed = {
+        "params": {"learning_rate": 0.02},
+        "mean": 0.45,
+        "stdev": 0.05,
+        "values": [0.4, 0.5],
+        "trials": [2, 3],
+        "best_trial": 2,
+    }
+    detail = study(confirmed_best=confirmed)
+    assert best_params(detail) == {"learning_rate": 0.02}
+    result = measure(detail, [0], device="cpu")
+    assert result.best_params == {"learning_rate": 0.02}
+    assert result.trial_config["optimizer"]["config"]["learning_rate"] == 0.02
+    assert (result.source.best_trial_number, result.source.confirmed_mean) == (2, 0.45)
+    assert result.source.study_best_value == 0.4  # the search's luckiest draw, kept apart
+    plain = measure(study(), [0], device="cpu").source
+    assert (plain.best_trial_number, plain.confirmed_mean) == (1, None)

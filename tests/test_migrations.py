@@ -16,7 +16,7 @@ from service.db import migrate
 from service.db.engine import create_db_engine, make_session_factory, transaction
 from service.db.models import Study, Trial, Worker
 
-HEAD = "0009"  # the newest revision in migrations/versions
+HEAD = "0010"  # the newest revision in migrations/versions
 
 INITIAL_TABLES = {"hps_studies", "hps_trials", "hps_trial_epochs", "hps_workers", "hps_datasets"}
 OUR_TABLES = INITIAL_TABLES | {"hps_api_tokens"}  # 0007

@@ -72,6 +72,7 @@ class Harness(Protocol):
         cancel_requested: bool = False,
         created_at: datetime | None = None,
         started_at: datetime | None = None,
+        spec: dict[str, Any] | None = None,
     ) -> int: ...
 
     def cancel(self, study_id: int) -> None: ...
@@ -102,8 +103,8 @@ class MemoryHarness:
         self.memory = InMemoryWorkQueue()
         self.queue: WorkQueue = self.memory
 
-    def add_study(self, **columns: Any) -> int:
-        return self.memory.add_study(SPEC, **columns)
+    def add_study(self, spec: dict[str, Any] | None = None, **columns: Any) -> int:
+        return self.memory.add_study(spec or SPEC, **columns)
 
     def cancel(self, study_id: int) -> None:
         self.memory.cancel(study_id)
@@ -159,11 +160,12 @@ class SqlHarness:
         cancel_requested: bool = False,
         created_at: datetime | None = None,
         started_at: datetime | None = None,
+        spec: dict[str, Any] | None = None,
     ) -> int:
         with transaction(self.factory) as session:
             row = Study(
                 name=SPEC["name"],
-                spec=SPEC,
+                spec=spec or SPEC,
                 direction=direction,
                 objective_metric="val_loss",
                 n_trials=n_trials,
@@ -482,6 +484,100 @@ def test_a_waiting_retry_is_claimed_before_a_new_trial(harness: Harness) -> None
         (2, TrialState.COMPLETE),
         (3, TrialState.RUNNING),
     ]
+
+
+# --- confirmations -----------------------------------------------------------------------------
+
+
+def confirming(h: Harness, n_trials: int, top: int, seeds: int, **columns: Any) -> int:
+    return h.add_study(
+        n_trials=n_trials, spec={**SPEC, "confirm": {"top": top, "seeds": seeds}}, **columns
+    )
+
+
+def searched(h: Harness, worker: int, learning_rate: float, value: float | None) -> Claim:
+    """A searched (not confirming) trial claimed, started with `learning_rate` and finished
+    with `value` (None: pruned)."""
+    claim = claimed(h, worker)
+    assert (claim.confirmation, claim.params) == (False, None)
+    params = {"learning_rate": learning_rate}
+    h.queue.start(claim.trial_id, TrialStart(claim.number, params, "cpu", "/ckpt/x"))
+    outcome = pruned() if value is None else completed(value)
+    h.queue.finish(claim.trial_id, worker, outcome, OptunaNumber(claim.number))
+    return claim
+
+
+@pytest.mark.parametrize(("direction", "sign"), [("minimize", 1.0), ("maximize", -1.0)])
+def test_the_last_slots_retrain_the_best_configurations_in_turn(
+    harness: Harness, direction: str, sign: float
+) -> None:
+    h = harness
+    study_id = confirming(h, 8, top=2, seeds=2, max_parallel_trials=4, direction=direction)
+    worker = worker_of(h)
+    # four searched trials: 0.03 is best, then 0.04 (drawn twice, counted once); 0.05 pruned
+    for learning_rate, value in ((0.01, 0.5), (0.03, 0.3), (0.04, 0.4), (0.05, None)):
+        searched(h, worker, learning_rate, None if value is None else sign * value)
+    # the last 2 × 2 slots, claimed at once: each configuration gets a seed before any a second
+    confirmations = [claimed(h, worker_of(h, pid)) for pid in (2, 3, 4, 5)]
+    assert [c.params for c in confirmations] == [
+        {"learning_rate": 0.03},
+        {"learning_rate": 0.04},
+        {"learning_rate": 0.03},
+        {"learning_rate": 0.04},
+    ]
+    assert all(c.confirmation and c.retry_of_id is None for c in confirmations)
+    assert len({c.seed_offset for c in confirmations}) == 4  # each its own seed
+    assert h.queue.claim(worker_of(h, 6)) is None  # the budget is spent
+    rows = h.trials(study_id)[4:]
+    assert [(row.confirmation, row.params) for row in rows] == [
+        (True, c.params) for c in confirmations
+    ]
+
+
+def test_a_confirmation_handed_over_is_retried_as_a_confirmation(harness: Harness) -> None:
+    h = harness
+    confirming(h, 2, top=1, seeds=1)
+    worker = worker_of(h)
+    searched(h, worker, 0.02, 0.5)
+    confirmation = claimed(h, worker)
+    assert (confirmation.confirmation, confirmation.params) == (True, {"learning_rate": 0.02})
+    assert confirmation.params is not None
+    start = TrialStart(1, confirmation.params, "cpu", "/ckpt/1")
+    h.queue.start(confirmation.trial_id, start)
+    h.queue.hand_over(confirmation.trial_id, worker, stop(), 2, OptunaNumber(1))
+    retry = claimed(h, worker)
+    assert (retry.retry_of_id, retry.confirmation) == (confirmation.trial_id, True)
+    assert retry.params == {"learning_rate": 0.02}
+    assert retry.seed_offset == confirmation.seed_offset
+
+
+def test_a_confirmation_given_back_keeps_its_configuration(harness: Harness) -> None:
+    h = harness
+    confirming(h, 3, top=1, seeds=2)
+    worker = worker_of(h)
+    searched(h, worker, 0.02, 0.5)
+    confirmation = claimed(h, worker)
+    h.queue.release(worker)  # never started: it waits in its slot
+    again = claimed(h, worker)
+    assert (again.trial_id, again.confirmation) == (confirmation.trial_id, True)
+    assert again.params == {"learning_rate": 0.02}
+
+
+def test_a_confirmation_slot_with_nothing_finished_yet_is_searched(harness: Harness) -> None:
+    h = harness
+    study_id = confirming(h, 3, top=1, seeds=2, max_parallel_trials=3)
+    claims = [claimed(h, worker_of(h, pid)) for pid in (1, 2, 3)]
+    assert [(c.confirmation, c.params) for c in claims] == [(False, None)] * 3
+    assert not any(row.confirmation for row in h.trials(study_id))
+
+
+def test_a_study_without_confirm_never_confirms(harness: Harness) -> None:
+    h = harness
+    h.add_study(n_trials=2)
+    worker = worker_of(h)
+    searched(h, worker, 0.02, 0.5)
+    last = claimed(h, worker)
+    assert (last.confirmation, last.params) == (False, None)
 
 
 # --- a trial's life --------------------------------------------------------------------------

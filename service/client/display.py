@@ -162,7 +162,7 @@ def trials_table(page: dict[str, Any], study: dict[str, Any] | None = None) -> T
         duration = trial.get("duration_s")
         table.add_row(
             str(trial["number"]),
-            trial["state"],
+            trial["state"] + (" (confirms)" if trial.get("confirmation") else ""),
             number(trial.get("value")),
             str(trial.get("epochs_run", "")),
             trial.get("diagnosis") or "",
@@ -232,6 +232,7 @@ def study_view(study: dict[str, Any]) -> RenderableType:
         grid.add_row("  metrics", "\n".join(f"{k}={number(v)}" for k, v in metrics.items()))
         if best.get("diagnosis"):
             grid.add_row("  diagnosis", best["diagnosis"])
+    confirm_rows(grid, study)
     grid.add_row("optuna study", study["optuna_study_name"])
     for moment in ("created", "started", "finished", "updated"):
         grid.add_row(moment, when(study.get(f"{moment}_at")) or "-")
@@ -240,6 +241,30 @@ def study_view(study: dict[str, Any]) -> RenderableType:
     if study.get("error"):
         grid.add_row(Text("error", style="bold red"), Text(study["error"], style="red"))
     return Group(header, grid)
+
+
+def confirm_rows(grid: Table, study: dict[str, Any]) -> None:
+    """A confirming study's confirmed best (spec.confirm), or when its confirmations run."""
+    confirm = (study.get("spec") or {}).get("confirm")
+    if not confirm:
+        return
+    confirmed = study.get("confirmed_best")
+    if confirmed is None:
+        runs = int(confirm["top"]) * int(confirm["seeds"])
+        grid.add_row(
+            "confirmed",
+            f"none yet: the last {runs} trials retrain the {confirm['top']} best "
+            f"configurations with {confirm['seeds']} more seeds each",
+        )
+        return
+    trials = ", ".join(str(n) for n in confirmed["trials"])
+    grid.add_row(
+        "confirmed",
+        f"trials {trials}: mean {study['objective_metric']} {number(confirmed['mean'])} "
+        f"± {number(confirmed['stdev'])} over {len(confirmed['trials'])} seeds "
+        "(the configuration the CI gate retrains)",
+    )
+    grid.add_row("  params", params_text(confirmed["params"], sep="\n"))
 
 
 def plugins_table(listing: dict[str, Any]) -> Table:

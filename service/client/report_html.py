@@ -46,6 +46,23 @@ def report_html(report: dict[str, Any]) -> str:
             )
             + "</table>"
         )
+    confirmed = report.get("confirmed_best")
+    if confirmed is not None:
+        trials = ", ".join(str(n) for n in confirmed["trials"])
+        parts.append("<h2>Confirmed best</h2>")
+        parts.append(
+            f"<p>Trials {trials}: mean {metric} {confirmed['mean']:.4g} "
+            f"± {confirmed['stdev']:.2g} over {len(confirmed['trials'])} seeds "
+            "(what the CI gate retrains)</p>"
+        )
+        parts.append(
+            "<table>"
+            + "".join(
+                f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>"
+                for k, v in confirmed["params"].items()
+            )
+            + "</table>"
+        )
     parts.append("<h2>Techniques</h2>")
     if report.get("importance_note"):
         parts.append(f"<p class='muted'>{html.escape(report['importance_note'])}</p>")

@@ -21,6 +21,17 @@ def report_markdown(report: dict[str, Any]) -> str:
             lines.append(f"test: {tests}")
         lines += ["", "| parameter | value |", "|---|---|"]
         lines += [f"| {name} | {value} |" for name, value in best["params"].items()]
+    confirmed = report.get("confirmed_best")
+    if confirmed is not None:
+        lines += ["", "## Confirmed best", ""]
+        trials = ", ".join(str(n) for n in confirmed["trials"])
+        lines.append(
+            f"Trials {trials}: mean {report['objective_metric']} {confirmed['mean']:.4g} "
+            f"± {confirmed['stdev']:.2g} over {len(confirmed['trials'])} seeds (what the CI "
+            "gate retrains)"
+        )
+        lines += ["", "| parameter | value |", "|---|---|"]
+        lines += [f"| {name} | {value} |" for name, value in confirmed["params"].items()]
     lines += ["", "## Techniques", ""]
     if report.get("importance_note"):
         lines += [f"_{report['importance_note']}_", ""]

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -142,6 +143,9 @@ class Trial(Base):
     retry_of_id: Mapped[int | None] = mapped_column(
         ForeignKey("hps_trials.id", ondelete="SET NULL")
     )
+    confirmation: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """A confirmation: it retrains one of the study's best configurations with its own seed
+    (`service.queue.confirmation`), never pruned."""
     resumed_from_epoch: Mapped[int | None]
     plugin_versions: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     problems: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)

@@ -58,6 +58,11 @@ class StudySource(BaseModel):
     study_best_value: float | None = Field(
         default=None, description="the search's own best value (biased low by selection)"
     )
+    confirmed_mean: float | None = Field(
+        default=None,
+        description="a study with spec.confirm: the measured configuration's mean over its "
+        "draws in the study (its confirmed best)",
+    )
 
 
 class Measurement(BaseModel):

@@ -23,14 +23,16 @@ FINISHED = ("completed", "cancelled")
 
 
 def best_params(study: Mapping[str, Any]) -> dict[str, Any]:
-    """The parameters of a finished study's best trial; a GateError if it has none."""
+    """The parameters of a finished study's best configuration: its confirmed best where it
+    confirmed one (spec.confirm: the best mean over several seeds), else its best trial's; a
+    GateError if it has none."""
     label = f"study {study.get('id')} '{study.get('name')}'"
     status = study.get("status")
     if status == "failed":
         raise GateError(f"{label} failed: {study.get('error') or 'no reason recorded'}")
     if status not in FINISHED:
         raise GateError(f"{label} is {status}, not finished; wait for it to end")
-    best = study.get("best_trial")
+    best = study.get("confirmed_best") or study.get("best_trial")
     if not best:
         raise GateError(f"{label} has no completed trial to compare")
     params: dict[str, Any] = best.get("params") or {}
@@ -94,14 +96,17 @@ def measure(
             on_run(run)
     trial_config = config.to_dict()
     trial_config.pop("seed", None)
-    best = study["best_trial"]
+    confirmed = study.get("confirmed_best")
     return Measurement(
         source=StudySource(
             study_id=study.get("id"),
             study_name=study.get("name"),
             server=server,
-            best_trial_number=best.get("number"),
+            best_trial_number=(
+                confirmed["best_trial"] if confirmed else study["best_trial"].get("number")
+            ),
             study_best_value=study.get("best_value"),
+            confirmed_mean=confirmed["mean"] if confirmed else None,
         ),
         objective_metric=spec.primary.metric,
         direction=spec.primary.resolved_direction,

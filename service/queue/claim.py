@@ -27,10 +27,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from service.db.engine import transaction
 from service.db.models import Study, StudyStatus, Trial, TrialState, Worker, utcnow
+from service.queue.confirmation import ConfirmPlan, Draw, next_confirmation
 from service.queue.work_queue import Claim
 from service.states import ENDED_TRIAL_STATES
 
@@ -281,6 +282,7 @@ def _reserve(session: Session, study: _Candidate, worker_id: int) -> Claim | Non
         waiting.heartbeat_at = now
         session.flush()
         set_worker_trial(session.connection(), worker_id, waiting.id)
+        fixed = waiting.retry_of_id is not None or waiting.confirmation
         return Claim(
             study_id=study.id,
             trial_id=waiting.id,
@@ -289,26 +291,24 @@ def _reserve(session: Session, study: _Candidate, worker_id: int) -> Claim | Non
             spec=study.spec,
             direction=study.direction,
             retry_of_id=waiting.retry_of_id,
-            params=None if waiting.retry_of_id is None else dict(waiting.params),
+            params=dict(waiting.params) if fixed else None,
             resume_from=waiting.last_checkpoint_path,
             seed_number=retry_chain(session, waiting)[-1].number,
+            confirmation=waiting.confirmation,
             ended=ended,
         )
-    trial_id = (
-        session.connection()
-        .execute(
-            _TRIAL_CLAIMED,
-            {
-                "study_id": study.id,
-                "number": number,
-                "state": TrialState.RUNNING,
-                "worker_id": worker_id,
-                "started_at": now,
-                "heartbeat_at": now,
-            },
-        )
-        .scalar_one()
-    )
+    confirms = _confirmation_params(session, study, taken)
+    row = {
+        "study_id": study.id,
+        "number": number,
+        "state": TrialState.RUNNING,
+        "worker_id": worker_id,
+        "started_at": now,
+        "heartbeat_at": now,
+    }
+    if confirms is not None:
+        row |= {"params": confirms, "confirmation": True}
+    trial_id = session.connection().execute(_TRIAL_CLAIMED, row).scalar_one()
     # The study's row, then the trial's, then the worker's. A trial's end locks its trial's
     # row, then its study's, then (with the claim it makes) this worker's: no cycle, as the
     # trials differ and a claim never waits on a study (SKIP LOCKED).
@@ -320,5 +320,34 @@ def _reserve(session: Session, study: _Candidate, worker_id: int) -> Claim | Non
         optuna_study_name=study.optuna_study_name,
         spec=study.spec,
         direction=study.direction,
+        params=confirms,
+        confirmation=confirms is not None,
         ended=ended,
+    )
+
+
+def _confirmation_params(session: Session, study: _Candidate, taken: int) -> dict[str, Any] | None:
+    """The configuration the study's next slot (`taken` are held) retrains, if that slot is
+    one of its confirmations and a trial has finished (else it is searched as any other)."""
+    plan = ConfirmPlan.of(study.spec)
+    if plan is None or not plan.is_confirmation_slot(taken, study.n_trials):
+        return None
+    rows = session.connection().execute(_draws(), {"study_id": study.id}).all()
+    return next_confirmation((Draw(*row) for row in rows), plan.top, study.direction)
+
+
+@functools.cache
+def _draws() -> Select[Any, str, float | None, bool, bool]:
+    """The study's trials that a confirmation's choice counts: the finished ones and the
+    confirmations, each with whether a retry holds its slot."""
+    study_id = bindparam("study_id", type_=Integer)
+    retry = aliased(Trial)
+    retried = select(retry.id).where(retry.retry_of_id == Trial.id).exists()
+    return (
+        select(Trial.params, Trial.state, Trial.value, Trial.confirmation, retried)
+        .where(
+            Trial.study_id == study_id,
+            or_(Trial.state == TrialState.COMPLETE, Trial.confirmation.is_(True)),
+        )
+        .order_by(Trial.number)
     )

@@ -24,6 +24,7 @@ from typing import Any
 
 from service.db.models import TrialEpoch, utcnow
 from service.queue.claim import past_time_budget
+from service.queue.confirmation import ConfirmPlan, Draw, next_confirmation
 from service.queue.study_status import StudyProgress, study_outcome
 from service.queue.work_queue import (
     Claim,
@@ -100,6 +101,7 @@ class MemoryTrial:
     checkpoint_path: str | None = None
     last_checkpoint_path: str | None = None
     retry_of_id: int | None = None
+    confirmation: bool = False
     resumed_from_epoch: int | None = None
     plugin_versions: dict[str, Any] | None = None
     problems: list[dict[str, Any]] | None = None
@@ -502,12 +504,18 @@ class InMemoryWorkQueue:
                 spec=copy.deepcopy(study.spec),
                 direction=study.direction,
                 retry_of_id=waiting.retry_of_id,
-                params=None if waiting.retry_of_id is None else dict(waiting.params),
+                params=(
+                    dict(waiting.params)
+                    if waiting.retry_of_id is not None or waiting.confirmation
+                    else None
+                ),
                 resume_from=waiting.last_checkpoint_path,
                 seed_number=self._retry_chain(waiting)[-1].number,
+                confirmation=waiting.confirmation,
                 ended=ended,
             )
         number = max((trial.number for trial in trials), default=-1) + 1
+        confirms = self._confirmation_params(study, trials)
         trial = MemoryTrial(
             id=self._new_id(),
             study_id=study.id,
@@ -516,6 +524,8 @@ class InMemoryWorkQueue:
             worker_id=worker_id,
             started_at=now,
             heartbeat_at=now,
+            params=dict(confirms or {}),
+            confirmation=confirms is not None,
         )
         self._trials[trial.id] = trial
         self._set_worker_trial(worker_id, trial.id)
@@ -526,8 +536,26 @@ class InMemoryWorkQueue:
             optuna_study_name=study.optuna_study_name,
             spec=copy.deepcopy(study.spec),
             direction=study.direction,
+            params=confirms,
+            confirmation=confirms is not None,
             ended=ended,
         )
+
+    def _confirmation_params(
+        self, study: MemoryStudy, trials: list[MemoryTrial]
+    ) -> dict[str, Any] | None:
+        """`claim._confirmation_params`: what the next slot retrains, if it confirms."""
+        plan = ConfirmPlan.of(study.spec)
+        taken = len(trials) - sum(trial.retry_of_id is not None for trial in trials)
+        if plan is None or not plan.is_confirmation_slot(taken, study.n_trials):
+            return None
+        retried = {trial.retry_of_id for trial in trials}
+        draws = (
+            Draw(t.params, t.state, t.value, t.confirmation, t.id in retried)
+            for t in trials
+            if t.state == TrialState.COMPLETE or t.confirmation
+        )
+        return next_confirmation(draws, plan.top, study.direction)
 
     def _worker(self, worker_id: int) -> MemoryWorker:
         worker = self._workers.get(worker_id)
@@ -571,6 +599,7 @@ class InMemoryWorkQueue:
             state=TrialState.WAITING,
             params=dict(trial.params),
             retry_of_id=trial.id,
+            confirmation=trial.confirmation,
             last_checkpoint_path=trial.last_checkpoint_path,
             started_at=utcnow(),
         )

@@ -51,6 +51,7 @@ def hand_over(session: Session, trial: Trial, reason: str, max_retries: int) -> 
         state=TrialState.WAITING,
         params=dict(trial.params),
         retry_of_id=trial.id,
+        confirmation=trial.confirmation,
         last_checkpoint_path=trial.last_checkpoint_path,
         started_at=utcnow(),
     )

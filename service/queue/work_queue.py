@@ -55,6 +55,8 @@ class Claim:
     resume_from: str | None = None
     seed_number: int | None = None
     """The number of the first trial of a retry chain: a retry trains with its seed."""
+    confirmation: bool = False
+    """A confirmation (`service.queue.confirmation`): run `params` with its own seed, unpruned."""
     ended: int | None = None
     """For a study that runs one trial at a time: how many of its trials had ended (complete,
     pruned or failed) when this one was claimed (see `OptunaMirror.sync`)."""

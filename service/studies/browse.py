@@ -10,6 +10,7 @@ from service.db.models import Study, StudyStatus, TrialState
 from service.db.repositories import StudyRepository, TrialRepository
 from service.studies._reads import reading
 from service.studies.advice import spec_warnings
+from service.studies.confirmed import read_confirmed_best
 from service.studies.errors import NotFoundError
 from service.studies.schemas import Page, StudyDetail, StudyRead, TrialRead
 from service.studies.settled_counts import is_settled, recall, remember
@@ -45,6 +46,7 @@ def get_study(session: Session, study_id: int) -> StudyDetail:
                 ),
                 "trial_counts": {state.value: 0 for state in TrialState} | counts,
                 "best_trial": None if best is None else TrialRead.model_validate(best),
+                "confirmed_best": read_confirmed_best(session, study),
             }
         )
 

@@ -16,7 +16,7 @@ from service.studies._reads import reading
 from service.studies.errors import NotFoundError
 
 _LEADING = ("number", "state", "value")
-_TRAILING = ("epochs_run", "best_epoch", "diagnosis", "problems", "duration_s")
+_TRAILING = ("epochs_run", "best_epoch", "diagnosis", "problems", "duration_s", "confirmation")
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class TrialTable:
 def export_trials(session: Session, study_id: int) -> TrialTable:
     """Each trial's number, state, value, `param_<name>`s, final metrics (nested keys joined
     by `_`: `train_loss`, `val_accuracy`), epochs_run, best_epoch, diagnosis, problems (the
-    training problems' labels, `;`-separated), duration_s."""
+    training problems' labels, `;`-separated), duration_s, confirmation (spec.confirm)."""
     with reading(session):
         if not StudyRepository(session).exists(study_id):
             raise NotFoundError(f"no study has id {study_id}")
@@ -74,6 +74,7 @@ def _flat_row(trial: ExportRow) -> dict[str, Any]:
         # the labels, `;`-separated (one cell in a CSV); the evidence is in the trial's detail
         problems=";".join(problem["label"] for problem in trial.problems or []),
         duration_s=trial.duration_s,
+        confirmation=trial.confirmation,
     )
     return row
 

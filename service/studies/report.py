@@ -29,8 +29,9 @@ from service.states import FINAL_STUDY_STATUSES
 from service.studies._reads import reading
 from service.studies.analysis import MAX_IMPORTANCE_TRIALS
 from service.studies.browse import find_study
+from service.studies.confirmed import read_confirmed_best
 from service.studies.errors import ConflictError
-from service.studies.schemas import split_problem_labels
+from service.studies.schemas import ConfirmedBest, split_problem_labels
 from service.studies.spec import StudySpec
 from service.studies.warm_start import replayed
 from trainer import CategoricalParam
@@ -94,6 +95,9 @@ class StudyReport(BaseModel):
     n_trials: int
     n_complete: int
     best: BestTrial | None
+    confirmed_best: ConfirmedBest | None = None
+    """spec.confirm: the configuration with the best mean over its draws (the best trial is
+    the luckiest single draw)."""
     keras_defaults: str | None
     """How the best compares with the study's first trial, run at Keras's defaults."""
     importance_note: str | None
@@ -146,11 +150,18 @@ def _build_report(session: Session, study_id: int) -> StudyReport:
             _Row(number, state, value, params or {}, labels)
             for number, state, value, params, labels in session.execute(
                 select(Trial.number, Trial.state, Trial.value, Trial.params, Trial.problem_labels)
-                .where(Trial.study_id == study_id, Trial.state != TrialState.RUNNING)
+                .where(
+                    Trial.study_id == study_id,
+                    Trial.state != TrialState.RUNNING,
+                    # confirmations repeat the best configurations: counted in the techniques'
+                    # groups they would weigh those configurations more than the search did
+                    Trial.confirmation.is_(False),
+                )
                 .order_by(Trial.number)
             )
         ]
         best = _best(session, study)
+        confirmed = read_confirmed_best(session, study)
     try:
         spec = StudySpec.model_validate(study.spec)
     except (ValidationError, ValueError) as error:
@@ -181,6 +192,7 @@ def _build_report(session: Session, study_id: int) -> StudyReport:
         n_trials=len(rows),
         n_complete=len(complete),
         best=best,
+        confirmed_best=confirmed,
         keras_defaults=_against_defaults(spec, complete, best, metric, direction),
         importance_note=note,
         techniques=techniques,
@@ -439,4 +451,21 @@ def _summary(report: StudyReport) -> list[str]:
     ]
     if report.keras_defaults is not None:
         lines.append(report.keras_defaults)
+    confirmed = report.confirmed_best
+    if confirmed is not None:
+        lines.append(_confirmed_sentence(confirmed, report.best, report.objective_metric))
     return lines
+
+
+def _confirmed_sentence(confirmed: ConfirmedBest, best: BestTrial | None, metric: str) -> str:
+    trials = ", ".join(str(number) for number in confirmed.trials)
+    sentence = (
+        f"confirmed best: trials {trials} trained one configuration with {len(confirmed.trials)} "
+        f"seeds, {metric} {confirmed.mean:.4g} ± {confirmed.stdev:.2g} on average"
+    )
+    if best is not None and best.number not in confirmed.trials:
+        sentence += (
+            f"; the best single draw (trial {best.number}, {best.value:.4g}) was another "
+            "configuration's, a lucky seed more than a better configuration"
+        )
+    return sentence

@@ -60,6 +60,11 @@ class TrialRead(BaseModel):
     device: str | None
     duration_s: float | None
     retry_of_id: int | None
+    confirmation: bool = Field(
+        default=False,
+        description="a confirmation: it retrained one of the study's best configurations with "
+        "its own seed (spec.confirm), never pruned",
+    )
     started_at: datetime
     finished_at: datetime | None
     problem_labels: list[ProblemLabel] = Field(
@@ -197,12 +202,33 @@ class ParetoFront(BaseModel):
     trials: list[TrialRead] = Field(description="the non-dominated trials, by number")
 
 
+class ConfirmedBest(BaseModel):
+    """Of the configurations a study trained more than once, the one with the best mean value:
+    what its search found, told apart from the luck of one training seed (spec.confirm)."""
+
+    model_config = _FROZEN
+
+    params: dict[str, Any]
+    mean: float = Field(description="the mean objective value over its complete draws")
+    stdev: float = Field(description="the sample standard deviation of those values")
+    values: list[float] = Field(description="its complete draws' values, by trial number")
+    trials: list[int] = Field(description="its complete draws' trial numbers")
+    best_trial: int = Field(
+        description="the number of its best draw (whose checkpoint holds trained weights)"
+    )
+
+
 class StudyDetail(StudyRead):
     """One study: its spec, its trials counted by state, and its best trial so far."""
 
     spec: dict[str, Any]
     trial_counts: dict[str, int] = Field(description="trials by state; every state is present")
     best_trial: TrialRead | None
+    confirmed_best: ConfirmedBest | None = Field(
+        default=None,
+        description="a study with spec.confirm: the configuration with the best mean over two "
+        "or more draws (None until one has them); best_trial is the luckiest single draw",
+    )
 
 
 class DatasetRead(BaseModel):

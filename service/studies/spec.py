@@ -182,6 +182,17 @@ class WarmStartSpec(BaseModel):
     )
 
 
+class ConfirmSpec(BaseModel):
+    model_config = _STRICT
+
+    top: int = Field(
+        default=3, ge=1, le=10, description="how many of the best configurations to retrain"
+    )
+    seeds: int = Field(
+        default=2, ge=1, le=10, description="how many more training seeds each one gets"
+    )
+
+
 class StudySpec(TrainingSpec):
     """A study as submitted (JSON; the CLI also reads YAML)."""
 
@@ -205,6 +216,13 @@ class StudySpec(TrainingSpec):
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first")
     warm_start: WarmStartSpec | None = None
+    confirm: ConfirmSpec | None = Field(
+        default=None,
+        description="end the search by retraining its best configurations with new seeds: the "
+        "last top × seeds trials of n_trials repeat the `top` best distinct configurations "
+        "(never pruned), and the study reports the configuration with the best mean "
+        "(confirmed_best) beside its luckiest draw",
+    )
 
     @property
     def objectives(self) -> list[ObjectiveSpec]:
@@ -244,6 +262,12 @@ class StudySpec(TrainingSpec):
             seen.add(objective.metric)
         if not self.multi_objective:
             return
+        if self.confirm is not None:
+            raise SpecError(
+                ("confirm",),
+                "confirm retrains a single-objective study's best configurations (a "
+                "multi-objective study has a Pareto front, not one best)",
+            )
         if self.sampler.name == "cmaes":
             raise SpecError(
                 ("sampler", "name"),
@@ -272,6 +296,7 @@ class StudySpec(TrainingSpec):
                 "the grid sampler runs every grid point whatever came before; warm start "
                 "seeds tpe, gp, cmaes, qmc or random",
             )
+        self._check_confirm()
         if isinstance(self.dataset, DatasetConfig) and self.dataset.name in FILE_DATASETS:
             # A path on the server's disk is not the client's to name.
             raise SpecError(
@@ -285,6 +310,24 @@ class StudySpec(TrainingSpec):
         stand_in = _unknown_task_stand_in() if isinstance(self.dataset, UploadedDataset) else None
         self.template(stand_in)
         return self
+
+    def _check_confirm(self) -> None:
+        if self.confirm is None:
+            return
+        if self.sampler.name == "grid":
+            raise SpecError(
+                ("confirm",),
+                "the grid sampler runs each grid point once; confirm retrains the best of a "
+                "sampled search (tpe, gp, cmaes, qmc or random)",
+            )
+        confirmations = self.confirm.top * self.confirm.seeds
+        if confirmations >= self.budget.n_trials:
+            raise SpecError(
+                ("confirm",),
+                f"top × seeds = {confirmations} confirmation trials leave none of "
+                f"budget.n_trials = {self.budget.n_trials} to search; raise n_trials above "
+                f"{confirmations} or confirm fewer",
+            )
 
     def grid_values(self) -> dict[str, list[Any]]:
         """Every value of every parameter, for the grid sampler (ranges need a step).

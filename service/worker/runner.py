@@ -208,7 +208,7 @@ class TrialRunner:
 
         side = self.optuna.for_claim(claim, spec)
         study = side.study
-        fixed = claim.params  # a retry runs its original's parameters again
+        fixed = claim.params  # a retry runs its original's parameters again; so does a confirmation
         if fixed is None and claim.number == 0:
             if spec.warm_start is not None:
                 fixed = _best_params(study)  # a warm start's first trial: the sources' best
@@ -242,7 +242,13 @@ class TrialRunner:
             spec,
             config,
             recorder,
-            OptunaReporter(trial, prunes=spec.pruner.name != "none", patience_s=patience_s),
+            OptunaReporter(
+                trial,
+                # a confirmation's value is what the study judges a configuration by: it runs
+                # to its end, as its configuration's first draw did
+                prunes=spec.pruner.name != "none" and not claim.confirmation,
+                patience_s=patience_s,
+            ),
             checkpoints,
             checkpoints.prepare_resume(claim.resume_from),
             side,

@@ -117,7 +117,8 @@ def export(
     format: Annotated[Literal["csv", "json"], Query(description="csv or json")] = "csv",
 ) -> Response:
     """Every trial as one flat row: number, state, value, `param_<name>`s, final metrics,
-    epochs_run, best_epoch, diagnosis, duration_s (`pandas.read_csv` reads it as is)."""
+    epochs_run, best_epoch, diagnosis, duration_s, confirmation (`pandas.read_csv` reads it
+    as is)."""
     table = export_trials(session, study_id)
     filename = f"study-{study_id}-trials.{format}"
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}

@@ -57,10 +57,25 @@ function renderStudy() {
       ? fact("objectives", objectivesOf(study.spec).map((o) => o.metric).join(", "))
       : fact("objective", `${study.direction} ${study.objective_metric}`),
     fact("best", fmtNumber(study.best_value ?? study.best_trial?.value ?? null), study.best_trial ? el("a", { href: trialHref(study.best_trial.number) }, ` (trial ${study.best_trial.number})`) : ""),
+    study.confirmed_best ? confirmedFact(fact, study.confirmed_best) : "",
     fact("created", el("span", { title: study.created_at }, fmtAge(study.created_at))),
     study.error ? fact("error", study.error) : "",
   );
   document.getElementById("cancel").hidden = !(ACTIVE.has(study.status) && !study.cancel_requested);
+}
+
+// spec.confirm: the configuration with the best mean over its seeds, beside the luckiest draw
+function confirmedFact(fact, confirmed) {
+  const links = confirmed.trials.flatMap((number, index) => [
+    index ? ", " : "",
+    el("a", { href: trialHref(number) }, String(number)),
+  ]);
+  return fact(
+    "confirmed best",
+    `${fmtNumber(confirmed.mean)} ± ${fmtNumber(confirmed.stdev)} over ${confirmed.trials.length} seeds (trials `,
+    ...links,
+    ")",
+  );
 }
 
 function trialHref(number) {

@@ -47,6 +47,7 @@ LISTED_COLUMNS = (
     Trial.device,
     Trial.duration_s,
     Trial.retry_of_id,
+    Trial.confirmation,
     Trial.started_at,
     Trial.finished_at,
     Trial.problem_labels,
@@ -113,6 +114,7 @@ class ExportRow(NamedTuple):
     diagnosis: str | None
     duration_s: float | None
     problems: list[dict[str, Any]] | None
+    confirmation: bool
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,19 @@ class TrialRepository:
             .where(Trial.study_id == study_id, Trial.state == TrialState.COMPLETE)
             .order_by(Trial.number)
         ).all()
+
+    def complete_draws(self, study_id: int) -> Sequence[tuple[int, dict[str, Any], float]]:
+        """(number, params, value) of the study's complete trials with a value, by number."""
+        rows = self._session.execute(
+            select(Trial.number, Trial.params, Trial.value)
+            .where(
+                Trial.study_id == study_id,
+                Trial.state == TrialState.COMPLETE,
+                Trial.value.is_not(None),
+            )
+            .order_by(Trial.number)
+        ).all()
+        return [(number, params, value) for number, params, value in rows]
 
     def find_best(self, study_id: int, direction: Literal["minimize", "maximize"]) -> Trial | None:
         """The complete trial with the best value (lowest number on ties)."""
@@ -231,6 +246,7 @@ class TrialRepository:
                 Trial.diagnosis,
                 Trial.duration_s,
                 Trial.problems,
+                Trial.confirmation,
             )
             .where(Trial.study_id == study_id)
             .order_by(Trial.number)
