@@ -14,6 +14,8 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.client.report_html import report_html
+from service.client.report_markdown import report_markdown
 from service.db.models import Study, StudyStatus, Trial, TrialState
 from service.queue.confirmation import ConfirmPlan, Draw, next_confirmation, top_configurations
 from service.queue.memory import InMemoryWorkQueue
@@ -259,3 +261,42 @@ def test_an_extended_confirming_study_searches_then_confirms_again(
     best = min(searched, key=lambda t: t.value if t.value is not None else 1e9)
     assert trials[2].params == min(searched[:2], key=lambda t: t.value or 1e9).params
     assert trials[4].params == best.params
+
+
+def test_the_report_states_the_confirmed_best_and_groups_only_searched_trials(
+    client: TestClient, db: sessionmaker[Session]
+) -> None:
+    spec_with_confirm = valid_spec(confirm={"top": 1, "seeds": 2})
+    study_id = seed_study(
+        db, status="completed", spec=spec_with_confirm, n_trials=6, objective_metric="val_loss"
+    )
+    sgd = {"optimizer": "sgd", "learning_rate": 0.01}
+    rows = [
+        ({"optimizer": "adam", "learning_rate": 0.001}, 0.30, False),
+        (sgd, 0.10, False),
+        ({"optimizer": "adam", "learning_rate": 0.002}, 0.20, False),
+        ({"optimizer": "adam", "learning_rate": 0.003}, 0.25, False),
+        (sgd, 0.40, True),
+        (sgd, 0.40, True),
+    ]
+    for number, (params, value, confirmation) in enumerate(rows):
+        seed_trial(db, study_id, number, params=params, value=value, confirmation=confirmation)
+    response = client.get(f"/api/v1/studies/{study_id}/report")
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["n_trials"] == 4  # the searched trials
+    optimizer = next(t for t in report["techniques"] if t["parameter"] == "optimizer")
+    assert {g["label"]: g["n"] for g in optimizer["groups"]} == {
+        "optimizer=adam": 3,
+        "optimizer=sgd": 1,
+    }
+    assert report["confirmed_best"]["trials"] == [1, 4, 5]
+    assert report["confirmed_best"]["mean"] == pytest.approx(0.3)
+    assert (
+        "confirmed best: trials 1, 4, 5 trained one configuration with 3 seeds, val_loss 0.3 "
+        "± 0.17 on average" in report["summary"]
+    )
+    markdown = report_markdown(report)
+    assert "## Confirmed best\n\nTrials 1, 4, 5: mean val_loss 0.3 ± 0.17 over 3 seeds" in markdown
+    assert "| optimizer | sgd |" in markdown
+    assert "<h2>Confirmed best</h2>\n<p>Trials 1, 4, 5: mean val_loss 0.3" in report_html(report)
