@@ -62,7 +62,12 @@ def _trials_within(
         spent += epochs
         if spent > max_epochs:
             return
-        yield number, value, epochs, spent, json.dumps(params, sort_keys=True)
+        yield number, value, epochs, spent, config_key(params)
+
+
+def config_key(params: Mapping[str, Any]) -> str:
+    """A configuration as canonical JSON (the key of every retraining)."""
+    return json.dumps(params, sort_keys=True)
 
 
 def random_median_epochs(runs: list[Run]) -> float:
@@ -248,6 +253,16 @@ def config_summary(
             f"{arm}_final_config_test_accuracy_median": statistics.median(accuracies),
             f"{arm}_final_config_test_accuracy_range": [min(accuracies), max(accuracies)],
         }
+    confirmed = [r.confirmed_params for r in default_runs if r.confirmed_params is not None]
+    if confirmed:  # the default arm confirmed (spec.confirm): what its studies reported
+        values = [mean_value[config_key(p)] for p in confirmed]
+        accuracies = [mean_accuracy[config_key(p)] for p in confirmed]
+        summary |= {
+            "default_confirmed_config_runs": len(confirmed),
+            "default_confirmed_config_value_median": statistics.median(values),
+            "default_confirmed_config_value_range": [min(values), max(values)],
+            "default_confirmed_config_test_accuracy_median": statistics.median(accuracies),
+        }
     if top:
         for arm, arm_runs in (("random", random_runs), ("default", default_runs)):
             window = math.inf if arm == "random" else cutoff
@@ -297,6 +312,7 @@ def main() -> None:
         cache = json.loads(args.cache.read_text())
     seeds = [str(RETRAIN_SEED_BASE + s) for s in range(args.retrain_seeds)]
     keys = {b.key for reported in all_reported_bests(runs).values() for b in reported}
+    keys |= {config_key(r.confirmed_params) for r in runs if r.confirmed_params is not None}
     cutoff = random_median_epochs(runs)
     for run in runs if args.top else []:
         keys |= set(top_draws(run, args.top, math.inf if run.arm == "random" else cutoff))

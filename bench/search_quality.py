@@ -39,6 +39,7 @@ from service.config import Settings
 from service.db.migrate import upgrade
 from service.db.models import Study, Trial
 from service.studies import submit_study
+from service.studies.confirmed import read_confirmed_best
 from service.studies.spec import StudySpec
 from service.worker.loop import WorkerOptions, WorkerProcess
 from service.worker.optuna_bridge import trial_seed
@@ -79,6 +80,8 @@ class Run:
     wall_s: float
     test_accuracies: list[float | None] | None = None  # per trial (absent in older --json)
     params: list[dict[str, Any]] | None = None  # per trial (absent in older --json)
+    confirmations: list[bool] | None = None  # per trial: a confirmation (spec.confirm)
+    confirmed_params: dict[str, Any] | None = None  # the study's confirmed best configuration
 
 
 def _tpe(**options: Any) -> Callable[[], None]:
@@ -154,6 +157,8 @@ LEVERS: dict[str, tuple[Callable[[], None] | None, dict[str, Any]]] = {
     ),
     "successive-halving": (None, {"pruner": {"name": "successive_halving"}}),
     "asha1": (_successive_halving(min_resource=1, reduction_factor=3), {}),
+    # the study's last 6 trials retrain its 3 best configurations with 2 more seeds each
+    "confirm": (None, {"confirm": {"top": 3, "seeds": 2}}),
 }
 
 
@@ -203,6 +208,7 @@ def run_arm(url: str, settings: Settings, spec: StudySpec, arm: str, seed: int) 
             select(Trial).where(Trial.study_id == study_id).order_by(Trial.number)
         ).all()
         best = next((t for t in trials if t.id == study.best_trial_id), None)
+        confirmed = read_confirmed_best(session, study)
         run = Run(
             arm=arm,
             seed=seed,
@@ -213,6 +219,8 @@ def run_arm(url: str, settings: Settings, spec: StudySpec, arm: str, seed: int) 
             wall_s=wall,
             test_accuracies=[(t.metrics or {}).get("test_accuracy") for t in trials],
             params=[dict(t.params) for t in trials],
+            confirmations=[t.confirmation for t in trials],
+            confirmed_params=None if confirmed is None else confirmed.params,
         )
     engine.dispose()
     return run
