@@ -124,6 +124,29 @@ def test_the_figure_compares_configurations_means_not_single_draws(cq: ModuleTyp
     assert out["default_best_of_top2_draws_config_value_median"] == pytest.approx((0.45 + 0.29) / 2)
 
 
+def test_a_confirming_arm_is_judged_on_the_configuration_its_studies_confirmed(
+    cq: ModuleType,
+) -> None:
+    randoms = [run(cq, "random", 0, [("r1", 0.4, 10)]), run(cq, "random", 1, [("r2", 0.3, 10)])]
+    defaults = [run(cq, "default", 0, [("d1", 0.1, 5)]), run(cq, "default", 1, [("d2", 0.2, 5)])]
+    defaults[0].confirmed_params = {"name": "c1"}
+    defaults[1].confirmed_params = {"name": "c2"}
+    means = {key(n): v for n, v in [("r1", 0.4), ("r2", 0.3), ("d1", 0.5), ("d2", 0.6)]}
+    means |= {key("c1"): 0.2, key("c2"): 0.25}
+    accuracies = {k: 1.0 - v for k, v in means.items()}
+    out = cq.config_summary(randoms + defaults, means, accuracies)
+    assert out["default_final_config_value_median"] == pytest.approx(0.55)  # the luckiest draws
+    assert out["default_confirmed_config_runs"] == 2
+    assert out["default_confirmed_config_value_median"] == pytest.approx(0.225)
+    assert out["default_confirmed_config_value_range"] == [0.2, 0.25]
+    assert out["default_confirmed_config_test_accuracy_median"] == pytest.approx(0.775)
+    assert cq.config_key({"b": 1, "a": 2}) == '{"a": 2, "b": 1}'  # one key, whatever the order
+    plain = cq.config_summary(
+        [*randoms, run(cq, "default", 0, [("d1", 0.1, 5)])], means, accuracies
+    )
+    assert "default_confirmed_config_runs" not in plain
+
+
 def test_a_confirmation_spends_its_epochs_out_of_the_searchs_budget(cq: ModuleType) -> None:
     mine = run(cq, "default", 0, [("a", 0.3, 10), ("b", 0.2, 10), ("c", 0.25, 10), ("d", 0.1, 10)])
     # in 40 epochs the top 2 are d and b (20 epochs to retrain once each); the search then
