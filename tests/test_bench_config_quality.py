@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -31,9 +32,10 @@ def cq() -> ModuleType:
 
 
 def run(
-    cq: ModuleType, arm: str, index: int, trials: list[tuple[str, float | None, int]]
+    cq: ModuleType, arm: str, index: int, trials: list[tuple[str, float | None, int]], **fields: Any
 ) -> object:
-    """A run of (configuration name, single-draw value, epochs) trials."""
+    """A run of (configuration name, single-draw value, epochs) trials (`fields`: more of
+    `Run`'s)."""
     values = [value for _, value, _ in trials]
     return cq.Run(
         arm=arm,
@@ -44,6 +46,7 @@ def run(
         best_test_accuracy=None,
         wall_s=1.0,
         params=[{"name": name} for name, _, _ in trials],
+        **fields,
     )
 
 
@@ -128,9 +131,10 @@ def test_a_confirming_arm_is_judged_on_the_configuration_its_studies_confirmed(
     cq: ModuleType,
 ) -> None:
     randoms = [run(cq, "random", 0, [("r1", 0.4, 10)]), run(cq, "random", 1, [("r2", 0.3, 10)])]
-    defaults = [run(cq, "default", 0, [("d1", 0.1, 5)]), run(cq, "default", 1, [("d2", 0.2, 5)])]
-    defaults[0].confirmed_params = {"name": "c1"}
-    defaults[1].confirmed_params = {"name": "c2"}
+    defaults = [
+        run(cq, "default", 0, [("d1", 0.1, 5)], confirmed_params={"name": "c1"}),
+        run(cq, "default", 1, [("d2", 0.2, 5)], confirmed_params={"name": "c2"}),
+    ]
     means = {key(n): v for n, v in [("r1", 0.4), ("r2", 0.3), ("d1", 0.5), ("d2", 0.6)]}
     means |= {key("c1"): 0.2, key("c2"): 0.25}
     accuracies = {k: 1.0 - v for k, v in means.items()}
