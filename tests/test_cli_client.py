@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -434,7 +435,8 @@ def test_submit_wait_follows_a_worker_to_the_leaderboard(
         "model": {"hidden_units": [16]},
         "search_space": {"learning_rate": {"type": "float", "low": 1e-3, "high": 0.1, "log": True}},
         "sampler": {"name": "random", "seed": 1},
-        "budget": {"n_trials": 2, "max_epochs": 2},
+        "budget": {"n_trials": 3, "max_epochs": 2},
+        "confirm": {"top": 1, "seeds": 1},  # trial 2 retrains the better of trials 0 and 1
     }
     spec_file = tmp_path / "tiny.json"
     spec_file.write_text(json.dumps(spec))
@@ -463,11 +465,13 @@ def test_submit_wait_follows_a_worker_to_the_leaderboard(
     assert result.exit_code == 0, (result.stdout, result.stderr)
     assert "completed — best" in result.stdout
     board = [row for row in table_rows(result.stdout) if row[0]]
-    assert 1 <= len(board) <= 2
+    assert 1 <= len(board) <= 3
     with db() as session:
         study = session.scalars(select(Study)).one()
         assert study.status == StudyStatus.COMPLETED
         assert float(board[0][1]) == pytest.approx(study.best_value, abs=1e-4)
+    confirmed = re.search(r"confirmed best \(trials ([01]), 2\): mean val_data_loss", result.stdout)
+    assert confirmed is not None, result.stdout
 
 
 def test_shell_completion_offers_the_commands_and_their_choices(

@@ -111,6 +111,14 @@ def print_leaderboard(
     api: ApiClient, study: dict[str, Any], console: Console, top: int = 5
 ) -> None:
     console.print(leaderboard(api, study, top))
+    confirmed = study.get("confirmed_best")
+    if confirmed:
+        trials = ", ".join(str(n) for n in confirmed["trials"])
+        console.print(
+            f"confirmed best (trials {trials}): mean {study['objective_metric']} "
+            f"{number(confirmed['mean'])} ± {number(confirmed['stdev'])} over "
+            f"{len(confirmed['trials'])} seeds; params {params_text(confirmed['params'])}"
+        )
     if study.get("error"):
         console.print(Text(study["error"], style="yellow"))
 

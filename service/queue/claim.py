@@ -6,7 +6,9 @@ cancelled, within its time budget, with fewer trials than `n_trials` and fewer r
 transaction that holds the study row: `SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL (a
 second worker skips a study being claimed instead of waiting), and on SQLite a transaction begun
 with BEGIN IMMEDIATE (writers queue up on SQLite's single write lock, see `create_db_engine`).
-So a study never gets more than `n_trials` trials, counted across all workers.
+So a study never gets more than `n_trials` trials, counted across all workers. A study with
+`confirm` in its spec gets the configuration of each of its last `top * seeds` slots chosen
+here too, under the same lock (`service.queue.confirmation`).
 """
 
 from __future__ import annotations
