@@ -220,6 +220,7 @@ def test_show_and_trials_tell_the_confirmed_best_and_the_confirmations(
     values = [0.125, 0.5, 0.75]
     mean, stdev = statistics.fmean(values), statistics.stdev(values)
     assert f"trials 1, 2, 3: mean val_loss {mean:.5g} ± {stdev:.5g} over 3 seeds" in text
+    assert "new seeds   mean 0.625 over its confirmations alone" in text
     rows = [row for row in table_rows(hps(url, "trials", str(study_id)).stdout) if row[0]]
     assert [row[1] for row in rows] == ["complete"] * 2 + ["complete (confirms)"] * 2
 

@@ -17,9 +17,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.client.report_html import report_html
 from service.client.report_markdown import report_markdown
 from service.db.models import Study, StudyStatus, Trial, TrialState
-from service.queue.confirmation import ConfirmPlan, Draw, next_confirmation, top_configurations
+from service.queue.confirmation import (
+    ConfirmPlan,
+    Draw,
+    confirmation_choice,
+    next_confirmation,
+    top_configurations,
+)
 from service.queue.memory import InMemoryWorkQueue
 from service.studies import extend_study, get_study
+from service.studies.analysis import get_param_importances
 from service.studies.confirmed import confirmed_best
 from service.studies.spec import StudySpec
 from tests.api_fixtures import TestClient, seed_study, seed_trial, valid_spec
@@ -69,12 +76,23 @@ def test_no_confirmation_before_a_trial_has_finished() -> None:
     assert next_confirmation([Draw(A, TrialState.PRUNED, 0.1, False)], 3, "minimize") is None
 
 
+def test_a_confirmation_waits_for_the_searched_trials_still_running() -> None:
+    running_search = Draw(C, TrialState.RUNNING, None, False)
+    assert confirmation_choice([done(A, 0.5), running_search], 2, "minimize") == "wait"
+    running_confirmation = Draw(B, TrialState.RUNNING, None, True)
+    draws = [done(A, 0.5), done(B, 0.4), running_confirmation]
+    assert confirmation_choice(draws, 2, "minimize") == A
+    pruned_only = [Draw(A, TrialState.PRUNED, 0.1, False)]
+    assert confirmation_choice(pruned_only, 2, "minimize") == "search"
+
+
 def test_the_confirmation_window_is_the_last_top_times_seeds_slots() -> None:
     plan = ConfirmPlan.of({"confirm": {"top": 3, "seeds": 2}})
     assert plan is not None
     assert plan.trials == 6
     assert [plan.is_confirmation_slot(slot, 10) for slot in range(10)] == [False] * 4 + [True] * 6
     assert ConfirmPlan.of({"confirm": None}) is None
+    assert ConfirmPlan.of({"confirm": {}}) == ConfirmPlan(top=3, seeds=2)  # the spec's defaults
     assert ConfirmPlan.of({}) is None
 
 
@@ -82,7 +100,14 @@ def test_the_confirmation_window_is_the_last_top_times_seeds_slots() -> None:
 
 
 def test_the_confirmed_best_is_the_best_mean_over_two_or_more_draws() -> None:
-    draws = [(0, A, 0.10), (1, B, 0.20), (2, A, 0.40), (3, B, 0.22), (4, C, 0.01), (5, B, 0.24)]
+    draws = [
+        (0, A, 0.10, False),
+        (1, B, 0.20, False),
+        (2, A, 0.40, True),
+        (3, B, 0.22, True),
+        (4, C, 0.01, False),
+        (5, B, 0.24, True),
+    ]
     best = confirmed_best(draws, "minimize")
     assert best is not None
     # A's luckiest draw (0.10) leads the study, but its mean 0.25 loses to B's 0.22
@@ -90,10 +115,12 @@ def test_the_confirmed_best_is_the_best_mean_over_two_or_more_draws() -> None:
     assert best.mean == pytest.approx((0.20 + 0.22 + 0.24) / 3)
     assert best.stdev == pytest.approx(((0.02**2 + 0 + 0.02**2) / 2) ** 0.5)
     assert (best.values, best.trials, best.best_trial) == ([0.20, 0.22, 0.24], [1, 3, 5], 1)
+    # its confirmations alone: free of the selection of trial 1's draw for being good
+    assert best.confirmations_mean == pytest.approx(0.23)
     by_max = confirmed_best(draws, "maximize")
     assert by_max is not None
     assert (by_max.params, by_max.best_trial) == (A, 2)
-    assert confirmed_best([(0, A, 0.1), (1, B, 0.2)], "minimize") is None  # no repeat yet
+    assert confirmed_best([(0, A, 0.1, False), (1, B, 0.2, False)], "minimize") is None
 
 
 # --- the spec -----------------------------------------------------------------------------
@@ -139,6 +166,20 @@ def test_the_api_refuses_a_confirm_larger_than_the_budget_and_stores_nothing(
     assert "confirm" in response.text
     assert "raise n_trials above 10" in response.text
     assert client.get("/api/v1/studies").json()["total"] == 0
+
+
+def test_a_confirming_study_with_its_own_time_budget_is_warned_it_may_end_first(
+    client: TestClient,
+) -> None:
+    timed = valid_spec(confirm={}, budget={"n_trials": 10, "timeout_s": 600})
+    response = client.post("/api/v1/studies", json=timed)
+    assert response.status_code == 201, response.text
+    (warning,) = response.json()["warnings"]
+    assert "budget.timeout_s (600 s) ends the study before them" in warning
+    detail = client.get(f"/api/v1/studies/{response.json()['id']}").json()
+    assert detail["warnings"] == [warning]
+    untimed = client.post("/api/v1/studies", json=valid_spec(confirm={}))
+    assert untimed.json()["warnings"] == []
 
 
 def test_the_study_detail_reports_the_confirmed_best_beside_the_luckiest_draw(
@@ -236,6 +277,11 @@ def test_a_confirming_study_runs_to_its_confirmed_best_on_the_database(
     finally:
         storage.engine.dispose()
     assert [t.params for t in frozen[2:]] == [first_best.params] * 2
+    # Optuna's record marks them too: its importances leave them out
+    assert [t.user_attrs.get("hpsearch_confirmation") for t in frozen] == [None, None, True, True]
+    with sessions() as session:
+        settings = settings_for(migrated_database_url, tmp_path)
+        assert get_param_importances(session, settings, study_id).n_trials == 2
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in frozen)
 
 
@@ -284,7 +330,10 @@ def test_the_report_states_the_confirmed_best_and_groups_only_searched_trials(
     response = client.get(f"/api/v1/studies/{study_id}/report")
     assert response.status_code == 200, response.text
     report = response.json()
-    assert report["n_trials"] == 4  # the searched trials
+    assert (report["n_trials"], report["n_confirmations"]) == (4, 2)  # searched, confirming
+    assert report["summary"][0].endswith(
+        "4 of 4 finished trials complete (and 2 confirmations); objective minimize val_loss"
+    )
     optimizer = next(t for t in report["techniques"] if t["parameter"] == "optimizer")
     assert {g["label"]: g["n"] for g in optimizer["groups"]} == {
         "optimizer=adam": 3,
@@ -294,7 +343,7 @@ def test_the_report_states_the_confirmed_best_and_groups_only_searched_trials(
     assert report["confirmed_best"]["mean"] == pytest.approx(0.3)
     assert (
         "confirmed best: trials 1, 4, 5 trained one configuration with 3 seeds, val_loss 0.3 "
-        "± 0.17 on average" in report["summary"]
+        "± 0.17 on average (0.4 over its confirmations alone)" in report["summary"]
     )
     markdown = report_markdown(report)
     assert "## Confirmed best\n\nTrials 1, 4, 5: mean val_loss 0.3 ± 0.17 over 3 seeds" in markdown

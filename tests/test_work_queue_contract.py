@@ -512,10 +512,11 @@ def test_the_last_slots_retrain_the_best_configurations_in_turn(
     harness: Harness, direction: str, sign: float
 ) -> None:
     h = harness
-    study_id = confirming(h, 8, top=2, seeds=2, max_parallel_trials=4, direction=direction)
+    study_id = confirming(h, 9, top=2, seeds=2, max_parallel_trials=5, direction=direction)
     worker = worker_of(h)
-    # four searched trials: 0.03 is best, then 0.04 (drawn twice, counted once); 0.05 pruned
-    for learning_rate, value in ((0.01, 0.5), (0.03, 0.3), (0.04, 0.4), (0.05, None)):
+    # five searched trials: 0.03 is best, then 0.04 (drawn twice: one configuration, not two
+    # of the top); 0.05 pruned
+    for learning_rate, value in ((0.01, 0.5), (0.03, 0.3), (0.04, 0.4), (0.04, 0.45), (0.05, None)):
         searched(h, worker, learning_rate, None if value is None else sign * value)
     # the last 2 × 2 slots, claimed at once: each configuration gets a seed before any a second
     confirmations = [claimed(h, worker_of(h, pid)) for pid in (2, 3, 4, 5)]
@@ -528,7 +529,7 @@ def test_the_last_slots_retrain_the_best_configurations_in_turn(
     assert all(c.confirmation and c.retry_of_id is None for c in confirmations)
     assert len({c.seed_offset for c in confirmations}) == 4  # each its own seed
     assert h.queue.claim(worker_of(h, 6)) is None  # the budget is spent
-    rows = h.trials(study_id)[4:]
+    rows = h.trials(study_id)[5:]
     assert [(row.confirmation, row.params) for row in rows] == [
         (True, c.params) for c in confirmations
     ]
@@ -563,12 +564,54 @@ def test_a_confirmation_given_back_keeps_its_configuration(harness: Harness) -> 
     assert again.params == {"learning_rate": 0.02}
 
 
-def test_a_confirmation_slot_with_nothing_finished_yet_is_searched(harness: Harness) -> None:
+def test_a_confirmation_slot_waits_while_a_searched_trial_runs(harness: Harness) -> None:
     h = harness
-    study_id = confirming(h, 3, top=1, seeds=2, max_parallel_trials=3)
-    claims = [claimed(h, worker_of(h, pid)) for pid in (1, 2, 3)]
-    assert [(c.confirmation, c.params) for c in claims] == [(False, None)] * 3
+    confirming(h, 3, top=1, seeds=1, max_parallel_trials=3)
+    searchers = [worker_of(h, pid) for pid in (1, 2)]
+    first, second = (claimed(h, searcher) for searcher in searchers)
+    worker = worker_of(h, 3)
+    assert h.queue.claim(worker) is None  # slot 2 confirms: it waits for the whole search
+    assert h.queue.work_remains()  # (so a worker that stops when idle keeps polling)
+    for claim, searcher, rate, value in (
+        (first, searchers[0], 0.01, 0.5),
+        (second, searchers[1], 0.02, 0.3),
+    ):
+        start = TrialStart(claim.number, {"learning_rate": rate}, "cpu", "/ckpt/x")
+        h.queue.start(claim.trial_id, start)
+        h.queue.finish(claim.trial_id, searcher, completed(value), OptunaNumber(claim.number))
+        if claim is first:
+            assert h.queue.claim(worker) is None  # the second still runs
+    confirmation = claimed(h, worker)
+    assert (confirmation.confirmation, confirmation.params) == (True, {"learning_rate": 0.02})
+
+
+def test_a_confirmation_slot_with_no_finished_search_is_searched(harness: Harness) -> None:
+    h = harness
+    study_id = confirming(h, 2, top=1, seeds=1)
+    worker = worker_of(h)
+    searched(h, worker, 0.01, None)  # pruned: nothing to confirm, and nothing runs
+    last = claimed(h, worker)
+    assert (last.confirmation, last.params) == (False, None)
     assert not any(row.confirmation for row in h.trials(study_id))
+
+
+def test_a_confirmation_handed_over_holds_its_seed_through_its_retry(harness: Harness) -> None:
+    h = harness
+    confirming(h, 6, top=2, seeds=2, max_parallel_trials=6)
+    worker = worker_of(h)
+    searched(h, worker, 0.01, 0.3)
+    searched(h, worker, 0.02, 0.4)
+    first_worker = worker_of(h, 2)
+    first, second = claimed(h, first_worker), claimed(h, worker_of(h, 3))
+    assert [first.params, second.params] == [{"learning_rate": 0.01}, {"learning_rate": 0.02}]
+    assert first.params is not None
+    h.queue.start(first.trial_id, TrialStart(2, first.params, "cpu", "/ckpt/2"))
+    h.queue.hand_over(first.trial_id, first_worker, stop(), 2, OptunaNumber(2))
+    retry = claimed(h, worker_of(h, 4))
+    assert (retry.retry_of_id, retry.params) == (first.trial_id, first.params)
+    # 0.01 has its draw and one confirmation (the retry, not also the attempt it retries), as
+    # 0.02 has: the tie goes to the better configuration
+    assert claimed(h, worker_of(h, 5)).params == {"learning_rate": 0.01}
 
 
 def test_a_study_without_confirm_never_confirms(harness: Harness) -> None:

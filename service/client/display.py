@@ -272,6 +272,12 @@ def confirm_rows(grid: Table, study: dict[str, Any]) -> None:
         f"± {number(confirmed['stdev'])} over {len(confirmed['trials'])} seeds "
         "(the configuration the CI gate retrains)",
     )
+    if confirmed.get("confirmations_mean") is not None:
+        grid.add_row(
+            "  new seeds",
+            f"mean {number(confirmed['confirmations_mean'])} over its confirmations alone "
+            "(no selection flatters it)",
+        )
     grid.add_row("  params", params_text(confirmed["params"], sep="\n"))
 
 

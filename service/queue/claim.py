@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from service.db.engine import transaction
 from service.db.models import Study, StudyStatus, Trial, TrialState, Worker, utcnow
-from service.queue.confirmation import ConfirmPlan, Draw, next_confirmation
+from service.queue.confirmation import Choice, ConfirmPlan, Draw, confirmation_choice
 from service.queue.work_queue import Claim
 from service.states import ENDED_TRIAL_STATES
 
@@ -299,7 +299,10 @@ def _reserve(session: Session, study: _Candidate, worker_id: int) -> Claim | Non
             confirmation=waiting.confirmation,
             ended=ended,
         )
-    confirms = _confirmation_params(session, study, taken)
+    choice = _confirmation_choice(session, study, taken)
+    if choice == "wait":
+        return None  # a searched trial still runs: its result may change what to confirm
+    confirms = None if choice == "search" else choice
     row = {
         "study_id": study.id,
         "number": number,
@@ -328,20 +331,20 @@ def _reserve(session: Session, study: _Candidate, worker_id: int) -> Claim | Non
     )
 
 
-def _confirmation_params(session: Session, study: _Candidate, taken: int) -> dict[str, Any] | None:
-    """The configuration the study's next slot (`taken` are held) retrains, if that slot is
-    one of its confirmations and a trial has finished (else it is searched as any other)."""
+def _confirmation_choice(session: Session, study: _Candidate, taken: int) -> Choice:
+    """What the study's next slot (`taken` are held) does: a searched slot is "search"; one of
+    a confirming study's last slots retrains a configuration or waits (`Choice`)."""
     plan = ConfirmPlan.of(study.spec)
     if plan is None or not plan.is_confirmation_slot(taken, study.n_trials):
-        return None
+        return "search"
     rows = session.connection().execute(_draws(), {"study_id": study.id}).all()
-    return next_confirmation((Draw(*row) for row in rows), plan.top, study.direction)
+    return confirmation_choice((Draw(*row) for row in rows), plan.top, study.direction)
 
 
 @functools.cache
 def _draws() -> Select[Any, str, float | None, bool, bool]:
-    """The study's trials that a confirmation's choice counts: the finished ones and the
-    confirmations, each with whether a retry holds its slot."""
+    """The study's trials that a confirmation's choice reads: the finished ones, the running
+    ones and the confirmations, each with whether a retry holds its slot."""
     study_id = bindparam("study_id", type_=Integer)
     retry = aliased(Trial)
     retried = select(retry.id).where(retry.retry_of_id == Trial.id).exists()
@@ -349,7 +352,10 @@ def _draws() -> Select[Any, str, float | None, bool, bool]:
         select(Trial.params, Trial.state, Trial.value, Trial.confirmation, retried)
         .where(
             Trial.study_id == study_id,
-            or_(Trial.state == TrialState.COMPLETE, Trial.confirmation.is_(True)),
+            or_(
+                Trial.state.in_((TrialState.COMPLETE, TrialState.RUNNING)),
+                Trial.confirmation.is_(True),
+            ),
         )
         .order_by(Trial.number)
     )

@@ -10,7 +10,8 @@ its best draw, the configuration with the best mean over its draws (`confirmed_b
 
 Which configuration a confirmation slot retrains is decided in the claim's transaction, under
 the study's lock, so workers claiming in parallel spread their confirmations over the
-configurations instead of repeating one.
+configurations instead of repeating one; and only once no searched trial is still running, so
+the confirmations see the whole search.
 """
 
 from __future__ import annotations
@@ -19,9 +20,21 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from service.states import TrialState
+
+CONFIRMATION_ATTR = "hpsearch_confirmation"
+"""The user attribute that marks a confirmation's trial in Optuna's record (True)."""
+
+DEFAULT_TOP = 3
+DEFAULT_SEEDS = 2
+"""`"confirm": {}`: the 3 best configurations, 2 more seeds each (what paid on the benchmarks)."""
+
+Choice = dict[str, Any] | Literal["search", "wait"]
+"""What a confirmation slot does: retrain this configuration; be searched as any other slot
+(no searched trial finished, and none can still finish); or wait for a claim a moment later
+(a searched trial still runs, and its result may change the top)."""
 
 
 @dataclass(frozen=True)
@@ -39,9 +52,10 @@ class ConfirmPlan:
     def of(cls, spec: Mapping[str, Any]) -> ConfirmPlan | None:
         """The plan of a stored spec (validated at submission), None without one."""
         confirm = spec.get("confirm")
-        if not confirm:
+        if confirm is None:
             return None
-        return cls(top=int(confirm["top"]), seeds=int(confirm["seeds"]))
+        top, seeds = confirm.get("top", DEFAULT_TOP), confirm.get("seeds", DEFAULT_SEEDS)
+        return cls(top=int(top), seeds=int(seeds))
 
     def is_confirmation_slot(self, slot: int, n_trials: int) -> bool:
         """Whether the study's `slot`-th trial slot (0-based; retries hold their original's
@@ -91,10 +105,21 @@ def top_configurations(draws: Iterable[Draw], top: int, direction: str) -> list[
     return list(chosen.values())
 
 
+def confirmation_choice(draws: Iterable[Draw], top: int, direction: str) -> Choice:
+    """What a confirmation slot does (`Choice`), from the study's finished trials, its
+    confirmations and its running trials. Waiting for the search to finish matters where
+    trials run in parallel: the last searched trials often hold the best draws."""
+    draws = list(draws)
+    if any(draw.state == TrialState.RUNNING and not draw.confirmation for draw in draws):
+        return "wait"
+    return next_confirmation(draws, top, direction) or "search"
+
+
 def next_confirmation(draws: Iterable[Draw], top: int, direction: str) -> dict[str, Any] | None:
     """The configuration a new confirmation retrains: of the `top` best, the one with the
     fewest draws so far (finished, running or queued; the better on a tie), so that each gets
-    its first extra seed before any gets a second. None while no trial has finished."""
+    its first extra seed before any gets a second. A failed confirmation counts: it spent
+    one of the configuration's seeds. None while no trial has finished."""
     draws = list(draws)
     candidates = top_configurations(draws, top, direction)
     if not candidates:

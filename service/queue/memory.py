@@ -24,7 +24,7 @@ from typing import Any
 
 from service.db.models import TrialEpoch, utcnow
 from service.queue.claim import past_time_budget
-from service.queue.confirmation import ConfirmPlan, Draw, next_confirmation
+from service.queue.confirmation import Choice, ConfirmPlan, Draw, confirmation_choice
 from service.queue.study_status import StudyProgress, study_outcome
 from service.queue.work_queue import (
     Claim,
@@ -473,12 +473,18 @@ class InMemoryWorkQueue:
         return (taken < study.n_trials or waiting) and running < study.max_parallel_trials
 
     def _claim(self, worker_id: int, candidates: Iterable[MemoryStudy]) -> Claim | None:
-        """`claim._reserve` on the first candidate (nothing changes under the lock between
-        finding it and taking its slot, so it has one)."""
-        study = next(iter(candidates), None)
-        if study is None:
-            return None
+        """`claim.claim_in`: a slot of the first candidate that has one to give now (nothing
+        changes under the lock between finding a candidate and taking its slot, but a
+        confirmation slot may have to wait for the search's running trials)."""
         self._worker(worker_id)  # a claim for a worker that does not exist is a test's bug
+        for study in candidates:
+            claim = self._reserve(worker_id, study)
+            if claim is not None:
+                return claim
+        return None
+
+    def _reserve(self, worker_id: int, study: MemoryStudy) -> Claim | None:
+        """`claim._reserve` on a candidate with a free slot."""
         now = utcnow()
         trials = self._of_study(study.id)
         ended = (
@@ -514,8 +520,11 @@ class InMemoryWorkQueue:
                 confirmation=waiting.confirmation,
                 ended=ended,
             )
+        choice = self._confirmation_choice(study, trials)
+        if choice == "wait":
+            return None
+        confirms = None if choice == "search" else choice
         number = max((trial.number for trial in trials), default=-1) + 1
-        confirms = self._confirmation_params(study, trials)
         trial = MemoryTrial(
             id=self._new_id(),
             study_id=study.id,
@@ -541,21 +550,19 @@ class InMemoryWorkQueue:
             ended=ended,
         )
 
-    def _confirmation_params(
-        self, study: MemoryStudy, trials: list[MemoryTrial]
-    ) -> dict[str, Any] | None:
-        """`claim._confirmation_params`: what the next slot retrains, if it confirms."""
+    def _confirmation_choice(self, study: MemoryStudy, trials: list[MemoryTrial]) -> Choice:
+        """`claim._confirmation_choice`: what the study's next new slot does."""
         plan = ConfirmPlan.of(study.spec)
         taken = len(trials) - sum(trial.retry_of_id is not None for trial in trials)
         if plan is None or not plan.is_confirmation_slot(taken, study.n_trials):
-            return None
+            return "search"
         retried = {trial.retry_of_id for trial in trials}
         draws = (
             Draw(t.params, t.state, t.value, t.confirmation, t.id in retried)
             for t in trials
-            if t.state == TrialState.COMPLETE or t.confirmation
+            if t.state in (TrialState.COMPLETE, TrialState.RUNNING) or t.confirmation
         )
-        return next_confirmation(draws, plan.top, study.direction)
+        return confirmation_choice(draws, plan.top, study.direction)
 
     def _worker(self, worker_id: int) -> MemoryWorker:
         worker = self._workers.get(worker_id)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from trainer import REGULARIZATION_PARAMETERS
 
@@ -23,3 +24,16 @@ def spec_warnings(objective_metric: str, searched: Iterable[str]) -> list[str]:
             f"regularization; {honest!r} is the same loss without the penalty"
         )
     return warnings
+
+
+def confirm_warnings(spec: Mapping[str, Any]) -> list[str]:
+    """A confirming study with its own time budget: the confirmations are its last trials, so
+    the budget running out first leaves it without a confirmed best."""
+    confirm, budget = spec.get("confirm"), spec.get("budget") or {}
+    if confirm is None or budget.get("timeout_s") is None:
+        return []
+    return [
+        f"confirm retrains the best configurations in the study's last trials; if "
+        f"budget.timeout_s ({budget['timeout_s']:g} s) ends the study before them, it reports "
+        "no confirmed best: leave room for them, or budget by n_trials"
+    ]

@@ -26,6 +26,7 @@ from service.db.repositories._analysis import (
     SummaryRow,
     TableSort,
 )
+from service.queue.confirmation import CONFIRMATION_ATTR
 from service.states import ENDED_TRIAL_STATES
 from service.studies._optuna import optuna_storage
 from service.studies._reads import reading
@@ -311,8 +312,8 @@ def get_param_importances(
     max_trials: int = MAX_IMPORTANCE_TRIALS,
 ) -> ParamImportances:
     """Optuna's fANOVA importances (seeded, so repeatable) on the study's Optuna record, from
-    its latest `max_trials` complete trials. None yet (with a note) below two complete trials
-    or when Optuna has no record of the study."""
+    its latest `max_trials` complete trials that are not confirmations. None yet (with a
+    note) below two complete trials or when Optuna has no record of the study."""
     with reading(session):
         study = find_study(session, study_id)
         optuna_name = study.optuna_study_name
@@ -326,7 +327,8 @@ def get_param_importances(
     )
     if note is not None:
         return ParamImportances(**empty, n_trials=0, note=note)
-    trials = trials[-max_trials:]
+    # confirmations repeat the best configurations: fANOVA would weigh them more
+    trials = [t for t in trials if not t.user_attrs.get(CONFIRMATION_ATTR)][-max_trials:]
     if len(trials) < 2:
         return ParamImportances(**empty, n_trials=len(trials), note="needs two complete trials")
     fitted = optuna.create_study(direction=_optuna_direction(study.direction))

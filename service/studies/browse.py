@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from service.db.models import Study, StudyStatus, TrialState
 from service.db.repositories import StudyRepository, TrialRepository
 from service.studies._reads import reading
-from service.studies.advice import spec_warnings
+from service.studies.advice import confirm_warnings, spec_warnings
 from service.studies.confirmed import read_confirmed_best
 from service.studies.errors import NotFoundError
 from service.studies.schemas import Page, StudyDetail, StudyRead, TrialRead
@@ -43,7 +43,8 @@ def get_study(session: Session, study_id: int) -> StudyDetail:
                 "spec": study.spec,
                 "warnings": spec_warnings(
                     study.objective_metric, (study.spec or {}).get("search_space", {})
-                ),
+                )
+                + confirm_warnings(study.spec or {}),
                 "trial_counts": {state.value: 0 for state in TrialState} | counts,
                 "best_trial": None if best is None else TrialRead.model_validate(best),
                 "confirmed_best": read_confirmed_best(session, study),

@@ -18,43 +18,50 @@ from service.db.repositories import TrialRepository
 from service.queue.confirmation import ConfirmPlan, config_key
 from service.studies.schemas import ConfirmedBest
 
+Draw = tuple[int, Mapping[str, Any], float, bool]
+"""A complete trial: its number, params, value and whether it is a confirmation."""
+
 
 def confirmed_best(
-    draws: Iterable[tuple[int, Mapping[str, Any], float]],
-    direction: Literal["minimize", "maximize"],
+    draws: Iterable[Draw], direction: Literal["minimize", "maximize"]
 ) -> ConfirmedBest | None:
-    """Of the configurations with two or more complete draws (trial number, params, value),
-    the one with the best mean; ties go to more draws, then to the earlier first draw."""
-    grouped: dict[str, list[tuple[int, Mapping[str, Any], float]]] = {}
-    for number, params, value in draws:
-        if math.isfinite(value):
-            grouped.setdefault(config_key(params), []).append((number, params, value))
+    """Of the configurations with two or more complete draws, the one with the best mean; ties
+    go to more draws, then to the earlier first draw."""
+    grouped: dict[str, list[Draw]] = {}
+    for draw in draws:
+        if math.isfinite(draw[2]):
+            grouped.setdefault(config_key(draw[1]), []).append(draw)
     sign = 1.0 if direction == "minimize" else -1.0
     repeated = [group for group in grouped.values() if len(group) >= 2]
     if not repeated:
         return None
     group = min(
         repeated,
-        key=lambda g: (sign * statistics.fmean(v for _, _, v in g), -len(g), g[0][0]),
+        key=lambda g: (sign * statistics.fmean(d[2] for d in g), -len(g), g[0][0]),
     )
-    values = [value for _, _, value in group]
+    values = [draw[2] for draw in group]
+    confirmations = [draw[2] for draw in group if draw[3]]
     best_number = min(group, key=lambda draw: (sign * draw[2], draw[0]))[0]
     return ConfirmedBest(
         params=dict(group[0][1]),
         mean=statistics.fmean(values),
         stdev=statistics.stdev(values),
         values=values,
-        trials=[number for number, _, _ in group],
+        trials=[draw[0] for draw in group],
         best_trial=best_number,
+        confirmations_mean=statistics.fmean(confirmations) if confirmations else None,
     )
 
 
 def read_confirmed_best(session: Session, study: Study) -> ConfirmedBest | None:
-    """`confirmed_best` of a study whose spec confirms (None for one that does not: a study
-    without confirmations seldom trains one configuration twice)."""
-    if ConfirmPlan.of(study.spec or {}) is None:
+    """`confirmed_best` of a study whose spec confirms, once a confirmation exists (None for
+    one that does not: a study without confirmations seldom trains one configuration twice).
+    A study detail reads it at every poll: during the search, one EXISTS instead of every
+    complete trial's parameters."""
+    trials = TrialRepository(session)
+    if ConfirmPlan.of(study.spec or {}) is None or not trials.has_confirmations(study.id):
         return None
     direction: Literal["minimize", "maximize"] = (
         "maximize" if study.direction == "maximize" else "minimize"
     )
-    return confirmed_best(TrialRepository(session).complete_draws(study.id), direction)
+    return confirmed_best(trials.complete_draws(study.id), direction)

@@ -93,7 +93,10 @@ class StudyReport(BaseModel):
     objective_metric: str
     direction: Literal["minimize", "maximize"]
     n_trials: int
+    """The finished searched trials (confirmations apart: `n_confirmations`)."""
     n_complete: int
+    n_confirmations: int = 0
+    """Finished trials that retrained one of the best configurations (spec.confirm)."""
     best: BestTrial | None
     confirmed_best: ConfirmedBest | None = None
     """spec.confirm: the configuration with the best mean over its draws (the best trial is
@@ -146,20 +149,26 @@ def build_report(session: Session, study_id: int) -> StudyReport:
 def _build_report(session: Session, study_id: int) -> StudyReport:
     with reading(session):
         study = find_study(session, study_id)
-        rows = [
-            _Row(number, state, value, params or {}, labels)
-            for number, state, value, params, labels in session.execute(
-                select(Trial.number, Trial.state, Trial.value, Trial.params, Trial.problem_labels)
-                .where(
-                    Trial.study_id == study_id,
-                    Trial.state != TrialState.RUNNING,
-                    # confirmations repeat the best configurations: counted in the techniques'
-                    # groups they would weigh those configurations more than the search did
-                    Trial.confirmation.is_(False),
-                )
-                .order_by(Trial.number)
+        rows: list[_Row] = []
+        confirmations = 0
+        for number, state, value, params, labels, confirmation in session.execute(
+            select(
+                Trial.number,
+                Trial.state,
+                Trial.value,
+                Trial.params,
+                Trial.problem_labels,
+                Trial.confirmation,
             )
-        ]
+            .where(Trial.study_id == study_id, Trial.state != TrialState.RUNNING)
+            .order_by(Trial.number)
+        ):
+            # confirmations repeat the best configurations: counted in the techniques' groups
+            # they would weigh those configurations more than the search did
+            if confirmation:
+                confirmations += 1
+            else:
+                rows.append(_Row(number, state, value, params or {}, labels))
         best = _best(session, study)
         confirmed = read_confirmed_best(session, study)
     try:
@@ -191,6 +200,7 @@ def _build_report(session: Session, study_id: int) -> StudyReport:
         direction=direction,
         n_trials=len(rows),
         n_complete=len(complete),
+        n_confirmations=confirmations,
         best=best,
         confirmed_best=confirmed,
         keras_defaults=_against_defaults(spec, complete, best, metric, direction),
@@ -229,8 +239,9 @@ def _importances(
     study_id: int,
     direction: Literal["minimize", "maximize"],
 ) -> tuple[dict[str, float], str | None]:
-    """fANOVA importances on the study's own complete trials (not a warm start's seeds), the
-    latest `MAX_IMPORTANCE_TRIALS` of them, as the importances endpoint fits them."""
+    """fANOVA importances on the study's own complete searched trials (not a warm start's
+    seeds, not confirmations), the latest `MAX_IMPORTANCE_TRIALS` of them, as the importances
+    endpoint fits them."""
     frozen = [
         trial
         for row in complete[-MAX_IMPORTANCE_TRIALS:]
@@ -429,10 +440,13 @@ def _against_defaults(
 
 
 def _summary(report: StudyReport) -> list[str]:
+    confirmations = (
+        f" (and {report.n_confirmations} confirmations)" if report.n_confirmations else ""
+    )
     lines = [
         f"study {report.study_id} '{report.name}' ({report.status}): {report.n_complete} of "
-        f"{report.n_trials} finished trials complete; objective {report.direction} "
-        f"{report.objective_metric}"
+        f"{report.n_trials} finished trials complete{confirmations}; objective "
+        f"{report.direction} {report.objective_metric}"
     ]
     ranked = sorted(
         (t for t in report.techniques if t.importance is not None),
@@ -463,6 +477,8 @@ def _confirmed_sentence(confirmed: ConfirmedBest, best: BestTrial | None, metric
         f"confirmed best: trials {trials} trained one configuration with {len(confirmed.trials)} "
         f"seeds, {metric} {confirmed.mean:.4g} ± {confirmed.stdev:.2g} on average"
     )
+    if confirmed.confirmations_mean is not None:
+        sentence += f" ({confirmed.confirmations_mean:.4g} over its confirmations alone)"
     if best is not None and best.number not in confirmed.trials:
         sentence += (
             f"; the best single draw (trial {best.number}, {best.value:.4g}) was another "

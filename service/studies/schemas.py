@@ -216,6 +216,12 @@ class ConfirmedBest(BaseModel):
     best_trial: int = Field(
         description="the number of its best draw (whose checkpoint holds trained weights)"
     )
+    confirmations_mean: float | None = Field(
+        default=None,
+        description="the mean over its confirmations alone: free of the selection that put "
+        "it among the best (its searched draw was picked for being good), so the fairer "
+        "estimate of what it scores on a new seed; None before a confirmation completed",
+    )
 
 
 class StudyDetail(StudyRead):

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
+from service.queue.confirmation import DEFAULT_SEEDS, DEFAULT_TOP
 from trainer import (
     EPOCH_METRICS,
     FILE_DATASETS,
@@ -186,10 +187,13 @@ class ConfirmSpec(BaseModel):
     model_config = _STRICT
 
     top: int = Field(
-        default=3, ge=1, le=10, description="how many of the best configurations to retrain"
+        default=DEFAULT_TOP,
+        ge=1,
+        le=10,
+        description="how many of the best configurations to retrain",
     )
     seeds: int = Field(
-        default=2, ge=1, le=10, description="how many more training seeds each one gets"
+        default=DEFAULT_SEEDS, ge=1, le=10, description="how many more training seeds each gets"
     )
 
 

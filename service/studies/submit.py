@@ -10,7 +10,7 @@ from service.config import Settings
 from service.db.models import Study, StudyStatus
 from service.db.repositories import DatasetRepository, StudyRepository
 from service.studies._optuna import delete_optuna_study, seed_optuna_study
-from service.studies.advice import spec_warnings
+from service.studies.advice import confirm_warnings, spec_warnings
 from service.studies.errors import InvalidInputError, Issue
 from service.studies.limits import budget_issues, size_issues
 from service.studies.schemas import StudyRead
@@ -69,6 +69,7 @@ def submit_study(
                 )
             )
             warnings = spec_warnings(spec.primary.metric, spec.search_space)
+            warnings += confirm_warnings(study.spec)
             warnings += [] if warm is None else warm.notes
             return StudyRead.model_validate(study).model_copy(update={"warnings": warnings})
     except BaseException:

@@ -15,6 +15,7 @@ from optuna.trial import TrialState as OptunaState
 from pydantic import ValidationError
 
 from service.artifacts import ArtifactStore, ArtifactStoreError, LocalStore
+from service.queue.confirmation import CONFIRMATION_ATTR
 from service.queue.work_queue import Claim, WorkQueue
 from service.states import TrialState
 from service.studies.objectives import MissingObjectiveError, objective_values
@@ -221,6 +222,12 @@ class TrialRunner:
         # rare case is better than a worker that dies with its claimed slot. (In memory, for a
         # mirrored study, nothing here touches the database.)
         trial = with_db_retry(study.ask, "ask Optuna for a trial", patience_s=patience_s)
+        if claim.confirmation:  # so Optuna's own readers (importances) can leave it out
+            with_db_retry(
+                lambda: trial.set_user_attr(CONFIRMATION_ATTR, True),
+                "mark the confirmation",
+                patience_s=patience_s,
+            )
         params = with_db_retry(
             lambda: template.search_space.sample(trial), "sample", patience_s=patience_s
         )

@@ -162,10 +162,18 @@ class TrialRepository:
             .order_by(Trial.number)
         ).all()
 
-    def complete_draws(self, study_id: int) -> Sequence[tuple[int, dict[str, Any], float]]:
-        """(number, params, value) of the study's complete trials with a value, by number."""
+    def has_confirmations(self, study_id: int) -> bool:
+        """Whether a trial of the study is a confirmation (spec.confirm)."""
+        confirmations = select(Trial.id).where(
+            Trial.study_id == study_id, Trial.confirmation.is_(True)
+        )
+        return bool(self._session.scalar(select(confirmations.exists())))
+
+    def complete_draws(self, study_id: int) -> Sequence[tuple[int, dict[str, Any], float, bool]]:
+        """(number, params, value, confirmation) of the study's complete trials with a value,
+        by number."""
         rows = self._session.execute(
-            select(Trial.number, Trial.params, Trial.value)
+            select(Trial.number, Trial.params, Trial.value, Trial.confirmation)
             .where(
                 Trial.study_id == study_id,
                 Trial.state == TrialState.COMPLETE,
@@ -173,7 +181,7 @@ class TrialRepository:
             )
             .order_by(Trial.number)
         ).all()
-        return [(number, params, value) for number, params, value in rows]
+        return [(number, params, value, flag) for number, params, value, flag in rows]
 
     def find_best(self, study_id: int, direction: Literal["minimize", "maximize"]) -> Trial | None:
         """The complete trial with the best value (lowest number on ties)."""
