@@ -334,7 +334,7 @@ def test_export_of_a_study_without_trials_and_bad_format(
     empty = seed_study(db)
     text = client.get(f"/api/v1/studies/{empty}/export").text
     assert text.strip() == (
-        "number,state,value,epochs_run,best_epoch,diagnosis,problems,duration_s"
+        "number,state,value,epochs_run,best_epoch,diagnosis,problems,duration_s,confirmation"
     )
     response = client.get(f"/api/v1/studies/{empty}/export", params={"format": "xml"})
     assert response.status_code == 422
