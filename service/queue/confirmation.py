@@ -117,9 +117,11 @@ def confirmation_choice(draws: Iterable[Draw], top: int, direction: str) -> Choi
 
 def next_confirmation(draws: Iterable[Draw], top: int, direction: str) -> dict[str, Any] | None:
     """The configuration a new confirmation retrains: of the `top` best, the one with the
-    fewest draws so far (finished, running or queued; the better on a tie), so that each gets
-    its first extra seed before any gets a second. A failed confirmation counts: it spent
-    one of the configuration's seeds. None while no trial has finished."""
+    fewest confirmations so far (finished, running or queued; the better on a tie), so that
+    each gets its first extra seed before any gets a second, and each its `seeds` in the end
+    (a configuration the sampler happened to draw twice gets as many as the others). A failed
+    confirmation counts: it spent one of the configuration's seeds. None while no trial has
+    finished."""
     draws = list(draws)
     candidates = top_configurations(draws, top, direction)
     if not candidates:
@@ -127,10 +129,8 @@ def next_confirmation(draws: Iterable[Draw], top: int, direction: str) -> dict[s
     counts = {config_key(params): 0 for params in candidates}
     for draw in draws:
         key = config_key(draw.params)
-        if key not in counts or draw.retried:
-            continue
-        counted = draw.confirmation or _finished_value(draw) is not None
-        counts[key] += counted
+        if draw.confirmation and not draw.retried and key in counts:
+            counts[key] += 1
     rank = {key: index for index, key in enumerate(counts)}
     chosen = min(counts, key=lambda key: (counts[key], rank[key]))
     return dict(candidates[rank[chosen]])
