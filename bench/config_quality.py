@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from search_quality import SEED_BASE, Run, study_spec
 
+from service.queue.confirmation import config_key  # the key of every retraining
 from trainer import run_trial
 
 RETRAIN_SEED_BASE = 9_000_000  # away from the studies' training seeds (1000 * study seed + n)
@@ -63,11 +64,6 @@ def _trials_within(
         if spent > max_epochs:
             return
         yield number, value, epochs, spent, config_key(params)
-
-
-def config_key(params: Mapping[str, Any]) -> str:
-    """A configuration as canonical JSON (the key of every retraining)."""
-    return json.dumps(params, sort_keys=True)
 
 
 def random_median_epochs(runs: list[Run]) -> float:

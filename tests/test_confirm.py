@@ -5,6 +5,7 @@ and the study reports the configuration with the best mean (issue 14; bench/READ
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -244,6 +245,18 @@ def test_confirmations_repeat_the_best_configuration_with_new_seeds_and_are_neve
     assert queue.study(study_id).status == StudyStatus.COMPLETED
 
 
+def study_and_trials(
+    sessions: sessionmaker[Session], study_id: int
+) -> tuple[Study, Sequence[Trial]]:
+    """The study's row and its trials by number, as the worker left them."""
+    with sessions() as session:
+        study = session.get_one(Study, study_id)
+        trials = session.scalars(
+            select(Trial).where(Trial.study_id == study_id).order_by(Trial.number)
+        ).all()
+    return study, trials
+
+
 def test_a_confirming_study_runs_to_its_confirmed_best_on_the_database(
     migrated_database_url: str, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
@@ -251,11 +264,7 @@ def test_a_confirming_study_runs_to_its_confirmed_best_on_the_database(
     study_id = add_study(sessions, study_spec)
     run_worker_until_idle(migrated_database_url, tmp_path)
 
-    with sessions() as session:
-        study = session.get_one(Study, study_id)
-        trials = session.scalars(
-            select(Trial).where(Trial.study_id == study_id).order_by(Trial.number)
-        ).all()
+    study, trials = study_and_trials(sessions, study_id)
     with sessions() as session:
         detail = get_study(session, study_id)
     assert study.status == StudyStatus.COMPLETED
@@ -295,11 +304,7 @@ def test_an_extended_confirming_study_searches_then_confirms_again(
         extend_study(session, settings_for(migrated_database_url, tmp_path), study_id, 2)
     run_worker_until_idle(migrated_database_url, tmp_path)
 
-    with sessions() as session:
-        study = session.get_one(Study, study_id)
-        trials = session.scalars(
-            select(Trial).where(Trial.study_id == study_id).order_by(Trial.number)
-        ).all()
+    study, trials = study_and_trials(sessions, study_id)
     assert (study.status, study.n_trials) == (StudyStatus.COMPLETED, 5)
     # the window moved with n_trials: trial 2 confirmed the first search, trial 4 the whole
     assert [t.confirmation for t in trials] == [False, False, True, False, True]

@@ -29,7 +29,7 @@ from service.states import FINAL_STUDY_STATUSES
 from service.studies._reads import reading
 from service.studies.analysis import MAX_IMPORTANCE_TRIALS
 from service.studies.browse import find_study
-from service.studies.confirmed import read_confirmed_best
+from service.studies.confirmed import Draw, confirmed_best
 from service.studies.errors import ConflictError
 from service.studies.schemas import ConfirmedBest, split_problem_labels
 from service.studies.spec import StudySpec
@@ -151,6 +151,7 @@ def _build_report(session: Session, study_id: int) -> StudyReport:
         study = find_study(session, study_id)
         rows: list[_Row] = []
         confirmations = 0
+        draws: list[Draw] = []  # every complete trial with a value, for the confirmed best
         for number, state, value, params, labels, confirmation in session.execute(
             select(
                 Trial.number,
@@ -163,6 +164,8 @@ def _build_report(session: Session, study_id: int) -> StudyReport:
             .where(Trial.study_id == study_id, Trial.state != TrialState.RUNNING)
             .order_by(Trial.number)
         ):
+            if state == TrialState.COMPLETE and value is not None:
+                draws.append((number, params or {}, value, confirmation))
             # confirmations repeat the best configurations: counted in the techniques' groups
             # they would weigh those configurations more than the search did
             if confirmation:
@@ -170,7 +173,6 @@ def _build_report(session: Session, study_id: int) -> StudyReport:
             else:
                 rows.append(_Row(number, state, value, params or {}, labels))
         best = _best(session, study)
-        confirmed = read_confirmed_best(session, study)
     try:
         spec = StudySpec.model_validate(study.spec)
     except (ValidationError, ValueError) as error:
@@ -181,6 +183,8 @@ def _build_report(session: Session, study_id: int) -> StudyReport:
     direction: Literal["minimize", "maximize"] = (
         "maximize" if study.direction == "maximize" else "minimize"
     )
+    # (from the rows read above: `read_confirmed_best` would read them again)
+    confirmed = confirmed_best(draws, direction) if spec.confirm and confirmations else None
     complete = [
         r
         for r in rows
