@@ -230,3 +230,113 @@ def test_a_warm_started_study_runs_the_sources_best_first_and_keeps_its_own_coun
     ids = sorted(t.optuna_trial_id for t in trials if t.optuna_trial_id is not None)
     assert sorted(t.number for t in own) == ids
     assert len(ids) == len(trials)
+
+
+# --- a confirming source: its confirmed best runs first ---------------------------------------
+
+
+def confirming_source(
+    db: sessionmaker[Session],
+    draws: list[tuple[float, float, bool]],
+    study_spec: dict[str, Any],
+    **params: Any,
+) -> int:
+    """A finished study whose trials are (learning rate, value, confirmation), each with
+    `params` too."""
+    study = seed_study(
+        db,
+        status="completed",
+        spec=study_spec,
+        n_trials=len(draws),
+        objective_metric="val_data_loss",
+    )
+    for number, (rate, value, confirmation) in enumerate(draws):
+        trial = {"optimizer": "adam", "learning_rate": rate, **params}
+        seed_trial(db, study, number, value=value, params=trial, confirmation=confirmation)
+    return study
+
+
+# Its best single draw (lr 0.01, 0.05) is luck: two confirmations of it average 0.30. lr 0.02's
+# three draws average 0.15, the source's confirmed best.
+LUCKY_THEN_CONFIRMED = [
+    (0.01, 0.05, False),
+    (0.02, 0.16, False),
+    (0.03, 0.40, False),
+    (0.01, 0.40, True),
+    (0.02, 0.15, True),
+    (0.01, 0.45, True),
+    (0.02, 0.14, True),
+]
+
+
+def test_a_confirming_sources_confirmed_best_is_marked_first_not_its_luckiest_draw(
+    client: TestClient, db: sessionmaker[Session], api_settings: Settings
+) -> None:
+    confirming = valid_spec(confirm={"top": 2, "seeds": 2})
+    better = confirming_source(db, LUCKY_THEN_CONFIRMED, confirming)
+    worse = confirming_source(  # confirmed mean 0.2: loses to 0.15
+        db, [(0.004, 0.2, False), (0.004, 0.2, True), (0.005, 0.3, False)], confirming
+    )
+    plain = source_study(db, [0.01, 0.02])  # a luckier draw, never confirmed
+    response = client.post(STUDIES, json=valid_spec(warm_start={"studies": [plain, worse, better]}))
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["warnings"] == [
+        f"warm start: the first trial runs study {better}'s confirmed best (mean 0.15 over 3 "
+        "draws), not the sources' best single draw"
+    ]
+    trials = optuna_trials(api_settings.effective_database_url, body["optuna_study_name"])
+    first = [t for t in trials if t.user_attrs["hpsearch_warm_start"].get("first")]
+    assert len(first) == 1
+    # the configuration's best draw (trial 6, 0.14) stands for it
+    assert first[0].user_attrs["hpsearch_warm_start"] == {
+        "study_id": better,
+        "trial": 6,
+        "first": True,
+    }
+    assert first[0].params == {"optimizer": "adam", "learning_rate": 0.02}
+    assert len(trials) == 7 + 3 + 2  # every source trial still seeds the sampler
+
+
+def test_a_non_confirming_source_marks_nothing_even_where_it_drew_a_configuration_twice(
+    client: TestClient, db: sessionmaker[Session], api_settings: Settings
+) -> None:
+    source = confirming_source(db, LUCKY_THEN_CONFIRMED, valid_spec())
+    response = client.post(STUDIES, json=valid_spec(warm_start={"studies": [source]}))
+    assert response.status_code == 201, response.text
+    assert response.json()["warnings"] == []
+    trials = optuna_trials(
+        api_settings.effective_database_url, response.json()["optuna_study_name"]
+    )
+    assert not any(t.user_attrs["hpsearch_warm_start"].get("first") for t in trials)
+
+
+@pytest.mark.parametrize("parallel", [1, 2], ids=["one-at-a-time", "parallel"])
+def test_a_study_warm_started_from_a_confirming_one_runs_its_confirmed_best_first(
+    migrated_database_url: str,
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    api_settings: Settings,
+    parallel: int,
+) -> None:
+    from service.studies import submit_study
+
+    source_spec = spec(
+        budget={"n_trials": 7, "max_epochs": 2}, confirm={"top": 2, "seeds": 2}
+    ).model_dump(mode="json")
+    source = confirming_source(sessions, LUCKY_THEN_CONFIRMED, source_spec, dropout=0.1)
+    warm_spec = spec(
+        budget={"n_trials": 2, "max_epochs": 2, "max_parallel_trials": parallel},
+        sampler={"name": "tpe", "seed": 5},
+        warm_start={"studies": [source]},
+    )
+    with sessions() as session:
+        submitted = submit_study(session, api_settings, warm_spec)
+    run_worker_until_idle(migrated_database_url, tmp_path)
+
+    with sessions() as session:
+        first = session.scalars(
+            select(Trial).where(Trial.study_id == submitted.id, Trial.number == 0)
+        ).one()
+    # not lr 0.01's lucky draw
+    assert first.params == {"optimizer": "adam", "learning_rate": 0.02, "dropout": 0.1}

@@ -6,7 +6,9 @@ evidence about the new study's objective. Each complete trial is replayed throug
 search space (its conditions and ranges); one that falls outside is left out and said so.
 The trials go into the new study's Optuna study before it is queued, so every sampler that
 reads the history (TPE, GP, CMA-ES) starts from them; the worker runs the best of them as
-the study's first trial (`service.worker.runner`).
+the study's first trial (`service.worker.runner`). Where a source confirmed its best
+(`confirm`), that best is its confirmed configuration, the best mean over several draws,
+rather than its luckiest draw: the seed marked `first` names it.
 """
 
 from __future__ import annotations
@@ -29,9 +31,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db.models import Study, Trial, TrialState
+from service.queue.confirmation import ConfirmPlan
+from service.studies.confirmed import confirmed_best
 from service.studies.errors import InvalidInputError, Issue
 from service.studies.spec import StudySpec
 from trainer import SearchSpace
+
+WARM_START_ATTR = "hpsearch_warm_start"
+"""The Optuna user attribute of a seed trial: the source study and trial it came from, and
+`first` on the one the new study runs first when a source's confirmed best chose it."""
 
 MAX_SEED_TRIALS = 1000
 """Trials taken from all sources together (the newest first): beyond that a sampler's model
@@ -49,6 +57,16 @@ _COMPARED = (
 class WarmStart:
     trials: list[FrozenTrial] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    first: FrozenTrial | None = None
+    """The seed of the best confirmed configuration among the sources (None: none confirmed,
+    and the study runs the sources' best draw first)."""
+
+
+@dataclass(frozen=True)
+class _Confirmed:
+    mean: float
+    draws: int
+    seed: FrozenTrial
 
 
 def prepare_warm_start(session: Session, spec: StudySpec) -> WarmStart:
@@ -58,6 +76,8 @@ def prepare_warm_start(session: Session, spec: StudySpec) -> WarmStart:
     issues: list[Issue] = []
     warm = WarmStart()
     ours = spec.model_dump(mode="json")
+    sign = 1.0 if spec.primary.resolved_direction == "minimize" else -1.0
+    confirmed: list[tuple[int, _Confirmed]] = []
     for index, source_id in enumerate(spec.warm_start.studies):
         at = ("warm_start", "studies", index)
         if source_id in spec.warm_start.studies[:index]:
@@ -72,7 +92,7 @@ def prepare_warm_start(session: Session, spec: StudySpec) -> WarmStart:
             issues.append(Issue(at, f"study {source_id} {why}, so its trials cannot seed this one"))
             continue
         rows = session.execute(
-            select(Trial.number, Trial.params, Trial.value)
+            select(Trial.number, Trial.params, Trial.value, Trial.confirmation)
             .where(
                 Trial.study_id == source_id,
                 Trial.state == TrialState.COMPLETE,
@@ -82,7 +102,7 @@ def prepare_warm_start(session: Session, spec: StudySpec) -> WarmStart:
         ).all()
         taken = [
             trial
-            for number, params, value in rows
+            for number, params, value, _ in rows
             if (trial := replayed(spec.search_space, params or {}, value, source_id, number))
             is not None
         ]
@@ -100,15 +120,52 @@ def prepare_warm_start(session: Session, spec: StudySpec) -> WarmStart:
                 "complete trials fall outside this search space and do not seed it"
             )
         warm.trials += taken
+        if (best := _confirmed_seed(spec, source, rows, taken)) is not None:
+            confirmed.append((source_id, best))
     if issues:
         raise InvalidInputError(issues)
+    if confirmed:
+        source_id, best = min(confirmed, key=lambda item: sign * item[1].mean)
+        warm.first = best.seed
+        best.seed.set_user_attr(
+            WARM_START_ATTR, {**best.seed.user_attrs[WARM_START_ATTR], "first": True}
+        )
+        warm.notes.append(
+            f"warm start: the first trial runs study {source_id}'s confirmed best (mean "
+            f"{best.mean:.4g} over {best.draws} draws), not the sources' best single draw"
+        )
     if len(warm.trials) > MAX_SEED_TRIALS:
         warm.notes.append(
             f"warm start: the newest {MAX_SEED_TRIALS} of {len(warm.trials)} source trials "
             "seed the sampler"
         )
-        warm.trials = warm.trials[:MAX_SEED_TRIALS]
+        kept = warm.trials[:MAX_SEED_TRIALS]
+        if warm.first is not None and warm.first not in kept:
+            kept[-1] = warm.first
+        warm.trials = kept
     return warm
+
+
+def _confirmed_seed(
+    spec: StudySpec,
+    source: Study,
+    rows: Sequence[tuple[int, Any, float, bool]],
+    taken: Sequence[FrozenTrial],
+) -> _Confirmed | None:
+    """A confirming source's confirmed best, as its seed within this study's space (None when
+    the source confirmed nothing, or its confirmed configuration falls outside the space)."""
+    if ConfirmPlan.of(source.spec or {}) is None or not any(row[3] for row in rows):
+        return None
+    best = confirmed_best(
+        sorted((number, params or {}, value, bool(flag)) for number, params, value, flag in rows),
+        spec.primary.resolved_direction,
+    )
+    if best is None:
+        return None
+    for seed in taken:
+        if seed.user_attrs[WARM_START_ATTR]["trial"] == best.best_trial:
+            return _Confirmed(best.mean, len(best.values), seed)
+    return None
 
 
 def _incompatibility(ours: dict[str, Any], spec: StudySpec, source: Study) -> str | None:
@@ -158,7 +215,7 @@ def replayed(
             params=values,
             distributions=replay.distributions,
             value=value,
-            user_attrs={"hpsearch_warm_start": {"study_id": study_id, "trial": number}},
+            user_attrs={WARM_START_ATTR: {"study_id": study_id, "trial": number}},
         )
     except (_MisfitError, ValueError):
         return None

@@ -20,6 +20,7 @@ from service.queue.work_queue import Claim, WorkQueue
 from service.states import TrialState
 from service.studies.objectives import MissingObjectiveError, objective_values
 from service.studies.spec import StudySpec, UploadedDataset
+from service.studies.warm_start import WARM_START_ATTR
 from service.worker.checkpoints import TrialCheckpoints
 from service.worker.db_retry import with_db_retry
 from service.worker.optuna_bridge import OptunaReporter, make_pruner, make_sampler
@@ -212,7 +213,7 @@ class TrialRunner:
         fixed = claim.params  # a retry runs its original's parameters again; so does a confirmation
         if fixed is None and claim.number == 0:
             if spec.warm_start is not None:
-                fixed = _best_params(study)  # a warm start's first trial: the sources' best
+                fixed = _warm_start_first(study)
             elif spec.sampler.starts_from_defaults:
                 fixed = template.default_params() or None
         if fixed is not None:
@@ -435,6 +436,15 @@ class TrialRunner:
                 raise ValueError(f"uploaded dataset {row.id}'s file is gone from the store")
             path = str(local)
         return spec.dataset.resolved(path, row.format, row.target, row.task)
+
+
+def _warm_start_first(study: optuna.Study) -> dict[str, object] | None:
+    """A warm start's first trial: the seed its submit marked (the sources' best confirmed
+    configuration), else the sources' best draw."""
+    for seed in study.get_trials(deepcopy=False, states=(OptunaState.COMPLETE,)):
+        if seed.user_attrs.get(WARM_START_ATTR, {}).get("first"):
+            return dict(seed.params)
+    return _best_params(study)
 
 
 def _best_params(study: optuna.Study) -> dict[str, object] | None:
