@@ -189,6 +189,33 @@ def test_unknown_repeated_and_empty_sources_and_a_grid_study_are_refused(
 # --- running ------------------------------------------------------------------------------
 
 
+def run_warm_started(
+    sessions: sessionmaker[Session],
+    url: str,
+    tmp_path: Path,
+    settings: Settings,
+    source: int,
+    parallel: int,
+) -> tuple[Study, list[Trial]]:
+    """Submit and run a 2-trial study warm-started from `source`: the study, its trials."""
+    from service.studies import submit_study
+
+    warm_spec = spec(
+        budget={"n_trials": 2, "max_epochs": 2, "max_parallel_trials": parallel},
+        sampler={"name": "tpe", "seed": 5},
+        warm_start={"studies": [source]},
+    )
+    with sessions() as session:
+        submitted = submit_study(session, settings, warm_spec)
+    run_worker_until_idle(url, tmp_path)
+    with sessions() as session:
+        study = session.get_one(Study, submitted.id)
+        trials = session.scalars(
+            select(Trial).where(Trial.study_id == submitted.id).order_by(Trial.number)
+        ).all()
+    return study, list(trials)
+
+
 @pytest.mark.parametrize("parallel", [1, 2], ids=["one-at-a-time", "parallel"])
 def test_a_warm_started_study_runs_the_sources_best_first_and_keeps_its_own_count(
     migrated_database_url: str,
@@ -197,8 +224,6 @@ def test_a_warm_started_study_runs_the_sources_best_first_and_keeps_its_own_coun
     api_settings: Settings,
     parallel: int,
 ) -> None:
-    from service.studies import submit_study
-
     source_spec = spec(budget={"n_trials": 4, "max_epochs": 2})
     source_id = add_study(sessions, source_spec)
     run_worker_until_idle(migrated_database_url, tmp_path)
@@ -207,20 +232,9 @@ def test_a_warm_started_study_runs_the_sources_best_first_and_keeps_its_own_coun
         best = session.get_one(Trial, source.best_trial_id)
         best_params = dict(best.params)
 
-    warm_spec = spec(
-        budget={"n_trials": 2, "max_epochs": 2, "max_parallel_trials": parallel},
-        sampler={"name": "tpe", "seed": 5},
-        warm_start={"studies": [source_id]},
+    study, trials = run_warm_started(
+        sessions, migrated_database_url, tmp_path, api_settings, source_id, parallel
     )
-    with sessions() as session:
-        submitted = submit_study(session, api_settings, warm_spec)
-    run_worker_until_idle(migrated_database_url, tmp_path)
-
-    with sessions() as session:
-        study = session.get_one(Study, submitted.id)
-        trials = session.scalars(
-            select(Trial).where(Trial.study_id == submitted.id).order_by(Trial.number)
-        ).all()
     assert study.status == StudyStatus.COMPLETED
     assert [t.number for t in trials] == [0, 1]
     assert trials[0].params == best_params  # the sources' best configuration ran first
@@ -319,24 +333,12 @@ def test_a_study_warm_started_from_a_confirming_one_runs_its_confirmed_best_firs
     api_settings: Settings,
     parallel: int,
 ) -> None:
-    from service.studies import submit_study
-
     source_spec = spec(
         budget={"n_trials": 7, "max_epochs": 2}, confirm={"top": 2, "seeds": 2}
     ).model_dump(mode="json")
     source = confirming_source(sessions, LUCKY_THEN_CONFIRMED, source_spec, dropout=0.1)
-    warm_spec = spec(
-        budget={"n_trials": 2, "max_epochs": 2, "max_parallel_trials": parallel},
-        sampler={"name": "tpe", "seed": 5},
-        warm_start={"studies": [source]},
+    _, trials = run_warm_started(
+        sessions, migrated_database_url, tmp_path, api_settings, source, parallel
     )
-    with sessions() as session:
-        submitted = submit_study(session, api_settings, warm_spec)
-    run_worker_until_idle(migrated_database_url, tmp_path)
-
-    with sessions() as session:
-        first = session.scalars(
-            select(Trial).where(Trial.study_id == submitted.id, Trial.number == 0)
-        ).one()
     # not lr 0.01's lucky draw
-    assert first.params == {"optimizer": "adam", "learning_rate": 0.02, "dropout": 0.1}
+    assert trials[0].params == {"optimizer": "adam", "learning_rate": 0.02, "dropout": 0.1}
