@@ -214,6 +214,9 @@ def test_show_and_trials_tell_the_confirmed_best_and_the_confirmations(
     seed_trial(db, study_id, 1, value=0.125, params=lucky)
     seed_trial(db, study_id, 2, value=0.5, params=lucky, confirmation=True)
     seed_trial(db, study_id, 3, value=0.75, params=lucky, confirmation=True)
+    seed_trial(  # the steady one blew up on a seed: not confirmed, and said so
+        db, study_id, 4, value=None, params=steady, state="failed", problem_labels=",diverged,"
+    )
 
     text = hps(url, "show", str(study_id)).stdout
     assert "trial 1: val_loss 0.125" in text  # the luckiest draw
@@ -221,8 +224,9 @@ def test_show_and_trials_tell_the_confirmed_best_and_the_confirmations(
     mean, stdev = statistics.fmean(values), statistics.stdev(values)
     assert f"trials 1, 2, 3: mean val_loss {mean:.5g} ± {stdev:.5g} over 3 seeds" in text
     assert "new seeds   mean 0.625 over its confirmations alone" in text
+    assert "left out    1 configuration(s) that diverged on one of their seeds" in text
     rows = [row for row in table_rows(hps(url, "trials", str(study_id)).stdout) if row[0]]
-    assert [row[1] for row in rows] == ["complete"] * 2 + ["complete (confirms)"] * 2
+    assert [row[1] for row in rows] == ["complete"] * 2 + ["complete (confirms)"] * 2 + ["failed"]
 
     fresh = seed_study(db, spec=confirming, n_trials=4)
     waiting = hps(url, "show", str(fresh)).stdout

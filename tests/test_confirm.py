@@ -124,6 +124,17 @@ def test_the_confirmed_best_is_the_best_mean_over_two_or_more_draws() -> None:
     assert confirmed_best([(0, A, 0.1, False), (1, B, 0.2, False)], "minimize") is None
 
 
+def test_a_configuration_that_diverged_on_a_seed_is_not_confirmed() -> None:
+    draws = [(0, A, 0.10, False), (1, A, 0.12, True), (2, B, 0.20, False), (3, B, 0.22, True)]
+    best = confirmed_best(draws, "minimize", diverged=[A, C])  # A blew up on a third seed
+    assert best is not None
+    assert (best.params, best.diverged_left_out) == (B, 1)  # (C never trained: not counted)
+    assert confirmed_best(draws, "minimize", diverged=[A, B]) is None
+    unaffected = confirmed_best(draws, "minimize")
+    assert unaffected is not None
+    assert (unaffected.params, unaffected.diverged_left_out) == (A, 0)
+
+
 # --- the spec -----------------------------------------------------------------------------
 
 
@@ -201,6 +212,10 @@ def test_the_study_detail_reports_the_confirmed_best_beside_the_luckiest_draw(
     assert [t["confirmation"] for t in trials["items"]] == [False, False, True, True]
     export = client.get(f"/api/v1/studies/{study_id}/export", params={"format": "json"}).json()
     assert [row["confirmation"] for row in export] == [False, False, True, True]
+    # B blows up on a third seed: a mean over the seeds that trained would hide it, so the
+    # study has no confirmed best left (A has one draw)
+    seed_trial(db, study_id, 4, params=B, value=None, state="failed", problem_labels=",diverged,")
+    assert client.get(f"/api/v1/studies/{study_id}").json()["confirmed_best"] is None
     plain = seed_study(db)  # without confirm: no confirmed best, however its trials repeat
     for number in range(2):
         seed_trial(db, plain, number, params=A, value=0.2)
@@ -312,6 +327,45 @@ def test_an_extended_confirming_study_searches_then_confirms_again(
     best = min(searched, key=lambda t: t.value if t.value is not None else 1e9)
     assert trials[2].params == min(searched[:2], key=lambda t: t.value or 1e9).params
     assert trials[4].params == best.params
+
+
+def test_the_report_leaves_out_a_configuration_that_diverged_on_a_seed_and_says_so(
+    client: TestClient, db: sessionmaker[Session]
+) -> None:
+    study_id = seed_study(
+        db,
+        status="completed",
+        spec=valid_spec(confirm={"top": 2, "seeds": 1}),
+        n_trials=5,
+        objective_metric="val_loss",
+    )
+    sgd = {"optimizer": "sgd", "learning_rate": 0.01}
+    adam = {"optimizer": "adam", "learning_rate": 0.002}
+    for number, params, value, confirmation, state, labels in [
+        (0, sgd, 0.30, False, "complete", None),
+        (1, adam, 0.20, False, "complete", None),
+        (2, sgd, 0.32, True, "complete", None),
+        (3, adam, 0.21, True, "complete", None),
+        (4, adam, None, True, "failed", ",diverged,"),  # a third seed blew up
+    ]:
+        seed_trial(
+            db,
+            study_id,
+            number,
+            params=params,
+            value=value,
+            confirmation=confirmation,
+            state=state,
+            problem_labels=labels,
+        )
+    report = client.get(f"/api/v1/studies/{study_id}/report").json()
+    confirmed = report["confirmed_best"]
+    assert (confirmed["params"], confirmed["diverged_left_out"]) == (sgd, 1)  # not adam's 0.205
+    assert any(
+        "1 configuration(s) that diverged on one of their seeds were left out" in line
+        for line in report["summary"]
+    )
+    assert client.get(f"/api/v1/studies/{study_id}").json()["confirmed_best"] == confirmed
 
 
 def test_the_report_states_the_confirmed_best_and_groups_only_searched_trials(

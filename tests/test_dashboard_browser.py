@@ -335,9 +335,20 @@ def test_a_confirming_study_shows_its_confirmed_best_beside_its_best_draw(
             params=params,
             confirmation=confirmation,
         )
+    add_trial(  # sgd blew up on a new seed: left out of the confirmed best, and said so
+        served,
+        study,
+        3,
+        state="failed",
+        value=None,
+        params={"optimizer": "sgd"},
+        confirmation=True,
+        problem_labels=",diverged,",
+    )
     page.goto(f"{served.url}/studies/{study}?token={TOKEN}")
     facts = page.locator("#facts")
     expect(facts).to_contain_text("confirmed best0.5 ± 0.3536 over 2 seeds (trials 1, 2)")
+    expect(facts).to_contain_text("; 1 configuration(s) that diverged on a seed left out")
     expect(facts).to_contain_text("best0.25 (trial 1)")
     assert page.locator("#facts a", has_text="2").get_attribute("href") == (
         f"/studies/{study}/trials/2"

@@ -614,6 +614,27 @@ def test_a_confirmation_handed_over_holds_its_seed_through_its_retry(harness: Ha
     assert claimed(h, worker_of(h, 5)).params == {"learning_rate": 0.01}
 
 
+def test_a_configuration_that_diverged_on_a_confirmation_gives_its_seeds_to_the_next(
+    harness: Harness,
+) -> None:
+    h = harness
+    confirming(h, 7, top=2, seeds=2, max_parallel_trials=7)
+    worker = worker_of(h)
+    for learning_rate, value in ((0.01, 0.3), (0.02, 0.4), (0.03, 0.5)):
+        searched(h, worker, learning_rate, value)
+    first = claimed(h, worker)
+    assert first.params == {"learning_rate": 0.01}
+    h.queue.start(first.trial_id, TrialStart(3, first.params, "cpu", "/ckpt/3"))
+    diverged = TrialOutcome(TrialState.FAILED, None, {"problem_labels": ",diverged,"})
+    h.queue.finish(first.trial_id, worker, diverged, OptunaNumber(3))
+    # 0.01 is out of the top (it blew up on a new seed); 0.03 moves in, with no confirmation
+    # yet, ahead of 0.02
+    assert [claimed(h, worker_of(h, pid)).params for pid in (2, 3)] == [
+        {"learning_rate": 0.02},
+        {"learning_rate": 0.03},
+    ]
+
+
 def test_a_study_without_confirm_never_confirms(harness: Harness) -> None:
     h = harness
     h.add_study(n_trials=2)

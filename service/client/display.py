@@ -278,6 +278,12 @@ def confirm_rows(grid: Table, study: dict[str, Any]) -> None:
             f"mean {number(confirmed['confirmations_mean'])} over its confirmations alone "
             "(no selection flatters it)",
         )
+    if confirmed.get("diverged_left_out"):
+        grid.add_row(
+            "  left out",
+            f"{confirmed['diverged_left_out']} configuration(s) that diverged on one of their "
+            "seeds",
+        )
     grid.add_row("  params", params_text(confirmed["params"], sep="\n"))
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     Select,
     bindparam,
+    case,
     func,
     insert,
     null,
@@ -33,6 +34,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from service.db.engine import transaction
 from service.db.models import Study, StudyStatus, Trial, TrialState, Worker, utcnow
+from service.db.repositories import problem_pattern
 from service.queue.confirmation import Choice, ConfirmPlan, Draw, confirmation_choice
 from service.queue.work_queue import Claim
 from service.states import ENDED_TRIAL_STATES
@@ -342,14 +344,16 @@ def _confirmation_choice(session: Session, study: _Candidate, taken: int) -> Cho
 
 
 @functools.cache
-def _draws() -> Select[Any, str, float | None, bool, bool]:
+def _draws() -> Select[Any, str, float | None, bool, bool, bool]:
     """The study's trials that a confirmation's choice reads: the finished ones, the running
-    ones and the confirmations, each with whether a retry holds its slot."""
+    ones and the confirmations, each with whether a retry holds its slot and whether it
+    diverged."""
     study_id = bindparam("study_id", type_=Integer)
     retry = aliased(Trial)
     retried = select(retry.id).where(retry.retry_of_id == Trial.id).exists()
+    diverged = case((Trial.problem_labels.like(problem_pattern("diverged")), True), else_=False)
     return (
-        select(Trial.params, Trial.state, Trial.value, Trial.confirmation, retried)
+        select(Trial.params, Trial.state, Trial.value, Trial.confirmation, retried, diverged)
         .where(
             Trial.study_id == study_id,
             or_(

@@ -73,6 +73,8 @@ class Draw:
     confirmation: bool
     retried: bool = False
     """Handed over, with a retry that holds its slot (the retry is counted, not it)."""
+    diverged: bool = False
+    """Failed because its loss became non-finite."""
 
 
 def config_key(params: Mapping[str, Any]) -> str:
@@ -87,13 +89,19 @@ def _finished_value(draw: Draw) -> float | None:
 
 
 def top_configurations(draws: Iterable[Draw], top: int, direction: str) -> list[dict[str, Any]]:
-    """The `top` distinct configurations of the search's best finished draws (confirmations
-    left out: they repeat configurations, and must not promote one by its luck), best first."""
+    """The `top` distinct configurations of the search's best finished draws, best first.
+    Confirmations are left out (they repeat configurations, and must not promote one by its
+    luck), and so is a configuration that diverged on a seed: the confirmed best leaves it
+    out (`service.studies.confirmed`), so its seeds go to the next best."""
+    draws = list(draws)
+    unstable = {config_key(draw.params) for draw in draws if draw.diverged}
     searched = sorted(
         (
             (value, index, draw)
             for index, draw in enumerate(draws)
-            if not draw.confirmation and (value := _finished_value(draw)) is not None
+            if not draw.confirmation
+            and (value := _finished_value(draw)) is not None
+            and config_key(draw.params) not in unstable
         ),
         key=lambda item: (item[0] if direction == "minimize" else -item[0], item[1]),
     )
@@ -120,8 +128,8 @@ def next_confirmation(draws: Iterable[Draw], top: int, direction: str) -> dict[s
     fewest confirmations so far (finished, running or queued; the better on a tie), so that
     each gets its first extra seed before any gets a second, and each its `seeds` in the end
     (a configuration the sampler happened to draw twice gets as many as the others). A failed
-    confirmation counts: it spent one of the configuration's seeds. None while no trial has
-    finished."""
+    confirmation counts: it spent one of the configuration's seeds (one that diverged takes
+    its configuration out of the top). None while no trial has finished."""
     draws = list(draws)
     candidates = top_configurations(draws, top, direction)
     if not candidates:

@@ -558,7 +558,14 @@ class InMemoryWorkQueue:
             return "search"
         retried = {trial.retry_of_id for trial in trials}
         draws = (
-            Draw(t.params, t.state, t.value, t.confirmation, t.id in retried)
+            Draw(
+                t.params,
+                t.state,
+                t.value,
+                t.confirmation,
+                t.id in retried,
+                ",diverged," in (t.problem_labels or ""),
+            )
             for t in trials
             if t.state in (TrialState.COMPLETE, TrialState.RUNNING) or t.confirmation
         )

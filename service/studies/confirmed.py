@@ -23,16 +23,21 @@ Draw = tuple[int, Mapping[str, Any], float, bool]
 
 
 def confirmed_best(
-    draws: Iterable[Draw], direction: Literal["minimize", "maximize"]
+    draws: Iterable[Draw],
+    direction: Literal["minimize", "maximize"],
+    diverged: Iterable[Mapping[str, Any]] = (),
 ) -> ConfirmedBest | None:
     """Of the configurations with two or more complete draws, the one with the best mean; ties
-    go to more draws, then to the earlier first draw."""
+    go to more draws, then to the earlier first draw. A configuration that diverged on one of
+    its seeds (`diverged`: the params of the study's diverged trials) is left out: its mean
+    over the seeds that trained says nothing of the ones that blew up."""
     grouped: dict[str, list[Draw]] = {}
     for draw in draws:
         if math.isfinite(draw[2]):
             grouped.setdefault(config_key(draw[1]), []).append(draw)
+    unstable = {config_key(params) for params in diverged} & grouped.keys()
     sign = 1.0 if direction == "minimize" else -1.0
-    repeated = [group for group in grouped.values() if len(group) >= 2]
+    repeated = [group for key, group in grouped.items() if len(group) >= 2 and key not in unstable]
     if not repeated:
         return None
     group = min(
@@ -50,6 +55,7 @@ def confirmed_best(
         trials=[draw[0] for draw in group],
         best_trial=best_number,
         confirmations_mean=statistics.fmean(confirmations) if confirmations else None,
+        diverged_left_out=len(unstable),
     )
 
 
@@ -64,4 +70,6 @@ def read_confirmed_best(session: Session, study: Study) -> ConfirmedBest | None:
     direction: Literal["minimize", "maximize"] = (
         "maximize" if study.direction == "maximize" else "minimize"
     )
-    return confirmed_best(trials.complete_draws(study.id), direction)
+    return confirmed_best(
+        trials.complete_draws(study.id), direction, trials.diverged_params(study.id)
+    )

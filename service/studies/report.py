@@ -152,6 +152,7 @@ def _build_report(session: Session, study_id: int) -> StudyReport:
         rows: list[_Row] = []
         confirmations = 0
         draws: list[Draw] = []  # every complete trial with a value, for the confirmed best
+        diverged: list[dict[str, Any]] = []
         for number, state, value, params, labels, confirmation in session.execute(
             select(
                 Trial.number,
@@ -166,6 +167,8 @@ def _build_report(session: Session, study_id: int) -> StudyReport:
         ):
             if state == TrialState.COMPLETE and value is not None:
                 draws.append((number, params or {}, value, confirmation))
+            elif state == TrialState.FAILED and "diverged" in split_problem_labels(labels):
+                diverged.append(params or {})
             # confirmations repeat the best configurations: counted in the techniques' groups
             # they would weigh those configurations more than the search did
             if confirmation:
@@ -184,7 +187,9 @@ def _build_report(session: Session, study_id: int) -> StudyReport:
         "maximize" if study.direction == "maximize" else "minimize"
     )
     # (from the rows read above: `read_confirmed_best` would read them again)
-    confirmed = confirmed_best(draws, direction) if spec.confirm and confirmations else None
+    confirmed = (
+        confirmed_best(draws, direction, diverged) if spec.confirm and confirmations else None
+    )
     complete = [
         r
         for r in rows
@@ -483,6 +488,11 @@ def _confirmed_sentence(confirmed: ConfirmedBest, best: BestTrial | None, metric
     )
     if confirmed.confirmations_mean is not None:
         sentence += f" ({confirmed.confirmations_mean:.4g} over its confirmations alone)"
+    if confirmed.diverged_left_out:
+        sentence += (
+            f"; {confirmed.diverged_left_out} configuration(s) that diverged on one of their "
+            "seeds were left out"
+        )
     if best is not None and best.number not in confirmed.trials:
         sentence += (
             f"; the best single draw (trial {best.number}, {best.value:.4g}) was another "

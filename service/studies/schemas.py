@@ -222,6 +222,11 @@ class ConfirmedBest(BaseModel):
         "it among the best (its searched draw was picked for being good), so the fairer "
         "estimate of what it scores on a new seed; None before a confirmation completed",
     )
+    diverged_left_out: int = Field(
+        default=0,
+        description="configurations left out because one of their draws diverged (the loss "
+        "became non-finite): a mean over the seeds that trained would hide the ones that did not",
+    )
 
 
 class StudyDetail(StudyRead):

@@ -31,6 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db.models import Study, Trial, TrialState
+from service.db.repositories import TrialRepository
 from service.queue.confirmation import ConfirmPlan
 from service.studies.confirmed import confirmed_best
 from service.studies.errors import InvalidInputError, Issue
@@ -120,7 +121,7 @@ def prepare_warm_start(session: Session, spec: StudySpec) -> WarmStart:
                 "complete trials fall outside this search space and do not seed it"
             )
         warm.trials += taken
-        if (best := _confirmed_seed(spec, source, rows, taken)) is not None:
+        if (best := _confirmed_seed(session, spec, source, rows, taken)) is not None:
             confirmed.append((source_id, best))
     if issues:
         raise InvalidInputError(issues)
@@ -147,6 +148,7 @@ def prepare_warm_start(session: Session, spec: StudySpec) -> WarmStart:
 
 
 def _confirmed_seed(
+    session: Session,
     spec: StudySpec,
     source: Study,
     rows: Sequence[tuple[int, Any, float, bool]],
@@ -159,6 +161,7 @@ def _confirmed_seed(
     best = confirmed_best(
         sorted((number, params or {}, value, bool(flag)) for number, params, value, flag in rows),
         spec.primary.resolved_direction,
+        TrialRepository(session).diverged_params(source.id),
     )
     if best is None:
         return None

@@ -75,6 +75,9 @@ function confirmedFact(fact, confirmed) {
     `${fmtNumber(confirmed.mean)} ± ${fmtNumber(confirmed.stdev)} over ${confirmed.trials.length} seeds (trials `,
     ...links,
     ")",
+    confirmed.diverged_left_out
+      ? `; ${confirmed.diverged_left_out} configuration(s) that diverged on a seed left out`
+      : "",
   );
 }
 

@@ -16,6 +16,7 @@ from service.db.repositories._trials import (
     SortOrder,
     TrialRepository,
     TrialSort,
+    problem_pattern,
 )
 from service.db.repositories._workers import WorkerRepository
 
@@ -31,4 +32,5 @@ __all__ = [
     "TrialSort",
     "WorkerRepository",
     "ping",
+    "problem_pattern",
 ]

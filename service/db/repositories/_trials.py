@@ -183,6 +183,16 @@ class TrialRepository:
         ).all()
         return [(number, params, value, flag) for number, params, value, flag in rows]
 
+    def diverged_params(self, study_id: int) -> Sequence[dict[str, Any]]:
+        """The params of the study's trials that diverged (their loss became non-finite)."""
+        return self._session.scalars(
+            select(Trial.params).where(
+                Trial.study_id == study_id,
+                Trial.state == TrialState.FAILED,
+                Trial.problem_labels.like(problem_pattern("diverged")),
+            )
+        ).all()
+
     def find_best(self, study_id: int, direction: Literal["minimize", "maximize"]) -> Trial | None:
         """The complete trial with the best value (lowest number on ties)."""
         value = Trial.value.asc() if direction == "minimize" else Trial.value.desc()
