@@ -120,6 +120,25 @@ def _successive_halving(**options: Any) -> Callable[[], None]:
     return apply
 
 
+def _patient_median(patience: int) -> Callable[[], None]:
+    """A lever: the default MedianPruner prunes a trial only once it has stopped improving for
+    `patience` epochs (Optuna's PatientPruner): a slow learner still improving is kept."""
+
+    def apply() -> None:
+        import optuna
+
+        from service.worker import optuna_bridge, runner
+
+        original = optuna_bridge.make_pruner
+
+        def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+            return optuna.pruners.PatientPruner(original(spec), patience=patience)
+
+        runner.make_pruner = make_pruner  # type: ignore[attr-defined]
+
+    return apply
+
+
 def _quarter_gamma(n: int) -> int:
     """TPE's "good" group as a quarter of the trials (Optuna: a tenth), at most 25: under a
     noisy objective a larger group leans less on the few luckiest draws."""
@@ -157,6 +176,8 @@ LEVERS: dict[str, tuple[Callable[[], None] | None, dict[str, Any]]] = {
     ),
     "successive-halving": (None, {"pruner": {"name": "successive_halving"}}),
     "asha1": (_successive_halving(min_resource=1, reduction_factor=3), {}),
+    "patient1": (_patient_median(1), {}),
+    "patient2": (_patient_median(2), {}),
     # the study's last 6 trials retrain its 3 best configurations with 2 more seeds each
     "confirm": (None, {"confirm": {"top": 3, "seeds": 2}}),
 }
