@@ -177,6 +177,8 @@ LEVERS: dict[str, tuple[Callable[[], None] | None, dict[str, Any]]] = {
     "successive-halving": (None, {"pruner": {"name": "successive_halving"}}),
     "asha1": (_successive_halving(min_resource=1, reduction_factor=3), {}),
     "patient1": (_patient_median(1), {}),
+    # with --parallel: TPE without the constant liar (the service turns it on for parallel trials)
+    "no-liar": (_tpe(constant_liar=False), {}),
     # the study's last 6 trials retrain its 3 best configurations with 2 more seeds each
     "confirm": (None, {"confirm": {"top": 3, "seeds": 2}}),
 }
